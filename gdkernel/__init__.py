@@ -1,0 +1,21 @@
+"""gdkernel: gradient descent as a jit-compiled, vmappable JAX kernel."""
+
+from ._result import Best as Best
+from ._result import History as History
+from ._result import Result as Result
+from ._result import Status as Status
+from ._result import SweepResult as SweepResult
+from ._solve import gradient_descent as gradient_descent
+from ._sweep import sweep as sweep
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Best",
+    "History",
+    "Result",
+    "Status",
+    "SweepResult",
+    "gradient_descent",
+    "sweep",
+]

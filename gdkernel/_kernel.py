@@ -1,0 +1,242 @@
+"""One problem: derivative, update, stopping test and the `lax.while_loop`.
+
+Everything here works on a single member. Batching is `jax.vmap` of these functions
+(`_batch.py` runs a whole batch in one masked loop).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array, lax
+
+from ._result import RUNNING, History, Result, Status
+from ._validate import call_cost_fn, call_grad_fn
+
+PyTree = Any
+ValueAndGrad = Callable[[PyTree, tuple], tuple[Array, PyTree]]
+
+NORMS = ("l1", "l2", "max")
+METHODS = ("gd", "momentum", "nesterov")
+
+
+class Options(NamedTuple):
+    """The static (compile-time) options of a run. Hashable, so it can key the jit cache."""
+
+    norm: str = "l1"
+    method: str = "gd"
+    history_every: int = 0  # 0: no history
+    history_rows: int = 0  # max_iter // history_every + 1 when recording
+
+
+class Params(NamedTuple):
+    """The traced numbers of a run: changing them never recompiles."""
+
+    learning_rate: Array
+    precision: Array
+    grad_tol: Array  # +inf when the stall test is off
+    momentum: Array
+    max_iter: Array  # int32
+
+
+class State(NamedTuple):
+    """The loop carry of one member."""
+
+    x: PyTree
+    cost: Array
+    grad: PyTree
+    velocity: PyTree  # None for plain gradient descent
+    step_size: Array
+    iterations: Array
+    status: Array
+    history: History | None
+
+
+def make_value_and_grad(cost_fn: Callable, grad_fn: Callable | None) -> ValueAndGrad:
+    """`(x, args) -> (cost, grad)`, from autodiff or from the user's `grad_fn`."""
+    if grad_fn is None:
+
+        def value_and_grad(x: PyTree, args: tuple) -> tuple[Array, PyTree]:
+            return jax.value_and_grad(lambda y: call_cost_fn(cost_fn, y, args))(x)
+
+    else:
+
+        def value_and_grad(x: PyTree, args: tuple) -> tuple[Array, PyTree]:
+            return call_cost_fn(cost_fn, x, args), call_grad_fn(grad_fn, x, args)
+
+    return value_and_grad
+
+
+def tree_norm(tree: PyTree, kind: str) -> Array:
+    """The `l1`, `l2` or `max` norm over every element of every leaf."""
+    leaves = [jnp.abs(leaf) for leaf in jax.tree.leaves(tree)]
+    if kind == "l1":
+        return sum(jnp.sum(leaf) for leaf in leaves)
+    if kind == "l2":
+        return jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in leaves))
+    if kind == "max":
+        return functools.reduce(jnp.maximum, [jnp.max(leaf) for leaf in leaves])
+    raise ValueError(f"`norm` must be one of {NORMS}, got {kind!r}")
+
+
+def _all_finite(tree: PyTree) -> Array:
+    out = jnp.array(True)
+    for leaf in jax.tree.leaves(tree):
+        out = out & jnp.all(jnp.isfinite(leaf))
+    return out
+
+
+def _select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _scaled(tree: PyTree, scale: Array) -> PyTree:
+    return jax.tree.map(lambda leaf: scale.astype(leaf.dtype) * leaf, tree)
+
+
+def _sub(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree.map(jnp.subtract, a, b)
+
+
+def init(
+    value_and_grad: ValueAndGrad, x0: PyTree, params: Params, args: tuple, opts: Options
+) -> State:
+    """Evaluate the cost and gradient at the initial guess; decide if there is work to do."""
+    cost, grad = value_and_grad(x0, args)
+    valid = (
+        (params.learning_rate > 0)
+        & jnp.isfinite(params.learning_rate)
+        & (params.precision >= 0)
+        & (params.grad_tol >= 0)
+        & (params.momentum >= 0)
+        & (params.momentum < 1)
+        & _all_finite(x0)
+    )
+    status = jnp.where(
+        ~valid,
+        Status.INVALID,
+        jnp.where(
+            ~(jnp.isfinite(cost) & _all_finite(grad)),
+            Status.DIVERGED,
+            jnp.where(params.max_iter <= 0, Status.MAX_ITER, RUNNING),
+        ),
+    ).astype(jnp.int32)
+    velocity = None if opts.method == "gd" else jax.tree.map(jnp.zeros_like, x0)
+    history = None
+    if opts.history_every:
+        rows = opts.history_rows
+
+        def buffer(leaf: Array) -> Array:
+            empty = jnp.full((rows, *jnp.shape(leaf)), jnp.nan, dtype=leaf.dtype)
+            return empty.at[0].set(leaf)
+
+        history = History(x=jax.tree.map(buffer, x0), cost=buffer(cost))
+    step_dtype = jnp.result_type(*jax.tree.leaves(x0))
+    return State(
+        x=x0,
+        cost=cost,
+        grad=grad,
+        velocity=velocity,
+        step_size=jnp.array(jnp.inf, dtype=step_dtype),
+        iterations=jnp.array(0, dtype=jnp.int32),
+        status=status,
+        history=history,
+    )
+
+
+def _update(state: State, params: Params, method: str) -> tuple[PyTree, PyTree]:
+    """The new iterate and velocity. The velocity is None for plain gradient descent."""
+    if method == "gd":
+        return _sub(state.x, _scaled(state.grad, params.learning_rate)), None
+    velocity = jax.tree.map(
+        lambda v, g: params.momentum.astype(v.dtype) * v + g, state.velocity, state.grad
+    )
+    if method == "momentum":
+        direction = velocity
+    else:  # nesterov
+        direction = jax.tree.map(
+            lambda v, g: g + params.momentum.astype(v.dtype) * v, velocity, state.grad
+        )
+    return _sub(state.x, _scaled(direction, params.learning_rate)), velocity
+
+
+def step(
+    value_and_grad: ValueAndGrad, state: State, params: Params, args: tuple, opts: Options
+) -> State:
+    """One iteration: update, re-evaluate, measure the step, decide the status."""
+    new_x, new_velocity = _update(state, params, opts.method)
+    new_cost, new_grad = value_and_grad(new_x, args)
+    step_size = tree_norm(_sub(new_x, state.x), opts.norm).astype(state.step_size.dtype)
+    iterations = state.iterations + 1
+
+    finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)
+    small = step_size < params.precision
+    steep = tree_norm(new_grad, opts.norm) > params.grad_tol
+    status = jnp.select(
+        [~finite, small & steep, small, iterations >= params.max_iter],
+        [Status.DIVERGED, Status.STALLED, Status.CONVERGED, Status.MAX_ITER],
+        RUNNING,
+    ).astype(jnp.int32)
+
+    history = state.history
+    if history is not None:
+        every = opts.history_every
+        row = iterations // every
+        write = finite & (iterations % every == 0)
+
+        def record(buffer: Array, value: Array) -> Array:
+            return buffer.at[row].set(jnp.where(write, value, buffer[row]))
+
+        history = History(
+            x=jax.tree.map(record, history.x, new_x), cost=record(history.cost, new_cost)
+        )
+
+    accepted = State(
+        x=new_x,
+        cost=new_cost,
+        grad=new_grad,
+        velocity=new_velocity,
+        step_size=step_size,
+        iterations=iterations,
+        status=status,
+        history=history,
+    )
+    # A non-finite iterate is never taken: the member keeps its last finite one.
+    kept = state._replace(status=status, history=history)
+    return _select(finite, accepted, kept)
+
+
+def running(state: State) -> Array:
+    return state.status == RUNNING
+
+
+def masked_step(
+    value_and_grad: ValueAndGrad, state: State, params: Params, args: tuple, opts: Options
+) -> State:
+    """`step` for a member still running; a finished member stays exactly where it is."""
+    return _select(running(state), step(value_and_grad, state, params, args, opts), state)
+
+
+def to_result(state: State) -> Result:
+    return Result(
+        x=state.x,
+        cost=state.cost,
+        grad=state.grad,
+        step_size=state.step_size,
+        iterations=state.iterations,
+        status=state.status,
+        history=state.history,
+    )
+
+
+def solve(
+    value_and_grad: ValueAndGrad, x0: PyTree, params: Params, args: tuple, opts: Options
+) -> Result:
+    """The whole run of one member: `init`, then `step` while it is running."""
+    state = init(value_and_grad, x0, params, args, opts)
+    state = lax.while_loop(running, lambda s: step(value_and_grad, s, params, args, opts), state)
+    return to_result(state)

@@ -1,0 +1,201 @@
+"""What a run returns: the `Status` enumeration and the `Result` pytree."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax import Array
+
+PyTree = Any
+
+
+class Status(enum.IntEnum):
+    """Why a member stopped. Each value carries a human-readable `message`.
+
+    | value | name | meaning |
+    | --- | --- | --- |
+    | 0 | `CONVERGED` | the step `norm(x_new - x_old)` fell below `precision` |
+    | 1 | `MAX_ITER` | `max_iter` iterations ran without the step rule firing |
+    | 2 | `DIVERGED` | the cost, gradient or iterate became NaN or inf; `x` is the last finite iterate |
+    | 3 | `STALLED` | the step rule fired while the gradient norm was still above `grad_tol` |
+    | 4 | `INVALID` | a traced input was out of range (see the message); no iteration ran |
+    """
+
+    CONVERGED = 0
+    MAX_ITER = 1
+    DIVERGED = 2
+    STALLED = 3
+    INVALID = 4
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.CONVERGED: "converged: the step fell below `precision`",
+    Status.MAX_ITER: "stopped after `max_iter` iterations without converging",
+    Status.DIVERGED: (
+        "diverged: the cost, gradient or iterate became non-finite (NaN or inf); "
+        "`x` is the last finite iterate (try a smaller `learning_rate`)"
+    ),
+    Status.STALLED: (
+        "stalled: the step fell below `precision` while the gradient norm was still "
+        "above `grad_tol` (the learning rate is too small to move)"
+    ),
+    Status.INVALID: (
+        "invalid input: `learning_rate` <= 0 or non-finite, `precision` or `grad_tol` "
+        "negative or NaN, or a non-finite `initial_guess`; no iteration ran"
+    ),
+}
+
+# Internal value of a member that is still iterating. Never returned to the user.
+RUNNING = -1
+
+
+def _messages(status: Any) -> str | np.ndarray:
+    codes = np.asarray(status)
+    if codes.ndim == 0:
+        return Status(int(codes)).message
+    return np.vectorize(lambda c: Status(int(c)).message, otypes=[object])(codes)
+
+
+class History(NamedTuple):
+    """Iterates and costs recorded inside the compiled loop.
+
+    Row `r` holds iterate `r * history_every` (row 0 is the initial guess). Rows past a
+    member's last recorded iterate are NaN.
+
+    Attributes:
+        x: the iterates, with the row axis in front of the iterate's own shape (for a
+            sweep, behind the two grid axes).
+        cost: the cost at each recorded iterate.
+    """
+
+    x: PyTree
+    cost: Array
+
+
+class Result(NamedTuple):
+    """The outcome of `gradient_descent`: a pytree of arrays.
+
+    For a batch (under `jax.vmap`, or from `sweep`) every field gains the batch axes in
+    front.
+
+    Attributes:
+        x: the final iterate, with the structure of `initial_guess`.
+        cost: `cost_fn(x, *args)`.
+        grad: the gradient at `x` (the slope the tutorials print).
+        step_size: the norm of the last step taken.
+        iterations: how many iterations ran (the one where the step rule fired counts).
+        status: a `Status` code per member (int32).
+        history: a `History` when `history=True` was asked for, else `None`.
+    """
+
+    x: PyTree
+    cost: Array
+    grad: PyTree
+    step_size: Array
+    iterations: Array
+    status: Array
+    history: History | None = None
+
+    @property
+    def converged(self) -> Array:
+        """`status == Status.CONVERGED`."""
+        return self.status == Status.CONVERGED
+
+    @property
+    def diverged(self) -> Array:
+        """`status == Status.DIVERGED`."""
+        return self.status == Status.DIVERGED
+
+    @property
+    def stalled(self) -> Array:
+        """`status == Status.STALLED`."""
+        return self.status == Status.STALLED
+
+    @property
+    def message(self) -> str | np.ndarray:
+        """The status message (an array of messages for a batch)."""
+        return _messages(self.status)
+
+
+class Best(NamedTuple):
+    """One member picked out of a sweep by `SweepResult.best`."""
+
+    learning_rate: Array
+    initial_guess: PyTree
+    index: tuple[int, int]
+    result: Result
+
+
+class SweepResult(NamedTuple):
+    """The outcome of `sweep`: a `Result` per member of the learning-rate x guess grid.
+
+    Every field of `Result` is here with two leading axes, `(n_learning_rates, n_guesses)`.
+    The grid's own axes ride along, so the result is self-describing.
+
+    Attributes:
+        x, cost, grad, step_size, iterations, status, history: as in `Result`.
+        learning_rate: the learning rates, shape `(n_learning_rates,)`.
+        initial_guess: the starting points, with `n_guesses` on every leaf's leading axis.
+    """
+
+    x: PyTree
+    cost: Array
+    grad: PyTree
+    step_size: Array
+    iterations: Array
+    status: Array
+    history: History | None
+    learning_rate: Array
+    initial_guess: PyTree
+
+    converged = Result.converged
+    diverged = Result.diverged
+    stalled = Result.stalled
+    message = Result.message
+
+    def member(self, i: int, j: int) -> Result:
+        """The `Result` of learning rate `i` and starting point `j`."""
+        fields = [getattr(self, name) for name in Result._fields]
+        return Result(*(jax.tree.map(lambda leaf: leaf[i, j], f) for f in fields))
+
+    def counts(self) -> dict[Status, int]:
+        """How many members ended with each status."""
+        codes = np.asarray(self.status).ravel()
+        return {s: int(np.sum(codes == s)) for s in Status}
+
+    def best(self, among: str = "converged") -> Best:
+        """The member with the lowest final cost.
+
+        Args:
+            among: `"converged"` (default) considers converged members only; `"finite"` every
+                member that did not diverge or get invalid input; `"all"` every member with a
+                finite cost.
+
+        Raises:
+            ValueError: if no member qualifies (the message gives the status counts).
+        """
+        status = np.asarray(self.status)
+        cost = np.asarray(self.cost, dtype=np.float64)
+        if among == "converged":
+            ok = status == Status.CONVERGED
+        elif among == "finite":
+            ok = (status != Status.DIVERGED) & (status != Status.INVALID)
+        elif among == "all":
+            ok = np.ones_like(status, dtype=bool)
+        else:
+            raise ValueError(f"`among` must be 'converged', 'finite' or 'all', got {among!r}")
+        ok &= np.isfinite(cost)
+        if not ok.any():
+            counts = ", ".join(f"{s.name}: {n}" for s, n in self.counts().items() if n)
+            raise ValueError(f"no member qualifies for best(among={among!r}); statuses: {counts}")
+        flat = int(np.argmin(np.where(ok, cost, np.inf)))
+        i, j = (int(k) for k in np.unravel_index(flat, status.shape))
+        guess = jax.tree.map(lambda leaf: leaf[j], self.initial_guess)
+        return Best(self.learning_rate[i], guess, (i, j), self.member(i, j))

@@ -1,0 +1,153 @@
+"""`gradient_descent`: one problem, checked at call time, solved inside `jax.jit`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate as v
+from ._kernel import METHODS, NORMS, Options, Params, make_value_and_grad, solve
+from ._result import Result
+
+PyTree = Any
+
+
+@functools.partial(jax.jit, static_argnames=("cost_fn", "grad_fn", "opts"))
+def _run(
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    *,
+    cost_fn: Callable,
+    grad_fn: Callable | None,
+    opts: Options,
+) -> Result:
+    return solve(make_value_and_grad(cost_fn, grad_fn), x0, params, args, opts)
+
+
+def make_params(
+    dtype: Any, learning_rate: Any, precision: Any, grad_tol: Any, momentum: Any, max_iter: int
+) -> Params:
+    """The traced numbers as arrays of one fixed dtype, so their Python type never retraces."""
+
+    def arr(value: Any) -> Any:
+        if v.is_traced(value) or isinstance(value, jax.Array):
+            return jnp.asarray(value, dtype=dtype)
+        return np.asarray(value, dtype=dtype)
+
+    return Params(
+        arr(learning_rate), arr(precision), arr(grad_tol), arr(momentum), np.int32(max_iter)
+    )
+
+
+def make_options(
+    norm: str, method: str, history: bool, history_every: Any, max_iter: int
+) -> Options:
+    """The static options; `max_iter` is static only when a history buffer must be sized."""
+    every = v.as_history_every(history, history_every)
+    return Options(
+        norm=v.as_choice(norm, "norm", NORMS),
+        method=v.as_choice(method, "method", METHODS),
+        history_every=every,
+        history_rows=max_iter // every + 1 if every else 0,
+    )
+
+
+def float_dtype(guess: PyTree) -> Any:
+    return jnp.result_type(*jax.tree.leaves(guess))
+
+
+def gradient_descent(
+    cost_fn: Callable[..., Any],
+    initial_guess: PyTree,
+    learning_rate: float | Any,
+    *,
+    precision: float | Any = 1e-4,
+    max_iter: int = 100,
+    args: tuple = (),
+    grad_fn: Callable[..., PyTree] | None = None,
+    norm: str = "l1",
+    grad_tol: float | None = None,
+    method: str = "gd",
+    momentum: float = 0.9,
+    history: bool = False,
+    history_every: int = 1,
+    symbols: Any = None,
+) -> Result:
+    r"""Minimise `cost_fn` by gradient descent from `initial_guess`.
+
+    Each iteration is the tutorials' three steps (predict, measure the error, learn):
+
+    $$x_{k+1} = x_k - \eta \nabla f(x_k), \qquad s_k = \lVert x_{k+1} - x_k \rVert$$
+
+    and the run stops at the first $k$ with $s_k < \text{precision}$ (that iteration counts:
+    `CONVERGED`), or when `max_iter` iterations have run (`MAX_ITER`). If the cost, the
+    gradient or the iterate becomes NaN or inf the run stops with `DIVERGED` and keeps its
+    last finite iterate. With `grad_tol` set, a step-rule stop while
+    $\lVert\nabla f(x_{k+1})\rVert > \text{grad\_tol}$ is reported as `STALLED`.
+
+    The loop is a `jax.lax.while_loop` compiled with `jax.jit`. `initial_guess`,
+    `learning_rate`, `precision`, `grad_tol`, `momentum` and `args` are traced: new values of
+    the same shape and dtype reuse the compiled program. `cost_fn` and `grad_fn` are static and
+    cached by identity: define them once rather than passing a fresh lambda in a hot loop.
+    The function can itself be wrapped in `jax.jit` and `jax.vmap`; under `vmap` every
+    member stops on its own rule.
+
+    Args:
+        cost_fn: `cost_fn(x, *args) -> scalar`, a JAX-traceable function (or a SymPy
+            expression, with the `sympy` extra).
+        initial_guess: the starting point: a number, an array, or a pytree of arrays (e.g.
+            `{"b0": 0.0, "b1": 0.0}`). Integers are promoted to the default float dtype.
+        learning_rate: the step size $\eta > 0$.
+        precision: stop once the step is smaller than this (default `1e-4`).
+        max_iter: the iteration cap (default 100); a static Python int.
+        args: extra arguments passed as `cost_fn(x, *args)`, e.g. data `(X, y)`.
+        grad_fn: `grad_fn(x, *args)`, a gradient to use instead of `jax.grad`.
+        norm: how the step (and gradient) is measured over all leaves: `"l1"` (sum of absolute
+            values, the tutorials' choice), `"l2"` or `"max"`.
+        grad_tol: if given, a step-rule stop with a gradient norm above it is `STALLED`.
+        method: `"gd"` (plain), `"momentum"` (heavy ball:
+            $v_{k+1} = \mu v_k + \nabla f(x_k)$, $x_{k+1} = x_k - \eta v_{k+1}$) or
+            `"nesterov"` ($x_{k+1} = x_k - \eta(\nabla f(x_k) + \mu v_{k+1})$).
+        momentum: $\mu \in [0, 1)$ for the momentum methods (default 0.9).
+        history: record every iterate and cost inside the loop (`Result.history`).
+        history_every: with `history`, keep every k-th iterate only; the buffer holds
+            `max_iter // history_every + 1` rows.
+        symbols: for a SymPy `cost_fn` with several free symbols, their order in `x`.
+
+    Returns:
+        A `Result` pytree: `x`, `cost`, `grad`, `step_size`, `iterations`, `status` (and
+        `history`), with `converged`, `diverged`, `stalled` and `message` derived from `status`.
+
+    Raises:
+        TypeError: `cost_fn` is not callable, does not return a real scalar, or fails on
+            `initial_guess` and `args`; an argument has the wrong type.
+        ValueError: a concrete `learning_rate` <= 0 or non-finite, `precision` < 0,
+            `max_iter` < 0, a NaN or inf in `initial_guess`, an unknown `norm` or `method`.
+
+    Example:
+        >>> import gdkernel as gd
+        >>> res = gd.gradient_descent(lambda x: x**2, 3, 0.1)
+        >>> int(res.iterations), res.status == gd.Status.CONVERGED
+        (40, Array(True, dtype=bool))
+    """
+    cost_fn = v.cost_function(cost_fn, symbols)
+    grad_fn = v.grad_function(grad_fn)
+    x0 = v.as_guess(initial_guess, "initial_guess")
+    max_iter = v.as_max_iter(max_iter)
+    params = make_params(
+        float_dtype(x0),
+        v.as_learning_rate(learning_rate),
+        v.as_precision(precision),
+        v.as_grad_tol(grad_tol),
+        v.as_momentum(momentum),
+        max_iter,
+    )
+    opts = make_options(norm, method, history, history_every, max_iter)
+    v.warn_precision(precision, x0)
+    return _run(x0, params, v.as_args(args), cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)

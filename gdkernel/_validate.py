@@ -1,0 +1,303 @@
+"""Turning user input into arrays, or a clear one-line error that names the argument.
+
+Concrete values (Python numbers, NumPy arrays, JAX arrays outside a trace) are checked at call
+time. Traced values cannot be checked before the run; the kernel turns them into
+`Status.INVALID` instead.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+PyTree = Any
+
+
+def is_traced(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def describe(tree: PyTree) -> str:
+    """A short description of a pytree's leaves, e.g. `float32[3]`."""
+
+    def one(leaf: Any) -> str:
+        shape = getattr(leaf, "shape", None)
+        dtype = getattr(leaf, "dtype", None)
+        if shape is None or dtype is None:
+            return type(leaf).__name__
+        return f"{np.dtype(dtype).name}[{','.join(map(str, shape))}]"
+
+    leaves, treedef = jax.tree.flatten(tree)
+    described = [one(leaf) for leaf in leaves]
+    if treedef.num_leaves == 1 and treedef.num_nodes == 1:
+        return described[0]
+    return str(jax.tree.unflatten(treedef, described)).replace("'", "")
+
+
+# ---------------------------------------------------------------------------- functions
+
+
+def cost_function(cost_fn: Any, symbols: Any = None) -> Callable:
+    """The user's cost as a callable: a callable as is, a SymPy expression lambdified."""
+    if callable(cost_fn):
+        if symbols is not None:
+            raise TypeError("`symbols` is only for a SymPy expression `cost_fn`")
+        return cost_fn
+    if type(cost_fn).__module__.split(".")[0] == "sympy":
+        from ._sympy import lambdify_cost
+
+        return lambdify_cost(cost_fn, symbols)
+    raise TypeError(
+        f"`cost_fn` must be a callable `cost_fn(x, *args)` or a SymPy expression, "
+        f"got {type(cost_fn).__name__}"
+    )
+
+
+def grad_function(grad_fn: Any) -> Callable | None:
+    if grad_fn is not None and not callable(grad_fn):
+        raise TypeError(
+            f"`grad_fn` must be a callable `grad_fn(x, *args)` or None, got {type(grad_fn).__name__}"
+        )
+    return grad_fn
+
+
+def _call(fn: Callable, name: str, x: PyTree, args: tuple) -> Any:
+    try:
+        return fn(x, *args)
+    except Exception as err:  # re-raised with the call shown, without JAX's long trace
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        call = f"{name}(x, *args) with x: {describe(x)}"
+        if args:
+            call += f" and args: {describe(args)}"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise kind(
+            f"`{name}` failed when called as {call}: {type(err).__name__}: {first}"
+        ) from None
+
+
+def call_cost_fn(cost_fn: Callable, x: PyTree, args: tuple) -> Array:
+    """`cost_fn(x, *args)`, checked to be a real floating-point scalar."""
+    out = _call(cost_fn, "cost_fn", x, args)
+    try:
+        out = jnp.asarray(out)
+    except TypeError:
+        raise TypeError(f"`cost_fn` must return a real scalar, got {type(out).__name__}") from None
+    if out.shape != ():
+        raise TypeError(
+            f"`cost_fn` must return a real scalar, got shape {out.shape}; "
+            "reduce it first (e.g. jnp.sum or jnp.mean)"
+        )
+    if jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise TypeError(f"`cost_fn` must return a real scalar, got a complex one ({out.dtype})")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(
+            f"`cost_fn` must return a real floating-point scalar, got {out.dtype} "
+            "(does the cost depend on x?)"
+        )
+    return out
+
+
+def call_grad_fn(grad_fn: Callable, x: PyTree, args: tuple) -> PyTree:
+    """`grad_fn(x, *args)`, checked to have the structure, shapes and dtypes of `x`."""
+    out = _call(grad_fn, "grad_fn", x, args)
+    x_leaves, x_def = jax.tree.flatten(x)
+    try:
+        g_leaves = x_def.flatten_up_to(out)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`grad_fn` must return a gradient shaped like x ({describe(x)}), got {describe(out)}"
+        ) from None
+    fixed = []
+    for xl, gl in zip(x_leaves, g_leaves, strict=True):
+        gl = jnp.asarray(gl)
+        if gl.shape != xl.shape:
+            raise TypeError(
+                f"`grad_fn` must return a gradient shaped like x ({describe(x)}), got {describe(out)}"
+            )
+        fixed.append(gl.astype(xl.dtype))
+    return jax.tree.unflatten(x_def, fixed)
+
+
+# ------------------------------------------------------------------------------ numbers
+
+
+def default_float() -> np.dtype:
+    """float64 when `jax_enable_x64` is on, else float32."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+
+
+def _float_leaf(leaf: Any, name: str) -> Any:
+    """One leaf as a floating-point array; integers and booleans are promoted."""
+    if isinstance(leaf, jax.Array) or is_traced(leaf):
+        dtype = leaf.dtype
+        arr = leaf
+    else:
+        if not isinstance(leaf, (numbers.Number, np.ndarray, np.generic, list, tuple)):
+            raise TypeError(f"`{name}` must hold numbers or arrays, got {type(leaf).__name__}")
+        try:
+            arr = np.asarray(leaf)
+        except (TypeError, ValueError):
+            raise TypeError(f"`{name}` must hold numbers or arrays, got {leaf!r}") from None
+        dtype = arr.dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"`{name}` must be real, got a complex {np.dtype(dtype).name} value")
+    if jnp.issubdtype(dtype, jnp.floating):
+        return arr if isinstance(arr, jax.Array) or is_traced(arr) else jnp.asarray(arr)
+    if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+        return jnp.asarray(arr, dtype=default_float())
+    raise TypeError(f"`{name}` must hold real numbers, got dtype {np.dtype(dtype).name}")
+
+
+def _is_number(item: Any) -> bool:
+    return isinstance(item, (numbers.Number, np.generic)) and not isinstance(item, bool)
+
+
+def _check_finite(tree: PyTree, name: str) -> None:
+    for leaf in jax.tree.leaves(tree):
+        if is_traced(leaf):
+            continue
+        if not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError(f"`{name}` contains NaN or inf")
+
+
+def as_guess(tree: PyTree, name: str) -> PyTree:
+    """The initial guess as a pytree of floating-point arrays (never the user's objects)."""
+    if tree is None:
+        raise TypeError(f"`{name}` must be a number, an array or a pytree of arrays, got None")
+    if isinstance(tree, (list, tuple)) and tree and all(_is_number(item) for item in tree):
+        tree = np.asarray(tree)  # a flat list of numbers is read as an array
+    leaves, treedef = jax.tree.flatten(tree)
+    if not leaves:
+        raise TypeError(f"`{name}` must contain at least one number, got {tree!r}")
+    out = jax.tree.unflatten(treedef, [_float_leaf(leaf, name) for leaf in leaves])
+    _check_finite(out, name)
+    return out
+
+
+def _scalar(value: Any, name: str) -> Any:
+    if is_traced(value):
+        return value
+    if isinstance(value, bool) or not isinstance(
+        value, (numbers.Real, np.ndarray, np.generic, jax.Array)
+    ):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}")
+    arr = np.asarray(value)
+    if arr.shape != ():
+        raise TypeError(f"`{name}` must be a scalar, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"`{name}` must be a real number, got dtype {arr.dtype}")
+    return float(arr)
+
+
+def as_learning_rate(value: Any, name: str = "learning_rate") -> Any:
+    value = _scalar(value, name)
+    if not is_traced(value) and not (np.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
+    return value
+
+
+def as_learning_rates(value: Any, name: str = "learning_rates") -> Array:
+    """A 1-D array of learning rates; a scalar becomes an axis of length 1."""
+    if is_traced(value):
+        return jnp.atleast_1d(value)
+    arr = _float_leaf(value, name)
+    if arr.ndim > 1:
+        raise ValueError(f"`{name}` must be a scalar or a 1-D array, got shape {arr.shape}")
+    arr = jnp.atleast_1d(arr)
+    if arr.shape[0] == 0:
+        raise ValueError(f"`{name}` must not be empty")
+    host = np.asarray(arr)
+    bad = ~(np.isfinite(host) & (host > 0))
+    if bad.any():
+        raise ValueError(
+            f"`{name}` must all be finite numbers > 0, got {host[bad][0]} at index {int(np.argmax(bad))}"
+        )
+    return arr
+
+
+def as_precision(value: Any, name: str = "precision") -> Any:
+    value = _scalar(value, name)
+    if not is_traced(value) and not value >= 0:  # also catches NaN
+        raise ValueError(f"`{name}` must be >= 0, got {value}")
+    return value
+
+
+def as_grad_tol(value: Any) -> Any:
+    if value is None:
+        return float("inf")
+    return as_precision(value, "grad_tol")
+
+
+def as_momentum(value: Any) -> Any:
+    value = _scalar(value, "momentum")
+    if not is_traced(value) and not 0 <= value < 1:
+        raise ValueError(f"`momentum` must be in [0, 1), got {value}")
+    return value
+
+
+def as_max_iter(value: Any) -> int:
+    if is_traced(value):
+        raise TypeError("`max_iter` must be a concrete Python int (under jax.jit, mark it static)")
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"`max_iter` must be an integer, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"`max_iter` must be >= 0, got {value}")
+    return int(value)
+
+
+def as_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def as_history_every(history: bool, every: Any) -> int:
+    if (
+        isinstance(every, bool)
+        or not isinstance(every, (numbers.Integral, np.integer))
+        or every < 1
+    ):
+        raise ValueError(f"`history_every` must be an integer >= 1, got {every!r}")
+    return int(every) if history else 0
+
+
+def as_args(args: Any) -> tuple:
+    if isinstance(args, list):
+        args = tuple(args)
+    if not isinstance(args, tuple):
+        raise TypeError(
+            f"`args` must be a tuple of extra arguments for cost_fn(x, *args), e.g. args=(X, y); "
+            f"got {type(args).__name__}"
+        )
+    for leaf in jax.tree.leaves(args):
+        if not (
+            isinstance(leaf, (numbers.Number, np.ndarray, np.generic, jax.Array)) or is_traced(leaf)
+        ):
+            raise TypeError(
+                f"`args` must hold numbers and arrays (they are traced), got {type(leaf).__name__}"
+            )
+    return args
+
+
+def warn_precision(precision: Any, guess: PyTree) -> None:
+    """Warn when `precision` is below what the iterate's dtype can resolve."""
+    if is_traced(precision) or precision == 0:
+        return
+    dtype = jnp.result_type(*jax.tree.leaves(guess))
+    eps = float(jnp.finfo(dtype).eps)
+    if precision < eps:
+        warnings.warn(
+            f"`precision`={precision:g} is below the resolution of {np.dtype(dtype).name} "
+            f"(eps={eps:.2g}): steps that small are lost to rounding, so the step rule fires "
+            "only once an update rounds to zero (or never); use a larger precision or "
+            "float64 (jax_enable_x64)",
+            UserWarning,
+            stacklevel=3,
+        )
