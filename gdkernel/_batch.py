@@ -8,13 +8,25 @@ steps (a member that has stopped is left exactly where it stopped), and the pred
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._kernel import Options, Params, State, ValueAndGrad, init, masked_step, running, to_result
+from ._kernel import (
+    Options,
+    Params,
+    State,
+    ValueAndGrad,
+    init,
+    make_value_and_grad,
+    masked_step,
+    running,
+    to_result,
+)
 from ._result import Result
 
 PyTree = Any
@@ -62,3 +74,18 @@ def solve_batch(
     """Every member of a flat batch, each stopping on its own rule."""
     state = init_batch(value_and_grad, x0, params, args, opts)
     return to_result(run_batch(value_and_grad, state, params, args, opts))
+
+
+@functools.partial(jax.jit, static_argnames=("cost_fn", "grad_fn", "opts"))
+def solve_members(
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    *,
+    cost_fn: Callable,
+    grad_fn: Callable | None,
+    opts: Options,
+) -> Result:
+    """The single-device entry point: a flat batch of members (batch on every leading axis of
+    `x0` and on `params.learning_rate`), solved to completion. Returns a flat `Result`."""
+    return solve_batch(make_value_and_grad(cost_fn, grad_fn), x0, params, args, opts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -11,8 +10,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from . import _validate as v
-from ._batch import solve_batch
-from ._kernel import Options, Params, make_value_and_grad
+from ._batch import solve_members
 from ._result import Result, SweepResult
 from ._solve import float_dtype, make_options, make_params
 
@@ -51,25 +49,6 @@ def grid_members(x0: PyTree, learning_rates: Array) -> tuple[PyTree, Array]:
 
 def ungrid(result: Result, n_lr: int, n_g: int) -> Result:
     return jax.tree.map(lambda leaf: leaf.reshape(n_lr, n_g, *leaf.shape[1:]), result)
-
-
-@functools.partial(jax.jit, static_argnames=("cost_fn", "grad_fn", "opts"))
-def _run(
-    x0: PyTree,
-    params: Params,
-    args: tuple,
-    *,
-    cost_fn: Callable,
-    grad_fn: Callable | None,
-    opts: Options,
-) -> Result:
-    n_lr = params.learning_rate.shape[0]
-    n_g = jax.tree.leaves(x0)[0].shape[0]
-    xs, lrs = grid_members(x0, params.learning_rate)
-    result = solve_batch(
-        make_value_and_grad(cost_fn, grad_fn), xs, params._replace(learning_rate=lrs), args, opts
-    )
-    return ungrid(result, n_lr, n_g)
 
 
 def sweep(
@@ -140,5 +119,16 @@ def sweep(
     )._replace(learning_rate=lrs.astype(dtype))
     opts = make_options(norm, method, history, history_every, max_iter)
     v.warn_precision(precision, x0)
-    result = _run(x0, params, v.as_args(args), cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)
+    args = v.as_args(args)
+    n_lr, n_g = lrs.shape[0], jax.tree.leaves(x0)[0].shape[0]
+    xs, member_lrs = grid_members(x0, params.learning_rate)
+    flat = solve_members(
+        xs,
+        params._replace(learning_rate=member_lrs),
+        args,
+        cost_fn=cost_fn,
+        grad_fn=grad_fn,
+        opts=opts,
+    )
+    result = ungrid(flat, n_lr, n_g)
     return SweepResult(*result, learning_rate=params.learning_rate, initial_guess=x0)
