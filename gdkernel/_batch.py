@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+from jax import Array, lax
 
 from ._kernel import (
     Options,
@@ -27,6 +27,7 @@ from ._kernel import (
     running,
     to_result,
 )
+from ._progress import monitor
 from ._result import Result
 
 PyTree = Any
@@ -60,12 +61,19 @@ def run_batch(
         lambda s, p: masked_step(value_and_grad, s, p, args, opts), in_axes=(0, _PARAM_AXES)
     )
 
-    def body(s: State) -> State:
+    def body(carry: tuple[State, Array]) -> tuple[State, Array]:
+        s, trips = carry
         for _ in range(steps_per_trip):
             s = one(s, params)
-        return s
+        trips = trips + 1
+        if opts.progress_every:
+            monitor(s, trips, opts.progress_every)
+        return s, trips
 
-    return lax.while_loop(lambda s: jnp.any(running(s)), body, state)
+    state, _ = lax.while_loop(
+        lambda carry: jnp.any(running(carry[0])), body, (state, jnp.array(0, jnp.int32))
+    )
+    return state
 
 
 def solve_batch(

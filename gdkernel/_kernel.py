@@ -31,6 +31,7 @@ class Options(NamedTuple):
     method: str = "gd"
     history_every: int = 0  # 0: no history
     history_rows: int = 0  # max_iter // history_every + 1 when recording
+    progress_every: int = 0  # batched loop: report to the host every k trips; 0: never
 
 
 class Params(NamedTuple):
