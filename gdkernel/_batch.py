@@ -1,16 +1,31 @@
-"""A whole batch of members in one `lax.while_loop` with a masked body.
+"""A flat batch of members, solved by masked loops over cache-sized tiles.
 
-`jax.vmap` of a `while_loop` selects the whole carry and reduces the predicate on every
-iteration. Here the loop runs over the batch directly: each trip applies several masked
-steps (a member that has stopped is left exactly where it stopped), and the predicate
-"any member still running" is reduced once per trip.
+`jax.vmap` of a `while_loop` carries and selects every member's whole state on every
+iteration, and runs until the slowest member of the batch stops. Here instead:
+
+- the batch is cut into *tiles* of a few thousand members; each tile runs its own
+  `lax.while_loop`, so it stays in cache and stops as soon as its own members have stopped
+  (members are laid out learning-rate-major by `sweep`, so neighbours tend to finish
+  together and little work is wasted on members that are already done);
+- the tiles are dealt to a few independent *lanes* (one per CPU core), which XLA runs
+  concurrently;
+- the loop carries only what the next iteration needs: the iterate, gradient, velocity, last
+  step size, and one int32 code per member (-1 while running, else
+  `8 * iterations + status`). All running members of a tile have run the same number of
+  iterations, so that count is one scalar. The cost is evaluated once more at the end.
+
+Every step of a member is the kernel's own arithmetic (`_kernel.propose`), masked by that
+member's stopping rule, so each member ends bit for bit where a lone run ends. With
+`history` on, the batch runs the plain masked loop (`run_batch`) over the whole kernel state.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,19 +39,39 @@ from ._kernel import (
     init,
     make_value_and_grad,
     masked_step,
+    propose,
     running,
     to_result,
 )
 from ._progress import monitor
-from ._result import Result
+from ._result import RUNNING, Result
 
 PyTree = Any
 
-# Masked steps per trip of the loop. Extra steps of a finished member are no-ops, so this
-# only trades a little wasted work for fewer predicate reductions and loop trips.
-STEPS_PER_TRIP = 4
+# Bytes of loop carry per tile on a CPU: small enough to stay in a core's L2 cache while the
+# tile iterates (32,768 members of a scalar float32 problem).
+TILE_BYTES = 2**19
+# Bytes of per-member data intermediates (a member's cost evaluated over `args`) per tile.
+TILE_DATA_BYTES = 2**26
+# Masked steps per trip of a tile's loop: each trip reduces "is any member running" once.
+STEPS_PER_TRIP = 2
+# A lane is given at least this many members; smaller batches use fewer lanes.
+MIN_LANE = 2048
+# The fast path packs `8 * iterations + status` into an int32.
+_MAX_PACKED_ITER = 2**28 - 1
 
 _PARAM_AXES = Params(learning_rate=0, precision=None, grad_tol=None, momentum=None, max_iter=None)
+
+
+class Carry(NamedTuple):
+    """The loop carry of a tile: the batch on the leading axis of every leaf but `n`."""
+
+    x: PyTree
+    grad: PyTree
+    velocity: PyTree  # None for plain gradient descent
+    step_size: Array
+    code: Array  # int32: -1 while running, else 8 * iterations + status
+    n: Array  # int32 scalar: iterations run by every member still running
 
 
 def init_batch(
@@ -54,9 +89,12 @@ def run_batch(
     params: Params,
     args: tuple,
     opts: Options,
-    steps_per_trip: int = STEPS_PER_TRIP,
+    steps_per_trip: int = 1,
 ) -> State:
-    """Step every running member until none is left running."""
+    """Step every running member of the whole batch until none is left running.
+
+    The plain masked loop over the kernel's full state (history included).
+    """
     one = jax.vmap(
         lambda s, p: masked_step(value_and_grad, s, p, args, opts), in_axes=(0, _PARAM_AXES)
     )
@@ -76,15 +114,289 @@ def run_batch(
     return state
 
 
-def solve_batch(
-    value_and_grad: ValueAndGrad, x0: PyTree, params: Params, args: tuple, opts: Options
-) -> Result:
-    """Every member of a flat batch, each stopping on its own rule."""
+# ------------------------------------------------------------------------------ fast path
+
+
+def _where(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """Per-member select: `pred` has the batch shape, leaves may have more axes."""
+
+    def one(a: Array, b: Array) -> Array:
+        return jnp.where(pred.reshape(pred.shape + (1,) * (a.ndim - pred.ndim)), a, b)
+
+    return jax.tree.map(one, on_true, on_false)
+
+
+def _pack(status: Array) -> Array:
+    """The code of a state just out of `init`: no iteration has run yet."""
+    return jnp.where(status == RUNNING, -1, status).astype(jnp.int32)
+
+
+class _ProgressView:
+    """What `monitor` reads (`status` and `cost` of the whole batch), built only when sent.
+
+    `whole` is the batch as it stood before the current tile started, `tile` that tile now
+    (it starts at member `at`); only the first `real` members are genuine.
+    """
+
+    def __init__(
+        self,
+        value_and_grad: ValueAndGrad,
+        args: tuple,
+        whole: Carry,
+        tile: Carry,
+        at: Array,
+        real: int,
+    ):
+        self._vg, self._args, self._real = value_and_grad, args, real
+        self._whole, self._tile, self._at = whole, tile, at
+
+    def _merged(self, field: str) -> PyTree:
+        return jax.tree.map(
+            lambda a, b: lax.dynamic_update_slice_in_dim(a, b, self._at, 0)[: self._real],
+            getattr(self._whole, field),
+            getattr(self._tile, field),
+        )
+
+    @property
+    def status(self) -> Array:
+        code = self._merged("code")
+        return jnp.where(code < 0, RUNNING, code & 7)
+
+    @property
+    def cost(self) -> Array:
+        return jax.vmap(lambda x: self._vg(x, self._args)[0])(self._merged("x"))
+
+
+def _run_tile(
+    value_and_grad: ValueAndGrad,
+    carry: Carry,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    steps_per_trip: int,
+    progress: Callable[[Carry, Array], None] | None,
+    trips: Array,
+) -> tuple[Carry, Array]:
+    """Iterate one tile until none of its members is running."""
+    step_dtype = carry.step_size.dtype
+    one = jax.vmap(
+        lambda x, g, v, n, p: propose(value_and_grad, x, g, v, n, p, args, opts, step_dtype),
+        in_axes=(0, 0, 0, None, _PARAM_AXES),
+    )
+
+    def body(state: tuple[Carry, Array]) -> tuple[Carry, Array]:
+        c, t = state
+        x, grad, velocity, step_size, code, n = c
+        for _ in range(steps_per_trip):
+            n = n + 1
+            go = code < 0
+            new = one(x, grad, velocity, n, params)
+            take = go & new.finite
+            x, grad, velocity, step_size = _where(
+                take,
+                (new.x, new.grad, new.velocity, new.step_size),
+                (x, grad, velocity, step_size),
+            )
+            # A diverged member keeps its last finite iterate and its iteration count.
+            stop = go & (new.status != RUNNING)
+            code = jnp.where(stop, jnp.where(new.finite, n, n - 1) * 8 + new.status, code)
+        c = Carry(x, grad, velocity, step_size, code, n)
+        t = t + 1
+        if progress is not None:
+            progress(c, t)
+        return c, t
+
+    return lax.while_loop(lambda state: jnp.any(state[0].code < 0), body, (carry, trips))
+
+
+def _layout(size: int, member_bytes: int = 16, data_bytes: int = 0) -> tuple[int, int, int]:
+    """(lanes, tiles per lane, members per tile) for a batch of `size` on this backend.
+
+    `member_bytes`: the carry of one member; `data_bytes`: the arrays in `args`, which each
+    member's cost reads (so its intermediates scale with them).
+    """
+    if jax.default_backend() != "cpu":
+        return 1, 1, size  # an accelerator runs the whole batch as one wide tile
+    lanes = max(1, min(os.cpu_count() or 1, size // MIN_LANE))
+    per_lane = -(-size // lanes)
+    most = min(TILE_BYTES // max(member_bytes, 1), TILE_DATA_BYTES // max(data_bytes, 1))
+    tiles = -(-per_lane // max(16, most))
+    return lanes, tiles, -(-per_lane // (tiles * 16)) * 16  # whole vectors
+
+
+def _sizes(x0: PyTree, opts: Options, args: tuple) -> tuple[int, int]:
+    """(carry bytes per member, bytes of array data in `args`)."""
+    leaves = jax.tree.leaves(x0)
+    itemsize = jnp.result_type(*leaves).itemsize
+    per = sum(math.prod(jnp.shape(leaf)[1:]) for leaf in leaves) * itemsize
+    copies = 2 if opts.method == "gd" else 3  # x, grad (, velocity)
+    data = sum(
+        math.prod(jnp.shape(leaf)) * jnp.result_type(leaf).itemsize
+        for leaf in jax.tree.leaves(args)
+    )
+    return copies * per + itemsize + 4, data
+
+
+def _lane(
+    value_and_grad: ValueAndGrad,
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    tiles: int,
+    tile: int,
+    real: int,
+    steps_per_trip: int,
+) -> State:
+    """One lane: `tiles * tile` members (the first `real` of them genuine), tile after tile."""
     state = init_batch(value_and_grad, x0, params, args, opts)
-    return to_result(run_batch(value_and_grad, state, params, args, opts))
+    code = _pack(state.status)
+    if real < tiles * tile:  # padding members are finished from the start and never step
+        code = jnp.where(jnp.arange(tiles * tile) < real, code, 0)
+    whole = Carry(state.x, state.grad, state.velocity, state.step_size, code, None)
+
+    def tile_body(i: Array, loop: tuple[Carry, Array]) -> tuple[Carry, Array]:
+        whole, trips = loop
+        at = i * tile
+
+        def cut(leaf: Array) -> Array:
+            return lax.dynamic_slice_in_dim(leaf, at, tile)
+
+        part = jax.tree.map(cut, whole)._replace(n=jnp.array(0, jnp.int32))
+        progress = None
+        if opts.progress_every:
+
+            def progress(c: Carry, t: Array) -> None:
+                view = _ProgressView(value_and_grad, args, whole, c, at, real)
+                monitor(view, t, opts.progress_every)
+
+        rates = params.learning_rate
+        tile_params = params._replace(learning_rate=cut(rates) if tiles > 1 else rates)
+        part, trips = _run_tile(
+            value_and_grad, part, tile_params, args, opts, steps_per_trip, progress, trips
+        )
+        part = part._replace(n=None)
+        if tiles == 1:
+            return part, trips
+        whole = jax.tree.map(lambda a, b: lax.dynamic_update_slice_in_dim(a, b, at, 0), whole, part)
+        return whole, trips
+
+    start = (whole, jnp.array(0, jnp.int32))
+    if tiles == 1:
+        done, _ = tile_body(jnp.array(0, jnp.int32), start)
+    else:
+        done, _ = lax.fori_loop(0, tiles, tile_body, start)
+    return State(
+        x=done.x,
+        cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),
+        grad=done.grad,
+        velocity=done.velocity,
+        step_size=done.step_size,
+        iterations=done.code >> 3,
+        status=done.code & 7,
+        history=None,
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("cost_fn", "grad_fn", "opts"))
+def _solve_fast(
+    value_and_grad: ValueAndGrad,
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    layout: tuple[int, int, int] | None = None,
+    steps_per_trip: int = STEPS_PER_TRIP,
+) -> State:
+    """The tiled masked loops over independent lanes; the final kernel state, no history."""
+    size = params.learning_rate.shape[0]
+    lanes, tiles, tile = layout or _layout(size, *_sizes(x0, opts, args))
+    if opts.progress_every and lanes > 1:  # one lane, so the counts are of the whole batch
+        lanes, tiles = 1, -(-size // tile)
+    per_lane = tiles * tile
+    pad = lanes * per_lane - size
+
+    def padded(leaf: Array, fill: Any) -> Array:
+        if not pad:
+            return leaf
+        return jnp.concatenate([leaf, jnp.full((pad, *leaf.shape[1:]), fill, leaf.dtype)])
+
+    # Padding members start at a copy of member 0's guess with learning rate 1; they never step.
+    xs = jax.tree.map(lambda leaf: padded(leaf, leaf[0]), x0)
+    rates = padded(params.learning_rate, 1)
+    outs = []
+    for k in range(lanes):
+        part = slice(k * per_lane, (k + 1) * per_lane)
+        real = max(0, min(per_lane, size - k * per_lane))
+        outs.append(
+            _lane(
+                value_and_grad,
+                jax.tree.map(lambda leaf, part=part: leaf[part], xs),
+                params._replace(learning_rate=rates[part]),
+                args,
+                opts,
+                tiles,
+                tile,
+                real,
+                steps_per_trip,
+            )
+        )
+    done = outs[0] if lanes == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+    return jax.tree.map(lambda leaf: leaf[:size], done) if pad else done
+
+
+def solve_batch(
+    value_and_grad: ValueAndGrad,
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    packed: bool | None = None,
+) -> Result:
+    """Every member of a flat batch, each stopping on its own rule. Pure and traceable.
+
+    `x0` and `params.learning_rate` carry the batch on their leading axis; the other numbers
+    of `params` are shared. Each member's result equals a lone `gradient_descent` run's.
+
+    `packed` says whether `max_iter` fits the fast path's packed code (< 2**28); None: decide
+    from `params.max_iter`, at trace time when it is concrete, else at run time with
+    `lax.cond` (which compiles both loops).
+    """
+
+    def plain(x0: PyTree) -> State:
+        state = init_batch(value_and_grad, x0, params, args, opts)
+        return run_batch(value_and_grad, state, params, args, opts)
+
+    def fast(x0: PyTree) -> State:
+        return _solve_fast(value_and_grad, x0, params, args, opts)
+
+    if opts.history_every:
+        return to_result(plain(x0))
+    if packed is None and not isinstance(params.max_iter, jax.core.Tracer):
+        packed = fits_packed(params.max_iter)
+    if packed is None:
+        return to_result(lax.cond(params.max_iter <= _MAX_PACKED_ITER, fast, plain, x0))
+    return to_result(fast(x0) if packed else plain(x0))
+
+
+def fits_packed(max_iter: Any) -> bool:
+    """Whether a concrete `max_iter` fits the fast path's packed int32 code."""
+    return int(max_iter) <= _MAX_PACKED_ITER
+
+
+@functools.partial(jax.jit, static_argnames=("cost_fn", "grad_fn", "opts", "packed"))
+def _solve_members(
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    *,
+    cost_fn: Callable,
+    grad_fn: Callable | None,
+    opts: Options,
+    packed: bool | None,
+) -> Result:
+    return solve_batch(make_value_and_grad(cost_fn, grad_fn), x0, params, args, opts, packed)
+
+
 def solve_members(
     x0: PyTree,
     params: Params,
@@ -95,5 +407,22 @@ def solve_members(
     opts: Options,
 ) -> Result:
     """The single-device entry point: a flat batch of members (batch on every leading axis of
-    `x0` and on `params.learning_rate`), solved to completion. Returns a flat `Result`."""
-    return solve_batch(make_value_and_grad(cost_fn, grad_fn), x0, params, args, opts)
+    `x0` and on `params.learning_rate`), solved to completion in one compiled program.
+    Returns a flat `Result`."""
+    max_iter = params.max_iter
+    packed = None if isinstance(max_iter, jax.core.Tracer) else fits_packed(max_iter)
+    return _solve_members(
+        x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, packed=packed
+    )
+
+
+def describe_layout(x0: PyTree, args: tuple = (), method: str = "gd") -> dict[str, int]:
+    """How the fast path cuts a batch (guesses `x0`, batch on the leading axis) on this backend."""
+    size = jax.tree.leaves(x0)[0].shape[0]
+    lanes, tiles, tile = _layout(size, *_sizes(x0, Options(method=method), args))
+    return {
+        "lanes": lanes,
+        "tiles_per_lane": tiles,
+        "tile": tile,
+        "padding": lanes * tiles * tile - size,
+    }

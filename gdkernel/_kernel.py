@@ -149,39 +149,87 @@ def init(
     )
 
 
-def _update(state: State, params: Params, method: str) -> tuple[PyTree, PyTree]:
+def _update(
+    x: PyTree, grad: PyTree, velocity: PyTree, params: Params, method: str
+) -> tuple[PyTree, PyTree]:
     """The new iterate and velocity. The velocity is None for plain gradient descent."""
     if method == "gd":
-        return _sub(state.x, _scaled(state.grad, params.learning_rate)), None
-    velocity = jax.tree.map(
-        lambda v, g: params.momentum.astype(v.dtype) * v + g, state.velocity, state.grad
-    )
+        return _sub(x, _scaled(grad, params.learning_rate)), None
+    velocity = jax.tree.map(lambda v, g: params.momentum.astype(v.dtype) * v + g, velocity, grad)
     if method == "momentum":
         direction = velocity
     else:  # nesterov
         direction = jax.tree.map(
-            lambda v, g: g + params.momentum.astype(v.dtype) * v, velocity, state.grad
+            lambda v, g: g + params.momentum.astype(v.dtype) * v, velocity, grad
         )
-    return _sub(state.x, _scaled(direction, params.learning_rate)), velocity
+    return _sub(x, _scaled(direction, params.learning_rate)), velocity
+
+
+class Proposal(NamedTuple):
+    """One candidate iteration of one member, before it is accepted or kept."""
+
+    x: PyTree
+    cost: Array
+    grad: PyTree
+    velocity: PyTree
+    step_size: Array
+    finite: Array  # the new cost, gradient and iterate are all finite
+    status: Array  # what the member's status becomes (RUNNING if it goes on)
+
+
+def propose(
+    value_and_grad: ValueAndGrad,
+    x: PyTree,
+    grad: PyTree,
+    velocity: PyTree,
+    iterations: Array,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    step_dtype: Any,
+) -> Proposal:
+    """Update, re-evaluate, measure the step and decide the status of iteration `iterations`.
+
+    The arithmetic of one iteration, shared by `step` and the batched fast path (`_batch.py`),
+    so both give the same bits.
+    """
+    new_x, new_velocity = _update(x, grad, velocity, params, opts.method)
+    new_cost, new_grad = value_and_grad(new_x, args)
+    step_size = tree_norm(_sub(new_x, x), opts.norm).astype(step_dtype)
+    finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)
+    small = step_size < params.precision
+    steep = tree_norm(new_grad, opts.norm) > params.grad_tol
+    # Nested `where` rather than `jnp.select`: the same codes, without the argmax over a
+    # stacked condition axis that `select` lowers to (it blocks fusion in the batched loop).
+    status = jnp.where(
+        ~finite,
+        Status.DIVERGED,
+        jnp.where(
+            small,
+            jnp.where(steep, Status.STALLED, Status.CONVERGED),
+            jnp.where(iterations >= params.max_iter, Status.MAX_ITER, RUNNING),
+        ),
+    ).astype(jnp.int32)
+    return Proposal(new_x, new_cost, new_grad, new_velocity, step_size, finite, status)
 
 
 def step(
     value_and_grad: ValueAndGrad, state: State, params: Params, args: tuple, opts: Options
 ) -> State:
     """One iteration: update, re-evaluate, measure the step, decide the status."""
-    new_x, new_velocity = _update(state, params, opts.method)
-    new_cost, new_grad = value_and_grad(new_x, args)
-    step_size = tree_norm(_sub(new_x, state.x), opts.norm).astype(state.step_size.dtype)
     iterations = state.iterations + 1
-
-    finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)
-    small = step_size < params.precision
-    steep = tree_norm(new_grad, opts.norm) > params.grad_tol
-    status = jnp.select(
-        [~finite, small & steep, small, iterations >= params.max_iter],
-        [Status.DIVERGED, Status.STALLED, Status.CONVERGED, Status.MAX_ITER],
-        RUNNING,
-    ).astype(jnp.int32)
+    new = propose(
+        value_and_grad,
+        state.x,
+        state.grad,
+        state.velocity,
+        iterations,
+        params,
+        args,
+        opts,
+        state.step_size.dtype,
+    )
+    finite, status, new_x, new_cost = new.finite, new.status, new.x, new.cost
 
     history = state.history
     if history is not None:
@@ -199,9 +247,9 @@ def step(
     accepted = State(
         x=new_x,
         cost=new_cost,
-        grad=new_grad,
-        velocity=new_velocity,
-        step_size=step_size,
+        grad=new.grad,
+        velocity=new.velocity,
+        step_size=new.step_size,
         iterations=iterations,
         status=status,
         history=history,
