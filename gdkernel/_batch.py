@@ -53,8 +53,11 @@ PyTree = Any
 TILE_BYTES = 2**19
 # Bytes of per-member data intermediates (a member's cost evaluated over `args`) per tile.
 TILE_DATA_BYTES = 2**26
-# Masked steps per trip of a tile's loop: each trip reduces "is any member running" once.
-STEPS_PER_TRIP = 2
+# Masked steps per trip of a tile's loop. More than one lets XLA fuse consecutive steps into
+# one expression, where LLVM may contract a multiply of one step with an add of the next
+# (seen with Nesterov momentum): the bits would then differ from a lone run's. One step per
+# trip costs a reduction of "is any member running" per step, a few percent here.
+STEPS_PER_TRIP = 1
 # A lane is given at least this many members; smaller batches use fewer lanes.
 MIN_LANE = 2048
 # The fast path packs `8 * iterations + status` into an int32.

@@ -1,0 +1,228 @@
+"""The batched fast path (`_batch.py`) against the plain per-member loop, member by member.
+
+The reference is the kernel's own one-member `while_loop` (`_kernel.solve`) under `jax.vmap`,
+and for a few members a lone `gd.gradient_descent` call. Every field must agree exactly:
+`x`, `cost`, `grad`, `step_size`, `iterations` and `status`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gdkernel as gd
+from gdkernel import _batch, _kernel, _progress
+from gdkernel._solve import make_options, make_params
+
+FIELDS = ("x", "cost", "grad", "step_size", "iterations", "status")
+
+
+def _inputs(x0, rates, *, precision=1e-6, max_iter=300, grad_tol=None, momentum=0.9, **kw):
+    x0 = jax.tree.map(jnp.asarray, x0)
+    dtype = jnp.result_type(*jax.tree.leaves(x0))
+    params = make_params(
+        dtype, 1.0, precision, np.inf if grad_tol is None else grad_tol, momentum, max_iter
+    )._replace(learning_rate=jnp.asarray(rates, dtype))
+    opts = make_options(
+        kw.get("norm", "l1"),
+        kw.get("method", "gd"),
+        kw.get("history", False),
+        kw.get("history_every", 1),
+        max_iter,
+    )
+    return x0, params, opts
+
+
+def _reference(cost_fn, x0, params, opts, args=()):
+    vg = _kernel.make_value_and_grad(cost_fn, None)
+    one = functools.partial(_kernel.solve, vg, args=args, opts=opts)
+    return jax.jit(jax.vmap(lambda x, p: one(x, p), in_axes=(0, _batch._PARAM_AXES)))(x0, params)
+
+
+def _fast(cost_fn, x0, params, opts, args=(), layout=None, packed=True):
+    vg = _kernel.make_value_and_grad(cost_fn, None)
+
+    def run(x0, params, args):
+        if layout is None:
+            return _batch.solve_batch(vg, x0, params, args, opts, packed)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_batch, "_layout", lambda *a: layout)
+            return _batch.solve_batch(vg, x0, params, args, opts, packed)
+
+    return jax.jit(run)(x0, params, args)
+
+
+def _assert_same(got, want, history=False):
+    fields = (*FIELDS, "history") if history else FIELDS
+    for name in fields:
+        for g, w in zip(
+            jax.tree.leaves(getattr(got, name)), jax.tree.leaves(getattr(want, name)), strict=True
+        ):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
+
+
+def _square(x):
+    return x**2
+
+
+def _all_statuses_batch():
+    """x**2 from several guesses at rates that converge, stall, diverge or run out."""
+    guesses = np.array([3.0, -2.5, 0.7, 10.0, -0.001, 4.2])
+    rates = np.array([1e-4, 1e-3, 0.01, 0.1, 0.45, 0.5, 0.9, 1.0, 1.5, 3.0])
+    return np.tile(guesses, rates.size), np.repeat(rates, guesses.size)
+
+
+def test_every_member_equals_the_plain_loop(dtype):
+    x0, rates = _all_statuses_batch()
+    x0, params, opts = _inputs(x0.astype(dtype), rates, precision=1e-5, max_iter=400, grad_tol=1e-3)
+    want = _reference(_square, x0, params, opts)
+    statuses = set(np.asarray(want.status).tolist())
+    assert {gd.Status.CONVERGED, gd.Status.MAX_ITER, gd.Status.DIVERGED} <= statuses
+    assert gd.Status.STALLED in statuses
+    _assert_same(_fast(_square, x0, params, opts), want)
+
+
+def test_members_equal_lone_gradient_descent_runs(x64):
+    x0, rates = _all_statuses_batch()
+    res = gd.sweep(_square, x0[:6], rates[::6], precision=1e-5, max_iter=400, grad_tol=1e-3)
+    for i in (0, 3, 5, 8, 9):
+        for j in (0, 3, 4):
+            lone = gd.gradient_descent(
+                _square, x0[j], rates[6 * i], precision=1e-5, max_iter=400, grad_tol=1e-3
+            )
+            member = res.member(i, j)
+            for name in FIELDS:
+                np.testing.assert_array_equal(
+                    np.asarray(getattr(member, name)), np.asarray(getattr(lone, name)), name
+                )
+
+
+def test_invalid_members_are_flagged_not_run(dtype):
+    # `solve_members` is below validation: a bad traced rate or guess becomes INVALID.
+    x0 = np.array([1.0, np.nan, 2.0, 3.0, 1.0], dtype=dtype)
+    rates = np.array([0.1, 0.1, -0.1, np.inf, 0.1])
+    x0, params, opts = _inputs(x0, rates)
+    got = _fast(_square, x0, params, opts)
+    want = _reference(_square, x0, params, opts)
+    _assert_same(got, want)
+    np.testing.assert_array_equal(
+        np.asarray(got.status),
+        [gd.Status.CONVERGED, gd.Status.INVALID, gd.Status.INVALID, gd.Status.INVALID, 0],
+    )
+    np.testing.assert_array_equal(np.asarray(got.iterations)[1:4], 0)
+
+
+@pytest.mark.parametrize("method", ["momentum", "nesterov"])
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_momentum_methods_and_norms_on_a_pytree(method, norm, dtype):
+    target = jnp.array([1.0, -2.0, 0.5], dtype=dtype)
+
+    def cost(p):
+        return jnp.sum((p["w"] - target) ** 2) + 3.0 * (p["b"] - 1.0) ** 2
+
+    rng = np.random.default_rng(0)
+    n = 40
+    x0 = {"w": rng.normal(size=(n, 3)).astype(dtype), "b": rng.normal(size=n).astype(dtype)}
+    rates = np.geomspace(1e-3, 0.5, n)
+    x0, params, opts = _inputs(
+        x0, rates, precision=1e-4, max_iter=500, momentum=0.8, method=method, norm=norm
+    )
+    want = _reference(cost, x0, params, opts)
+    assert len(set(np.asarray(want.status).tolist())) > 1  # some converge, some do not
+    _assert_same(_fast(cost, x0, params, opts), want)
+
+
+def test_data_in_args_least_squares(x64):
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0, 2, size=50)
+    y = 1.5 + 0.7 * X + rng.normal(0, 0.1, size=50)
+
+    def cost(p, X, y):
+        return jnp.mean((y - p["b0"] - p["b1"] * X) ** 2)
+
+    rates = np.geomspace(1e-3, 1.5, 24)
+    x0 = {"b0": np.zeros(24), "b1": np.zeros(24)}
+    x0, params, opts = _inputs(x0, rates, precision=1e-8, max_iter=3000)
+    args = (jnp.asarray(X), jnp.asarray(y))
+    want = _reference(cost, x0, params, opts, args)
+    _assert_same(_fast(cost, x0, params, opts, args), want)
+    best = np.asarray(want.status) == gd.Status.CONVERGED
+    coef = np.polyfit(X, y, 1)
+    np.testing.assert_allclose(np.asarray(want.x["b1"])[best], coef[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("size", "layout"),
+    [
+        (1, (1, 1, 16)),  # a batch of one, padded to a vector
+        (37, (1, 3, 16)),  # tiles of 16, the last one mostly padding
+        (37, (2, 2, 16)),  # two lanes of two tiles
+        (100, (3, 3, 16)),  # three lanes; the last lane half padding
+        (64, (2, 2, 16)),  # no padding at all
+        (50, (4, 1, 16)),  # the last lane is all padding
+    ],
+)
+def test_tile_and_lane_boundaries(size, layout, dtype):
+    rng = np.random.default_rng(size)
+    # learning-rate-major: neighbours finish together, but the rates span four decades
+    x0 = rng.uniform(-5, 5, size).astype(dtype)
+    rates = np.sort(10 ** rng.uniform(-3, 0.2, size))
+    x0, params, opts = _inputs(x0, rates, precision=1e-5, max_iter=2000)
+    want = _reference(_square, x0, params, opts)
+    got = _fast(_square, x0, params, opts, layout=layout)
+    _assert_same(got, want)
+    if size > 1:
+        its = np.asarray(want.iterations)
+        assert its.max() > 20 * its.min()  # members finish at very different times
+
+
+def test_history_matches_the_plain_loop(dtype):
+    x0, rates = _all_statuses_batch()
+    x0, params, opts = _inputs(
+        x0.astype(dtype), rates, precision=1e-5, max_iter=60, history=True, history_every=7
+    )
+    want = _reference(_square, x0, params, opts)
+    got = _fast(_square, x0, params, opts)
+    _assert_same(got, want, history=True)
+
+
+def test_unpacked_and_run_time_choice_agree(x64):
+    """max_iter too large for the packed code runs the plain loop; a traced one decides late."""
+    x0, rates = _all_statuses_batch()
+    x0, params, opts = _inputs(x0, rates, precision=1e-5, max_iter=400)
+    want = _reference(_square, x0, params, opts)
+    _assert_same(_fast(_square, x0, params, opts, packed=False), want)
+    _assert_same(_fast(_square, x0, params, opts, packed=None), want)  # max_iter traced
+    assert _batch.fits_packed(2**28 - 1) and not _batch.fits_packed(2**28)
+
+
+def test_sweep_takes_the_fast_path_without_recompiling(x64):
+    before = _batch._solve_members._cache_size()
+    a = gd.sweep(_square, np.linspace(-3, 3, 9), np.array([0.01, 0.1, 0.6]), max_iter=500)
+    b = gd.sweep(_square, np.linspace(-4, 2, 9), np.array([0.02, 0.3, 0.7]), max_iter=500)
+    assert _batch._solve_members._cache_size() == before + 1  # new values, same program
+    assert not np.array_equal(np.asarray(a.x), np.asarray(b.x))
+
+
+def test_progress_counts_the_whole_batch(x64):
+    seen = []
+    x0, rates = _all_statuses_batch()
+    x0, params, opts = _inputs(x0, rates, precision=1e-5, max_iter=400)
+    opts = opts._replace(progress_every=3)
+    previous, _progress._sink = _progress._sink, lambda *counts: seen.append(counts)
+    try:
+        got = jax.block_until_ready(_fast(_square, x0, params, opts, layout=(1, 4, 16)))
+    finally:
+        _progress._sink = previous
+    _assert_same(got, _reference(_square, x0, params, opts))
+    assert len(seen) > 3
+    size = x0.shape[0]
+    running = [r for _, r, _, _, _ in seen]
+    assert all(0 <= r <= size for r in running)
+    assert running == sorted(running, reverse=True)  # members only ever stop
+    trips = [t for t, *_ in seen]
+    assert all(t % 3 == 0 for t in trips) and trips == sorted(trips)
+    final_converged = int(np.sum(np.asarray(got.status) == gd.Status.CONVERGED))
+    assert all(c <= final_converged for _, _, c, _, _ in seen)
