@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 
 from ._kernel import (
@@ -179,13 +180,15 @@ def _run_tile(
     steps_per_trip: int,
     progress: Callable[[Carry, Array], None] | None,
     trips: Array,
+    stall_test: bool,
 ) -> tuple[Carry, Array]:
     """Iterate one tile until none of its members is running."""
     step_dtype = carry.step_size.dtype
-    one = jax.vmap(
-        lambda x, g, v, n, p: propose(value_and_grad, x, g, v, n, p, args, opts, step_dtype),
-        in_axes=(0, 0, 0, None, _PARAM_AXES),
-    )
+
+    def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, p: Params) -> Any:
+        return propose(value_and_grad, x, g, v, n, p, args, opts, step_dtype, stall_test)
+
+    one = jax.vmap(one_member, in_axes=(0, 0, 0, None, _PARAM_AXES))
 
     def body(state: tuple[Carry, Array]) -> tuple[Carry, Array]:
         c, t = state
@@ -250,6 +253,7 @@ def _lane(
     tile: int,
     real: int,
     steps_per_trip: int,
+    stall_test: bool,
 ) -> State:
     """One lane: `tiles * tile` members (the first `real` of them genuine), tile after tile."""
     state = init_batch(value_and_grad, x0, params, args, opts)
@@ -276,7 +280,15 @@ def _lane(
         rates = params.learning_rate
         tile_params = params._replace(learning_rate=cut(rates) if tiles > 1 else rates)
         part, trips = _run_tile(
-            value_and_grad, part, tile_params, args, opts, steps_per_trip, progress, trips
+            value_and_grad,
+            part,
+            tile_params,
+            args,
+            opts,
+            steps_per_trip,
+            progress,
+            trips,
+            stall_test,
         )
         part = part._replace(n=None)
         if tiles == 1:
@@ -307,6 +319,7 @@ def _solve_fast(
     params: Params,
     args: tuple,
     opts: Options,
+    stall_test: bool = True,
     layout: tuple[int, int, int] | None = None,
     steps_per_trip: int = STEPS_PER_TRIP,
 ) -> State:
@@ -341,6 +354,7 @@ def _solve_fast(
                 tile,
                 real,
                 steps_per_trip,
+                stall_test,
             )
         )
     done = outs[0] if lanes == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
@@ -354,28 +368,33 @@ def solve_batch(
     args: tuple,
     opts: Options,
     packed: bool | None = None,
+    stall_test: bool | None = None,
 ) -> Result:
     """Every member of a flat batch, each stopping on its own rule. Pure and traceable.
 
     `x0` and `params.learning_rate` carry the batch on their leading axis; the other numbers
     of `params` are shared. Each member's result equals a lone `gradient_descent` run's.
 
-    `packed` says whether `max_iter` fits the fast path's packed code (< 2**28); None: decide
-    from `params.max_iter`, at trace time when it is concrete, else at run time with
-    `lax.cond` (which compiles both loops).
+    `packed`: whether `max_iter` fits the fast path's packed code (< 2**28); `stall_test`:
+    whether `grad_tol` may be finite. None: decided from `params` where its values are
+    concrete, else `packed` at run time with `lax.cond` (compiling both loops) and the stall
+    test kept.
     """
 
     def plain(x0: PyTree) -> State:
         state = init_batch(value_and_grad, x0, params, args, opts)
         return run_batch(value_and_grad, state, params, args, opts)
 
+    if packed is None or stall_test is None:
+        packed_now, stall_now = static_choices(params)
+        packed = packed_now if packed is None else packed
+        stall_test = stall_now if stall_test is None else stall_test
+
     def fast(x0: PyTree) -> State:
-        return _solve_fast(value_and_grad, x0, params, args, opts)
+        return _solve_fast(value_and_grad, x0, params, args, opts, stall_test)
 
     if opts.history_every:
         return to_result(plain(x0))
-    if packed is None and not isinstance(params.max_iter, jax.core.Tracer):
-        packed = fits_packed(params.max_iter)
     if packed is None:
         return to_result(lax.cond(params.max_iter <= _MAX_PACKED_ITER, fast, plain, x0))
     return to_result(fast(x0) if packed else plain(x0))
@@ -386,7 +405,17 @@ def fits_packed(max_iter: Any) -> bool:
     return int(max_iter) <= _MAX_PACKED_ITER
 
 
-@functools.partial(jax.jit, static_argnames=("cost_fn", "grad_fn", "opts", "packed"))
+def static_choices(params: Params) -> tuple[bool | None, bool]:
+    """(packed, stall_test) from the concrete numbers of `params`: packed is None when
+    `max_iter` is traced; the stall test is dropped only for a concrete `grad_tol` of +inf."""
+    max_iter, grad_tol = params.max_iter, params.grad_tol
+    packed = None if isinstance(max_iter, jax.core.Tracer) else fits_packed(max_iter)
+    concrete = not isinstance(grad_tol, jax.core.Tracer)
+    stall_test = not (concrete and bool(np.isposinf(np.asarray(grad_tol)).all()))
+    return packed, stall_test
+
+
+@functools.partial(jax.jit, static_argnames=("cost_fn", "grad_fn", "opts", "packed", "stall_test"))
 def _solve_members(
     x0: PyTree,
     params: Params,
@@ -396,8 +425,10 @@ def _solve_members(
     grad_fn: Callable | None,
     opts: Options,
     packed: bool | None,
+    stall_test: bool,
 ) -> Result:
-    return solve_batch(make_value_and_grad(cost_fn, grad_fn), x0, params, args, opts, packed)
+    vg = make_value_and_grad(cost_fn, grad_fn)
+    return solve_batch(vg, x0, params, args, opts, packed, stall_test)
 
 
 def solve_members(
@@ -412,10 +443,16 @@ def solve_members(
     """The single-device entry point: a flat batch of members (batch on every leading axis of
     `x0` and on `params.learning_rate`), solved to completion in one compiled program.
     Returns a flat `Result`."""
-    max_iter = params.max_iter
-    packed = None if isinstance(max_iter, jax.core.Tracer) else fits_packed(max_iter)
+    packed, stall_test = static_choices(params)
     return _solve_members(
-        x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, packed=packed
+        x0,
+        params,
+        args,
+        cost_fn=cost_fn,
+        grad_fn=grad_fn,
+        opts=opts,
+        packed=packed,
+        stall_test=stall_test,
     )
 
 

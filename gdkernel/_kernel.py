@@ -187,18 +187,20 @@ def propose(
     args: tuple,
     opts: Options,
     step_dtype: Any,
+    stall_test: bool = True,
 ) -> Proposal:
     """Update, re-evaluate, measure the step and decide the status of iteration `iterations`.
 
     The arithmetic of one iteration, shared by `step` and the batched fast path (`_batch.py`),
-    so both give the same bits.
+    so both give the same bits. `stall_test=False` skips the gradient norm when the caller
+    knows `grad_tol` is +inf (then `norm > grad_tol` is always False: the same statuses).
     """
     new_x, new_velocity = _update(x, grad, velocity, params, opts.method)
     new_cost, new_grad = value_and_grad(new_x, args)
     step_size = tree_norm(_sub(new_x, x), opts.norm).astype(step_dtype)
     finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)
     small = step_size < params.precision
-    steep = tree_norm(new_grad, opts.norm) > params.grad_tol
+    steep = tree_norm(new_grad, opts.norm) > params.grad_tol if stall_test else False
     # Nested `where` rather than `jnp.select`: the same codes, without the argmax over a
     # stacked condition axis that `select` lowers to (it blocks fusion in the batched loop).
     status = jnp.where(

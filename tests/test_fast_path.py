@@ -41,15 +41,16 @@ def _reference(cost_fn, x0, params, opts, args=()):
     return jax.jit(jax.vmap(lambda x, p: one(x, p), in_axes=(0, _batch._PARAM_AXES)))(x0, params)
 
 
-def _fast(cost_fn, x0, params, opts, args=(), layout=None, packed=True):
+def _fast(cost_fn, x0, params, opts, args=(), layout=None, packed=True, stall_test=None):
+    """The fast path, traced afresh (params traced); `stall_test=None` keeps the stall test."""
     vg = _kernel.make_value_and_grad(cost_fn, None)
 
     def run(x0, params, args):
         if layout is None:
-            return _batch.solve_batch(vg, x0, params, args, opts, packed)
+            return _batch.solve_batch(vg, x0, params, args, opts, packed, stall_test)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(_batch, "_layout", lambda *a: layout)
-            return _batch.solve_batch(vg, x0, params, args, opts, packed)
+            return _batch.solve_batch(vg, x0, params, args, opts, packed, stall_test)
 
     return jax.jit(run)(x0, params, args)
 
@@ -171,7 +172,7 @@ def test_tile_and_lane_boundaries(size, layout, dtype):
     rates = np.sort(10 ** rng.uniform(-3, 0.2, size))
     x0, params, opts = _inputs(x0, rates, precision=1e-5, max_iter=2000)
     want = _reference(_square, x0, params, opts)
-    got = _fast(_square, x0, params, opts, layout=layout)
+    got = _fast(_square, x0, params, opts, layout=layout, stall_test=False)  # grad_tol is inf
     _assert_same(got, want)
     if size > 1:
         its = np.asarray(want.iterations)
