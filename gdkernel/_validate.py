@@ -148,10 +148,13 @@ def _float_leaf(leaf: Any, name: str) -> Any:
         dtype = arr.dtype
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(f"`{name}` must be real, got a complex {np.dtype(dtype).name} value")
+    host = not (isinstance(arr, jax.Array) or is_traced(arr))
     if jnp.issubdtype(dtype, jnp.floating):
-        return arr if isinstance(arr, jax.Array) or is_traced(arr) else jnp.asarray(arr)
+        # Host input stays a NumPy copy (in JAX's dtype): the jit call moves it, at less cost
+        # than a separate transfer here.
+        return np.array(arr, dtype=jax.dtypes.canonicalize_dtype(dtype)) if host else arr
     if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
-        return jnp.asarray(arr, dtype=default_float())
+        return np.array(arr, dtype=default_float()) if host else jnp.asarray(arr, default_float())
     raise TypeError(f"`{name}` must hold real numbers, got dtype {np.dtype(dtype).name}")
 
 
@@ -163,7 +166,10 @@ def _check_finite(tree: PyTree, name: str) -> None:
     for leaf in jax.tree.leaves(tree):
         if is_traced(leaf):
             continue
-        if not bool(jnp.all(jnp.isfinite(leaf))):
+        finite = (
+            np.isfinite(leaf).all() if isinstance(leaf, np.ndarray) else jnp.isfinite(leaf).all()
+        )
+        if not bool(finite):
             raise ValueError(f"`{name}` contains NaN or inf")
 
 
