@@ -60,6 +60,9 @@ _START = {"marker": "o", "markersize": 9, "markerfacecolor": "none", "markeredge
 _END = {"marker": "*", "markersize": 13, "markeredgecolor": "black", "markeredgewidth": 0.6}
 _DIVERGED = {"marker": "x", "markersize": 9, "markeredgewidth": 2.2, "linestyle": "none"}
 _MAX_LEGEND = 10
+# Costs beyond this are drawn at it on a log axis: Matplotlib's log ticks overflow near 1e308,
+# where a float64 member that diverges ends.
+_CEILING = 1e200
 
 
 def _pyplot() -> Any:
@@ -337,6 +340,27 @@ def _auto_yscale(costs: np.ndarray) -> tuple[str, dict[str, float]]:
     return "linear", {}
 
 
+def _set_yscale(ax: Axes, scale: str, values: np.ndarray, **options: float) -> None:
+    """Set the y scale, with limits that stay finite for values up to the float maximum
+    (Matplotlib's own margins overflow on a log axis that reaches 1e308)."""
+    values = values[np.isfinite(values)]
+    if scale == "log":
+        values = values[values > 0]
+    if values.size and scale in ("log", "symlog"):
+        top = 4 * _CEILING
+        if scale == "log":
+            lo, hi = np.log10(values.min()), np.log10(values.max())
+            pad = max(0.05 * (hi - lo), 0.1)
+            ax.set_ylim(10 ** max(lo - pad, -300.0), 10 ** min(hi + pad, 205.0))
+        else:
+            lo, hi = float(values.min()), float(values.max())
+            ax.set_ylim(
+                max(lo * 2 if lo < 0 else lo / 2, -top),
+                min(hi * 2 if hi > 0 else hi / 2, top),
+            )
+    ax.set_yscale(scale, **options)
+
+
 def convergence(
     res: Result | SweepResult,
     *,
@@ -352,7 +376,8 @@ def convergence(
     Row $r$ of the history is iteration $r \cdot$ `history_every`. The cost axis is
     logarithmic when every drawn cost is positive, symmetric-logarithmic when the costs take
     both signs and spread over more than three decades (a diverging member), else linear.
-    A diverged member's line ends in a red cross at its last finite iterate.
+    A diverged member's line ends in a red cross at its last finite iterate (on a log axis,
+    costs beyond 1e200, which only float64 overflow reaches, are drawn at 1e200).
 
     With `show_step`, the step sizes $\lVert x_k - x_{k-1} \rVert$ (what the stopping rule
     compares with `precision`; exact when `history_every` is 1) are drawn dashed against a
@@ -401,11 +426,14 @@ def convergence(
     colors = _colors(len(indices))
     single = len(indices) == 1
     step_ax = ax.twinx() if show_step else None
+    all_steps: list[np.ndarray] = []
     diverged = None
     for (rows, xs, costs), index, color in zip(paths, indices, colors, strict=True):
         if not len(rows):
             continue
         its = rows * int(history_every)
+        if scale != "linear":
+            costs = np.clip(costs, -_CEILING, _CEILING)
         ax.plot(its, costs, color=color, lw=1.4, label="cost" if single else _label(res, index))
         if status[index] == Status.DIVERGED:
             (mark,) = ax.plot(
@@ -421,11 +449,13 @@ def convergence(
             steps = _NORMS[norm](np.diff(xs, axis=0))
             steps = np.where(steps > 0, steps, np.nan)
             step_ax.plot(its[1:], steps, color=color, lw=1.0, ls="--", alpha=0.8)
-    ax.set_yscale(scale, **scale_options)
+            all_steps.append(steps)
+    drawn = np.concatenate([p[2] for p in paths])
+    _set_yscale(ax, scale, np.clip(drawn, -_CEILING, _CEILING), **scale_options)
     ax.set_xlabel("iteration")
     ax.set_ylabel("cost")
     if step_ax is not None:
-        step_ax.set_yscale("log")
+        _set_yscale(step_ax, "log", np.concatenate(all_steps) if all_steps else np.zeros(0))
         step_ax.set_ylabel("step size (dashed)")
     if len(indices) <= _MAX_LEGEND:
         ax.legend(fontsize="small")
