@@ -60,8 +60,8 @@ _START = {"marker": "o", "markersize": 9, "markerfacecolor": "none", "markeredge
 _END = {"marker": "*", "markersize": 13, "markeredgecolor": "black", "markeredgewidth": 0.6}
 _DIVERGED = {"marker": "x", "markersize": 9, "markeredgewidth": 2.2, "linestyle": "none"}
 _MAX_LEGEND = 10
-# Costs beyond this are drawn at it on a log axis: Matplotlib's log ticks overflow near 1e308,
-# where a float64 member that diverges ends.
+# Costs are drawn clipped to this: Matplotlib's log ticks overflow near 1e308, where a float64
+# member that diverges ends.
 _CEILING = 1e200
 
 
@@ -329,36 +329,39 @@ def trajectory(
     return ax
 
 
-def _auto_yscale(costs: np.ndarray) -> tuple[str, dict[str, float]]:
-    """`log` for positive costs; `symlog` for costs of both signs spread over many decades."""
-    if costs.size and np.all(costs > 0):
+def _auto_yscale(values: np.ndarray, shifted: bool) -> tuple[str, dict[str, float]]:
+    """`log` for positive costs (or costs above a given minimum); `symlog` for costs of both
+    signs spread over more than three decades; else `linear`."""
+    values = values[np.isfinite(values)]
+    if shifted or (values.size and np.all(values > 0)):
         return "log", {}
-    magnitude = np.abs(costs[np.isfinite(costs)])
+    magnitude = np.abs(values)
     typical = float(np.median(magnitude)) if magnitude.size else 0.0
     if typical > 0 and magnitude.max() > 1e3 * typical:
         return "symlog", {"linthresh": typical}
     return "linear", {}
 
 
-def _set_yscale(ax: Axes, scale: str, values: np.ndarray, **options: float) -> None:
-    """Set the y scale, with limits that stay finite for values up to the float maximum
-    (Matplotlib's own margins overflow on a log axis that reaches 1e308)."""
-    values = values[np.isfinite(values)]
+def _frame(values: np.ndarray, scale: str) -> tuple[float, float] | None:
+    """Padded y limits around `values` that stay finite on every scale.
+
+    Matplotlib's own margins and log ticks overflow near 1e308, where a float64 member that
+    diverges ends, so the values are first clipped to `_CEILING`.
+    """
+    values = np.clip(values[np.isfinite(values)], -_CEILING, _CEILING)
     if scale == "log":
         values = values[values > 0]
-    if values.size and scale in ("log", "symlog"):
-        top = 4 * _CEILING
-        if scale == "log":
-            lo, hi = np.log10(values.min()), np.log10(values.max())
-            pad = max(0.05 * (hi - lo), 0.1)
-            ax.set_ylim(10 ** max(lo - pad, -300.0), 10 ** min(hi + pad, 205.0))
-        else:
-            lo, hi = float(values.min()), float(values.max())
-            ax.set_ylim(
-                max(lo * 2 if lo < 0 else lo / 2, -top),
-                min(hi * 2 if hi > 0 else hi / 2, top),
-            )
-    ax.set_yscale(scale, **options)
+    if not values.size:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    if scale == "log":
+        lo, hi = np.log10(lo), np.log10(hi)
+        pad = max(0.05 * (hi - lo), 0.1)
+        return 10 ** (lo - pad), 10 ** (hi + pad)
+    if scale == "symlog":
+        return (lo * 1.5 if lo < 0 else lo / 1.5), (hi * 1.5 if hi > 0 else hi / 1.5)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1.0)
+    return lo - pad, hi + pad
 
 
 def convergence(
@@ -366,6 +369,7 @@ def convergence(
     *,
     ax: Axes | None = None,
     member: int | tuple[int, ...] | None = None,
+    minimum: float | None = None,
     show_step: bool = False,
     yscale: str | None = None,
     history_every: int = 1,
@@ -373,11 +377,16 @@ def convergence(
 ) -> Axes:
     r"""Draw the cost against the iteration, one line per member.
 
-    Row $r$ of the history is iteration $r \cdot$ `history_every`. The cost axis is
-    logarithmic when every drawn cost is positive, symmetric-logarithmic when the costs take
-    both signs and spread over more than three decades (a diverging member), else linear.
-    A diverged member's line ends in a red cross at its last finite iterate (on a log axis,
-    costs beyond 1e200, which only float64 overflow reaches, are drawn at 1e200).
+    Row $r$ of the history is iteration $r \cdot$ `history_every`. With `minimum` (a known
+    minimum cost $f^*$), the excess cost $f(x_k) - f^*$ is drawn instead, on a log axis
+    (values at or below zero are left out). The cost axis is otherwise logarithmic when every
+    drawn cost is positive, symmetric-logarithmic when the costs take both signs and spread
+    over more than three decades, else linear.
+
+    Up to ten members get the default colour cycle and a legend; more are coloured along
+    the batch order with viridis (for a sweep: dark for the smallest learning rate, yellow
+    for the largest). The view frames the members that did not diverge; a diverged member's line is cut at the
+    top of that frame and ends in a red cross at its last finite iterate.
 
     With `show_step`, the step sizes $\lVert x_k - x_{k-1} \rVert$ (what the stopping rule
     compares with `precision`; exact when `history_every` is 1) are drawn dashed against a
@@ -387,6 +396,7 @@ def convergence(
         res: a `Result` or `SweepResult` run with `history=True`.
         ax: the Matplotlib `Axes` to draw into; default: a new figure.
         member: draw only this member of a batch (`(i, j)` for a sweep); default: all.
+        minimum: a known minimum cost to subtract (e.g. `functions.BUILTINS[name].min_cost`).
         show_step: also draw the step sizes on a second axis.
         yscale: the cost axis scale, `"log"`, `"symlog"` or `"linear"`; default: chosen
             from the costs as above.
@@ -416,51 +426,70 @@ def convergence(
         or history_every < 1
     ):
         raise ValueError(f"`history_every` must be a positive integer, got {history_every!r}")
+    if minimum is not None and not np.isfinite(minimum):
+        raise ValueError(f"`minimum` must be a finite number, got {minimum!r}")
     indices = _members(res, member)
     paths = [_path(res, index) for index in indices]
-    scale, scale_options = _auto_yscale(np.concatenate([p[2] for p in paths]))
+    status = np.asarray(res.status)
+    diverged = [status[index] == Status.DIVERGED for index in indices]
+    values = [p[2] if minimum is None else p[2] - minimum for p in paths]
+    if minimum is not None:
+        values = [np.where(v > 0, v, np.nan) for v in values]
+    framed = [v for v, d in zip(values, diverged, strict=True) if not d] or values
+    framed_values = np.concatenate(framed)
+    scale, scale_options = _auto_yscale(framed_values, minimum is not None)
     if yscale is not None and yscale != scale:
         scale, scale_options = yscale, {}
+    limits = _frame(framed_values, scale)
+    top = limits[1] if limits and any(diverged) and not all(diverged) else _CEILING
+
     ax = _axes(ax)
-    status = np.asarray(res.status)
     colors = _colors(len(indices))
     single = len(indices) == 1
     step_ax = ax.twinx() if show_step else None
     all_steps: list[np.ndarray] = []
-    diverged = None
-    for (rows, xs, costs), index, color in zip(paths, indices, colors, strict=True):
+    mark = None
+    for (rows, xs, _), drawn, index, color, gone in zip(
+        paths, values, indices, colors, diverged, strict=True
+    ):
         if not len(rows):
             continue
         its = rows * int(history_every)
-        if scale != "linear":
-            costs = np.clip(costs, -_CEILING, _CEILING)
-        ax.plot(its, costs, color=color, lw=1.4, label="cost" if single else _label(res, index))
-        if status[index] == Status.DIVERGED:
-            (mark,) = ax.plot(
+        drawn = np.clip(drawn, -_CEILING, top)
+        label = ("cost" if minimum is None else "cost - minimum") if single else None
+        ax.plot(its, drawn, color=color, lw=1.4, label=label or _label(res, index))
+        if gone:
+            (cross,) = ax.plot(
                 its[-1:],
-                costs[-1:],
+                drawn[-1:],
                 color=STATUS_COLORS[Status.DIVERGED],
-                label="_diverged" if diverged else "diverged",
+                label="_diverged" if mark else "diverged",
                 zorder=5,
+                clip_on=False,
                 **_DIVERGED,
             )
-            diverged = diverged or mark
+            mark = mark or cross
         if step_ax is not None and len(rows) > 1:
             steps = _NORMS[norm](np.diff(xs, axis=0))
             steps = np.where(steps > 0, steps, np.nan)
-            step_ax.plot(its[1:], steps, color=color, lw=1.0, ls="--", alpha=0.8)
+            step_color = "0.45" if single else color
+            step_ax.plot(its[1:], steps, color=step_color, lw=1.0, ls="--", alpha=0.8)
             all_steps.append(steps)
-    drawn = np.concatenate([p[2] for p in paths])
-    _set_yscale(ax, scale, np.clip(drawn, -_CEILING, _CEILING), **scale_options)
+    if limits is not None:
+        ax.set_ylim(*limits)
+    ax.set_yscale(scale, **scale_options)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("cost")
+    ax.set_ylabel("cost" if minimum is None else f"cost - minimum ({minimum:.6g})")
     if step_ax is not None:
-        _set_yscale(step_ax, "log", np.concatenate(all_steps) if all_steps else np.zeros(0))
+        step_limits = _frame(np.concatenate(all_steps), "log") if all_steps else None
+        if step_limits is not None:
+            step_ax.set_ylim(*step_limits)
+        step_ax.set_yscale("log")
         step_ax.set_ylabel("step size (dashed)")
     if len(indices) <= _MAX_LEGEND:
         ax.legend(fontsize="small")
-    elif diverged is not None:
-        ax.legend(handles=[diverged], fontsize="small")
+    elif mark is not None:
+        ax.legend(handles=[mark], fontsize="small")
     ax.set_title("convergence")
     return ax
 
@@ -538,6 +567,7 @@ def sweep_map(
     _pyplot()
     from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
     from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     lrs = np.asarray(grid.learning_rate, dtype=np.float64)
     lr_order = np.argsort(lrs, kind="stable")
@@ -575,7 +605,10 @@ def sweep_map(
         ax.set_xlabel("learning rate")
     else:
         ax.set_xlabel("learning rate (index)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(y_label)
+    if "index" in y_label:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     present = [s for s in STATUS_COLORS if np.any(status == s)]
     handles = [
         Patch(color=STATUS_COLORS[s], label=s.name.lower().replace("_", "-")) for s in present

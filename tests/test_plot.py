@@ -214,10 +214,15 @@ def test_convergence_marks_diverged_members(x64, tmp_path):
     save(ax, tmp_path, "convergence_diverged")
     (cross,) = [line for line in ax.get_lines() if line.get_marker() == "x"]
     assert to_rgba(cross.get_color()) == to_rgba(plot.STATUS_COLORS[Status.DIVERGED])
-    # Float64 overflow: the last finite cost is beyond 1e200, drawn at 1e200 on the log axis.
-    assert series[-1] ** 2 > 1e300
-    np.testing.assert_allclose(cross.get_xydata(), [[len(series) - 1, 1e200]], rtol=1e-12)
-    assert ax.get_yscale() == "log"
+    # The frame is set by the converged member (cost 9 down to ~1e-9); the diverged line
+    # (float64 overflow, cost beyond 1e300) is cut at its top, the cross at its last iteration.
+    *_, kept = reference_gd(lambda x: 2 * x, 3.0, 0.1, 1e-4, 1000)
+    assert ax.get_yscale() == "log" and series[-1] ** 2 > 1e300
+    lo, hi = ax.get_ylim()
+    assert lo < kept[-1] ** 2 and 9 < hi < 1e3
+    np.testing.assert_allclose(cross.get_xydata(), [[len(series) - 1, hi]], rtol=1e-12)
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "lr=0.1, x0=3"]
+    np.testing.assert_allclose(line.get_ydata(), np.square(kept), rtol=1e-12)
     assert "diverged" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
@@ -234,6 +239,12 @@ def test_convergence_step_sizes_and_history_every(x64, tmp_path):
     (steps,) = step_ax.get_lines()
     np.testing.assert_array_equal(steps.get_xdata(), np.arange(1, len(series)))
     np.testing.assert_allclose(steps.get_ydata(), np.abs(np.diff(series)), rtol=1e-10)
+
+    shifted = plot.convergence(res, minimum=-10 / 3, ax=plt.figure().add_subplot())
+    assert shifted.get_yscale() == "log"
+    excess = tutorial(series) + 10 / 3
+    line = labelled(shifted, "cost - minimum")
+    np.testing.assert_allclose(line.get_ydata(), np.where(excess > 0, excess, np.nan), rtol=1e-9)
 
     every = gd.gradient_descent(
         tutorial, 8.0, 0.01, precision=1e-5, max_iter=500, history=True, history_every=5
