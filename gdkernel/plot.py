@@ -39,6 +39,8 @@ from ._result import Result, Status, SweepResult
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+__all__ = ["STATUS_COLORS", "convergence", "sweep_map", "trajectory"]
+
 PyTree = Any
 
 #: The colour of a sweep-map cell (and of a diverged marker) for each non-converged status.
@@ -73,10 +75,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _axes(ax: Axes | None, **subplots: Any) -> Axes:
+def _axes(ax: Axes | None) -> Axes:
+    """The given `Axes`, or one on a new figure."""
     if ax is not None:
         return ax
-    _, ax = _pyplot().subplots(**subplots)
+    _, ax = _pyplot().subplots()
     return ax
 
 
@@ -624,6 +627,3 @@ def sweep_map(
             borderaxespad=0.0,
         )
     return ax
-
-
-__all__ = ["STATUS_COLORS", "convergence", "sweep_map", "trajectory"]
