@@ -81,7 +81,7 @@ def test_numpy_tutorial_series(x64):
     np.testing.assert_allclose(hx, np.array(series), rtol=1e-13)
     # The cost at every recorded iterate, to rounding of its three terms.
     scale = np.abs(A[2] * hx * hx) + np.abs(A[1] * hx) + abs(A[0])
-    np.testing.assert_array_less(np.abs(hcost - tutorial_cost(unfused)), 4 * EPS * scale)
+    np.testing.assert_array_less(np.abs(hcost - tutorial_cost(hx)), 4 * EPS * scale)
     assert hx[-1] == float(res.x) and hcost[-1] == float(res.cost)
 
 
