@@ -257,3 +257,39 @@ def test_history_under_vmap_and_jit(x64):
         lone = run(x0, lr)
         np.testing.assert_array_equal(batched.history.x[b], lone.history.x)
     np.testing.assert_array_equal(jitted.history.x, run(float(x0s[1]), float(lrs[1])).history.x)
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr, nested loops and branches included."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def test_batched_loop_writes_rows_without_selecting_the_buffer():
+    # A whole-buffer select per masked step would make a sweep with history quadratic in
+    # max_iter; rows must only be written (scattered) into the buffer.
+    from gdkernel import _batch, _kernel, _solve
+
+    members, max_iter = 7, 50
+    opts = _solve.make_options("l1", "gd", True, 1, max_iter)
+    params = _solve.make_params(np.float32, 0.1, 1e-4, np.inf, 0.9, max_iter)
+    params = params._replace(learning_rate=jnp.full(members, 0.1, dtype=jnp.float32))
+    value_and_grad = _kernel.make_value_and_grad(lambda x: x**2, None)
+    jaxpr = jax.make_jaxpr(lambda x0: _batch.solve_batch(value_and_grad, x0, params, (), opts))(
+        jnp.linspace(-1.0, 1.0, members)
+    )
+    buffer_shape = (members, max_iter + 1)
+    selects = [
+        eqn
+        for eqn in _equations(jaxpr.jaxpr)
+        if eqn.primitive.name == "select_n"
+        and any(tuple(v.aval.shape) == buffer_shape for v in eqn.outvars)
+    ]
+    scatters = [eqn for eqn in _equations(jaxpr.jaxpr) if eqn.primitive.name.startswith("scatter")]
+    assert scatters, "no row is written"
+    assert not selects, f"{len(selects)} whole-buffer selects in the loop"
