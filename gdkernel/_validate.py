@@ -44,13 +44,25 @@ def describe(tree: PyTree) -> str:
 # ---------------------------------------------------------------------------- functions
 
 
+def _is_sympy(obj: Any) -> bool:
+    """Whether `obj` is a SymPy object, judged by its classes' modules (SymPy not imported).
+
+    The whole MRO is looked at: an applied undefined function such as `Function("f")(x)` is
+    an instance of a class made on the fly, whose `__module__` is None.
+    """
+    return any(
+        (getattr(cls, "__module__", None) or "").split(".")[0] == "sympy"
+        for cls in type(obj).__mro__
+    )
+
+
 def cost_function(cost_fn: Any, symbols: Any = None) -> Callable:
     """The user's cost as a callable: a callable as is, a SymPy expression lambdified."""
     if callable(cost_fn):
         if symbols is not None:
             raise TypeError("`symbols` is only for a SymPy expression `cost_fn`")
         return cost_fn
-    if type(cost_fn).__module__.split(".")[0] == "sympy":
+    if _is_sympy(cost_fn):
         from ._sympy import lambdify_cost
 
         return lambdify_cost(cost_fn, symbols)
