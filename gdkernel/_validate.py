@@ -183,8 +183,12 @@ def as_guess(tree: PyTree, name: str) -> PyTree:
     """The initial guess as a pytree of floating-point arrays (never the user's objects)."""
     if tree is None:
         raise TypeError(f"`{name}` must be a number, an array or a pytree of arrays, got None")
-    if isinstance(tree, (list, tuple)) and tree and all(_is_number(item) for item in tree):
-        tree = np.asarray(tree)  # a flat list of numbers is read as an array
+    if isinstance(tree, (list, tuple)) and tree and all(map(_is_number, jax.tree.leaves(tree))):
+        # a (nested) list of numbers is read as an array when it is rectangular
+        try:
+            tree = np.asarray(tree)
+        except ValueError:
+            pass
     leaves, treedef = jax.tree.flatten(tree)
     if not leaves:
         raise TypeError(f"`{name}` must contain at least one number, got {tree!r}")

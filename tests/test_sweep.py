@@ -142,3 +142,14 @@ def test_thousand_by_thousand_square_sweep(x64):
         assert abs(int(grid.iterations[i, j]) - expected) <= 1, (i, j)
         _, it_ref, _ = scalar_gd(lambda x: 2 * x, guesses[j], lrs[i], 1e-4, 10_000)
         assert int(grid.iterations[i, j]) == it_ref
+
+
+def test_nested_lists_of_numbers_are_arrays():
+    def bowl(x):
+        return (x[0] - 1) ** 2 + (x[1] + 2) ** 2
+
+    grid = gd.sweep(bowl, [[0, 0], [3, -4]], [0.1, 0.4])
+    assert grid.x.shape == (2, 2, 2)
+    np.testing.assert_allclose(np.asarray(grid.x), np.broadcast_to([1.0, -2.0], (2, 2, 2)), atol=1e-3)
+    res = gd.gradient_descent(bowl, [3, -4], 0.1)
+    assert res.x.shape == (2,)
