@@ -53,49 +53,52 @@ class Axis(NamedTuple):
     text: str
 
 
-def _number(text: str, what: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{what}: not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{what}: must be finite, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
     return value
 
 
-def _axis(text: str, spacing: str, what: str) -> Axis:
-    """A number, or a range `lo:hi:n` spaced linearly or geometrically."""
+def _axis(text: str, spacing: str) -> Axis:
+    """A number, or a range `lo:hi:n` spaced linearly or geometrically (`"log"`)."""
     text = text.strip()
     if ":" not in text:
-        return Axis(np.array([_number(text, what)]), text)
+        return Axis(np.array([_number(text)]), text)
     parts = text.split(":")
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(
-            f"{what}: malformed range {text!r} (use lo:hi:n, e.g. 1e-4:1e-2:32)"
+            f"malformed range {text!r} (use lo:hi:n, e.g. 1e-4:1e-2:32)"
         )
-    lo, hi = _number(parts[0], what), _number(parts[1], what)
+    lo, hi = _number(parts[0]), _number(parts[1])
     try:
         n = int(parts[2])
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{what}: malformed range {text!r}: n must be an integer >= 1, got {parts[2]!r}"
-        ) from None
+        n = 0
     if n < 1:
         raise argparse.ArgumentTypeError(
-            f"{what}: malformed range {text!r}: n must be an integer >= 1"
+            f"malformed range {text!r}: n must be an integer >= 1, got {parts[2]!r}"
         )
     if spacing == "log":
         if lo <= 0 or hi <= 0:
-            raise argparse.ArgumentTypeError(f"{what}: a learning rate must be > 0, got {text!r}")
+            raise argparse.ArgumentTypeError(f"learning rates must be > 0, got {text!r}")
         return Axis(np.geomspace(lo, hi, n), text)
     return Axis(np.linspace(lo, hi, n), text)
 
 
 def learning_rates(text: str) -> Axis:
-    """`--lr` of `sweep`: a number or a log-spaced range `lo:hi:n`, all > 0."""
-    axis = _axis(text, "log", "learning rate")
+    """`--lr` of `sweep`: a number or a log-spaced range `lo:hi:n`, all > 0.
+
+    Example:
+        >>> learning_rates("1e-3:1e-1:3").values
+        array([0.001, 0.01 , 0.1  ])
+    """
+    axis = _axis(text, "log")
     if np.any(axis.values <= 0):
-        raise argparse.ArgumentTypeError(f"learning rate must be > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"learning rates must be > 0, got {text!r}")
     return axis
 
 
@@ -105,15 +108,20 @@ def learning_rate(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"one learning rate for `run`, got the range {text!r} (ranges are for `gdkernel sweep`)"
         )
-    value = _number(text, "learning rate")
+    value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"learning rate must be > 0, got {text!r}")
     return value
 
 
 def starting_points(text: str) -> list[Axis]:
-    """`--x0` of `sweep`: comma-separated coordinates, each a number or a range `lo:hi:n`."""
-    return [_axis(part, "linear", "starting point") for part in text.split(",")]
+    """`--x0` of `sweep`: comma-separated coordinates, each a number or a range `lo:hi:n`.
+
+    Example:
+        >>> [a.values.tolist() for a in starting_points("-1:1:3,0.5")]
+        [[-1.0, 0.0, 1.0], [0.5]]
+    """
+    return [_axis(part, "linear") for part in text.split(",")]
 
 
 def starting_point(text: str) -> list[float]:
@@ -122,7 +130,7 @@ def starting_point(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"one starting point for `run`, got the range {text!r} (ranges are for `gdkernel sweep`)"
         )
-    return [_number(part, "starting point") for part in text.split(",")]
+    return [_number(part) for part in text.split(",")]
 
 
 def nonnegative_int(text: str) -> int:

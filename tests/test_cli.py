@@ -236,8 +236,8 @@ def test_bad_arguments_exit_2_with_one_line(args, says):
     [
         (["sweep", "--lr", "1e-3:1"], "malformed range '1e-3:1'"),
         (["sweep", "--lr", "1e-3:1:x"], "n must be an integer"),
-        (["sweep", "--lr", "1e-3:1:0"], "n must be an integer >= 1"),
-        (["sweep", "--lr", "0:1:4"], "must be > 0"),
+        (["sweep", "--lr", "1e-3:1:0"], "n must be an integer >= 1, got '0'"),
+        (["sweep", "--lr", "0:1:4"], "learning rates must be > 0"),
         (["sweep", "--x0", "a:2:3"], "not a number: 'a'"),
         (["sweep", "--x0", "-1:1:3,0,0"], "rosenbrock takes 2 coordinates"),
         (["sweep", "--function", "quadratic", "--x0", "1,2"], "quadratic takes a scalar x"),
