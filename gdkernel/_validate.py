@@ -7,6 +7,7 @@ time. Traced values cannot be checked before the run; the kernel turns them into
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from collections.abc import Callable
@@ -185,10 +186,8 @@ def as_guess(tree: PyTree, name: str) -> PyTree:
         raise TypeError(f"`{name}` must be a number, an array or a pytree of arrays, got None")
     if isinstance(tree, (list, tuple)) and tree and all(map(_is_number, jax.tree.leaves(tree))):
         # a (nested) list of numbers is read as an array when it is rectangular
-        try:
+        with contextlib.suppress(ValueError):
             tree = np.asarray(tree)
-        except ValueError:
-            pass
     leaves, treedef = jax.tree.flatten(tree)
     if not leaves:
         raise TypeError(f"`{name}` must contain at least one number, got {tree!r}")

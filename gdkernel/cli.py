@@ -105,11 +105,16 @@ def _solver_options(ns: argparse.Namespace, problem: Problem) -> dict[str, Any]:
     max_iter = ns.max_iter
     if max_iter is None:
         max_iter = problem.defaults.max_iter if problem.defaults else DEFAULT_MAX_ITER
+    precision, grad_tol = ns.precision, ns.grad_tol
+    if precision is None:
+        precision = problem.defaults.precision if problem.defaults else 1e-4
+    if grad_tol is None and ns.precision is None and problem.defaults:
+        grad_tol = problem.defaults.grad_tol
     return {
-        "precision": ns.precision,
+        "precision": precision,
         "max_iter": max_iter,
         "norm": ns.norm,
-        "grad_tol": ns.grad_tol,
+        "grad_tol": grad_tol,
         "method": ns.method,
         "momentum": ns.momentum,
     }
@@ -281,8 +286,8 @@ def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
     p.add_argument(
         "--precision",
         type=nonnegative_float,
-        default=1e-4,
-        help="stop once the step is below this (default: %(default)s)",
+        help="stop once the step is below this (default: 1e-4; rosenbrock: 1e-5 with "
+        "--grad-tol 1e-2 unless --precision is given)",
     )
     p.add_argument(
         "--max-iter",

@@ -206,11 +206,14 @@ def test_sweep_without_options_runs_the_documented_default(capsys):
     assert cli.main(["sweep"]) == 0
     shown = capsys.readouterr().out
     assert shown.startswith("rosenbrock: 32 learning rates x 64 starting points = 2048")
-    # The default is `--lr 1e-4:1e-2:32 --x0 -2:2:64 --max-iter 10000`, x[1] = 1.
+    # The default is `--lr 1e-4:1e-2:32 --x0 -2:2:64 --max-iter 10000 --precision 1e-5
+    # --grad-tol 1e-2`, x[1] = 1.
     x0 = np.stack([np.linspace(-2, 2, 64), np.ones(64)], axis=-1).astype(np.float32)
     lrs = np.geomspace(1e-4, 1e-2, 32).astype(np.float32)
-    grid = gd.sweep(functions.rosenbrock, x0, lrs, max_iter=10000)
-    assert counts(shown) == {s.name: n for s, n in grid.counts().items()}
+    grid = gd.sweep(functions.rosenbrock, x0, lrs, max_iter=10000, precision=1e-5, grad_tol=1e-2)
+    expected = {s.name: n for s, n in grid.counts().items()}
+    assert counts(shown) == expected
+    assert all(expected[name] > 0 for name in ("CONVERGED", "MAX_ITER", "DIVERGED", "STALLED"))
 
 
 # ----------------------------------------------------------------- errors and progress

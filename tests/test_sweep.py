@@ -150,6 +150,8 @@ def test_nested_lists_of_numbers_are_arrays():
 
     grid = gd.sweep(bowl, [[0, 0], [3, -4]], [0.1, 0.4])
     assert grid.x.shape == (2, 2, 2)
-    np.testing.assert_allclose(np.asarray(grid.x), np.broadcast_to([1.0, -2.0], (2, 2, 2)), atol=1e-3)
+    np.testing.assert_allclose(
+        np.asarray(grid.x), np.broadcast_to([1.0, -2.0], (2, 2, 2)), atol=1e-3
+    )
     res = gd.gradient_descent(bowl, [3, -4], 0.1)
     assert res.x.shape == (2,)
