@@ -216,9 +216,18 @@ def propose(
 
 
 def step(
-    value_and_grad: ValueAndGrad, state: State, params: Params, args: tuple, opts: Options
+    value_and_grad: ValueAndGrad,
+    state: State,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    live: Array | bool = True,
 ) -> State:
-    """One iteration: update, re-evaluate, measure the step, decide the status."""
+    """One iteration: update, re-evaluate, measure the step, decide the status.
+
+    `live` (for `masked_step`) is False for a member that has stopped: its history row is
+    then left alone, so the history buffer never needs a whole-buffer select.
+    """
     iterations = state.iterations + 1
     new = propose(
         value_and_grad,
@@ -236,8 +245,9 @@ def step(
     history = state.history
     if history is not None:
         every = opts.history_every
-        row = iterations // every
-        write = finite & (iterations % every == 0)
+        # Clamped: a stopped member's step (discarded) may point one row past the end.
+        row = jnp.minimum(iterations // every, opts.history_rows - 1)
+        write = live & finite & (iterations % every == 0)
 
         def record(buffer: Array, value: Array) -> Array:
             return buffer.at[row].set(jnp.where(write, value, buffer[row]))
@@ -256,9 +266,10 @@ def step(
         status=status,
         history=history,
     )
-    # A non-finite iterate is never taken: the member keeps its last finite one.
-    kept = state._replace(status=status, history=history)
-    return _select(finite, accepted, kept)
+    # A non-finite iterate is never taken: the member keeps its last finite one. The history
+    # (already masked by `write`) stays out of the select: selecting it would touch every row.
+    kept = state._replace(status=status, history=None)
+    return _select(finite, accepted._replace(history=None), kept)._replace(history=history)
 
 
 def running(state: State) -> Array:
@@ -269,7 +280,11 @@ def masked_step(
     value_and_grad: ValueAndGrad, state: State, params: Params, args: tuple, opts: Options
 ) -> State:
     """`step` for a member still running; a finished member stays exactly where it is."""
-    return _select(running(state), step(value_and_grad, state, params, args, opts), state)
+    live = running(state)
+    new = step(value_and_grad, state, params, args, opts, live)
+    # The history rows are written only while `live`, so they stay out of the select.
+    out = _select(live, new._replace(history=None), state._replace(history=None))
+    return out._replace(history=new.history)
 
 
 def to_result(state: State) -> Result:

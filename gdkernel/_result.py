@@ -34,6 +34,9 @@ class Status(enum.IntEnum):
     def message(self) -> str:
         return _MESSAGES[self]
 
+    def __repr__(self) -> str:
+        return f"Status.{self.name}"
+
 
 _MESSAGES = {
     Status.CONVERGED: "converged: the step fell below `precision`",
@@ -171,7 +174,7 @@ class SweepResult(NamedTuple):
         return {s: int(np.sum(codes == s)) for s in Status}
 
     def best(self, among: str = "converged") -> Best:
-        """The member with the lowest final cost.
+        """The member with the lowest final cost (ties go to the fewest iterations).
 
         Args:
             among: `"converged"` (default) considers converged members only; `"finite"` every
@@ -195,7 +198,11 @@ class SweepResult(NamedTuple):
         if not ok.any():
             counts = ", ".join(f"{s.name}: {n}" for s, n in self.counts().items() if n)
             raise ValueError(f"no member qualifies for best(among={among!r}); statuses: {counts}")
-        flat = int(np.argmin(np.where(ok, cost, np.inf)))
+        # lowest cost first; among equal costs, the fewest iterations
+        order = np.lexsort(
+            (np.asarray(self.iterations).ravel(), np.where(ok, cost, np.inf).ravel())
+        )
+        flat = int(order[0])
         i, j = (int(k) for k in np.unravel_index(flat, status.shape))
         guess = jax.tree.map(lambda leaf: leaf[j], self.initial_guess)
         return Best(self.learning_rate[i], guess, (i, j), self.member(i, j))

@@ -7,6 +7,7 @@ time. Traced values cannot be checked before the run; the kernel turns them into
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from collections.abc import Callable
@@ -44,13 +45,25 @@ def describe(tree: PyTree) -> str:
 # ---------------------------------------------------------------------------- functions
 
 
+def _is_sympy(obj: Any) -> bool:
+    """Whether `obj` is a SymPy object, judged by its classes' modules (SymPy not imported).
+
+    The whole MRO is looked at: an applied undefined function such as `Function("f")(x)` is
+    an instance of a class made on the fly, whose `__module__` is None.
+    """
+    return any(
+        (getattr(cls, "__module__", None) or "").split(".")[0] == "sympy"
+        for cls in type(obj).__mro__
+    )
+
+
 def cost_function(cost_fn: Any, symbols: Any = None) -> Callable:
     """The user's cost as a callable: a callable as is, a SymPy expression lambdified."""
     if callable(cost_fn):
         if symbols is not None:
             raise TypeError("`symbols` is only for a SymPy expression `cost_fn`")
         return cost_fn
-    if type(cost_fn).__module__.split(".")[0] == "sympy":
+    if _is_sympy(cost_fn):
         from ._sympy import lambdify_cost
 
         return lambdify_cost(cost_fn, symbols)
@@ -177,8 +190,10 @@ def as_guess(tree: PyTree, name: str) -> PyTree:
     """The initial guess as a pytree of floating-point arrays (never the user's objects)."""
     if tree is None:
         raise TypeError(f"`{name}` must be a number, an array or a pytree of arrays, got None")
-    if isinstance(tree, (list, tuple)) and tree and all(_is_number(item) for item in tree):
-        tree = np.asarray(tree)  # a flat list of numbers is read as an array
+    if isinstance(tree, (list, tuple)) and tree and all(map(_is_number, jax.tree.leaves(tree))):
+        # a (nested) list of numbers is read as an array when it is rectangular
+        with contextlib.suppress(ValueError):
+            tree = np.asarray(tree)
     leaves, treedef = jax.tree.flatten(tree)
     if not leaves:
         raise TypeError(f"`{name}` must contain at least one number, got {tree!r}")

@@ -42,7 +42,9 @@ def quadratic(x: Array, a: Any = TUTORIAL_COEFFICIENTS) -> Array:
 def rosenbrock(x: Array, a: float = 1.0, b: float = 100.0) -> Array:
     r"""Rosenbrock's valley $\sum_i (a - x_i)^2 + b (x_{i+1} - x_i^2)^2$ over consecutive pairs.
 
-    Minimum: $x^* = (a, a^2, \dots)$; for the default $a = 1$ that is all ones, $f(x^*) = 0$.
+    Minimum: for the default $a = 1$, $x^* = (1, \dots, 1)$ with $f(x^*) = 0$ in any
+    dimension; in 2-D, $x^* = (a, a^2)$ with $f(x^*) = 0$ for any $a$ (beyond 2-D and for
+    $a \notin \{0, 1\}$ the terms cannot all vanish and the minimum is above 0).
     A narrow curved valley: plain gradient descent needs a small learning rate (about 1e-3
     in 2-D) and many iterations.
 

@@ -1,0 +1,275 @@
+"""Turning command-line text into values: numbers, ranges, starting points, the cost.
+
+Ranges are `lo:hi:n`: learning rates log-spaced (`numpy.geomspace`), starting points linear
+(`numpy.linspace`). `--function` is a built-in name or `module:attribute`, imported with
+`importlib`; no text is ever evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from .functions import BUILTINS
+
+
+class Defaults(NamedTuple):
+    """What a built-in runs with when an option is left out (besides its `x0` and `lr`)."""
+
+    lr: str  # the sweep's learning-rate range
+    x0: str  # the sweep's starting-point range (first coordinate)
+    max_iter: int
+    precision: float = 1e-4
+    grad_tol: float | None = None
+
+
+DEFAULTS: dict[str, Defaults] = {
+    "quadratic": Defaults("1e-4:1:32", "-10:10:64", 2000),
+    # Rosenbrock's valley is so flat that with precision 1e-4 most small learning rates
+    # "converge" on the step rule far from the minimum: the defaults flag those as STALLED.
+    "rosenbrock": Defaults("1e-4:1e-2:32", "-2:2:64", 10000, precision=1e-5, grad_tol=1e-2),
+    "himmelblau": Defaults("1e-4:0.1:32", "-5:5:64", 2000),
+    "rastrigin": Defaults("1e-4:0.1:32", "-5.12:5.12:64", 2000),
+}
+DEFAULT_FUNCTION = "rosenbrock"  # of `gdkernel sweep`; `gdkernel run` uses the quadratic
+DEFAULT_MAX_ITER = 100  # for the user's own function: the library's default
+
+
+class UsageError(ValueError):
+    """A bad command-line argument: reported in one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------ parsing values
+
+
+class Axis(NamedTuple):
+    """One coordinate of the starting points (or the learning rates): its values and spec."""
+
+    values: np.ndarray  # float64, 1-D
+    text: str
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def _axis(text: str, spacing: str) -> Axis:
+    """A number, or a range `lo:hi:n` spaced linearly or geometrically (`"log"`)."""
+    text = text.strip()
+    if ":" not in text:
+        return Axis(np.array([_number(text)]), text)
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(
+            f"malformed range {text!r} (use lo:hi:n, e.g. 1e-4:1e-2:32)"
+        )
+    lo, hi = _number(parts[0]), _number(parts[1])
+    try:
+        n = int(parts[2])
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"malformed range {text!r}: n must be an integer >= 1, got {parts[2]!r}"
+        )
+    if spacing == "log":
+        if lo <= 0 or hi <= 0:
+            raise argparse.ArgumentTypeError(f"learning rates must be > 0, got {text!r}")
+        return Axis(np.geomspace(lo, hi, n), text)
+    return Axis(np.linspace(lo, hi, n), text)
+
+
+def learning_rates(text: str) -> Axis:
+    """`--lr` of `sweep`: a number or a log-spaced range `lo:hi:n`, all > 0.
+
+    Example:
+        >>> learning_rates("1e-3:1e-1:3").values
+        array([0.001, 0.01 , 0.1  ])
+    """
+    axis = _axis(text, "log")
+    if np.any(axis.values <= 0):
+        raise argparse.ArgumentTypeError(f"learning rates must be > 0, got {text!r}")
+    return axis
+
+
+def learning_rate(text: str) -> float:
+    """`--lr` of `run`: one number > 0."""
+    if ":" in text:
+        raise argparse.ArgumentTypeError(
+            f"one learning rate for `run`, got the range {text!r} (ranges are for `gdkernel sweep`)"
+        )
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"learning rate must be > 0, got {text!r}")
+    return value
+
+
+def starting_points(text: str) -> list[Axis]:
+    """`--x0` of `sweep`: comma-separated coordinates, each a number or a range `lo:hi:n`.
+
+    Example:
+        >>> [a.values.tolist() for a in starting_points("-1:1:3,0.5")]
+        [[-1.0, 0.0, 1.0], [0.5]]
+    """
+    return [_axis(part, "linear") for part in text.split(",")]
+
+
+def starting_point(text: str) -> list[float]:
+    """`--x0` of `run`: comma-separated numbers."""
+    if ":" in text:
+        raise argparse.ArgumentTypeError(
+            f"one starting point for `run`, got the range {text!r} (ranges are for `gdkernel sweep`)"
+        )
+    return [_number(part) for part in text.split(",")]
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = nonnegative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def momentum_value(text: str) -> float:
+    value = nonnegative_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+# ------------------------------------------------------------------ the cost and the grid
+
+
+class Problem(NamedTuple):
+    """The cost to minimise and what the command line knows about it."""
+
+    name: str
+    fn: Callable[..., Any]
+    dim: int | None  # None: the user's function, any shape
+    x0: tuple[float, ...] | None
+    lr: float | None
+    defaults: Defaults | None
+
+
+def resolve_function(spec: str) -> Problem:
+    """A built-in name, or `module:attribute` imported with `importlib` (never `eval`).
+
+    The current directory is searched for `module` (as `python -m` does).
+
+    Raises:
+        UsageError: an unknown name, a module that fails to import, a missing attribute.
+    """
+    if spec in BUILTINS:
+        b = BUILTINS[spec]
+        return Problem(spec, b.fn, b.dim, b.x0, b.learning_rate, DEFAULTS.get(spec))
+    if ":" not in spec:
+        raise UsageError(
+            f"unknown function {spec!r}; built-ins: {', '.join(BUILTINS)}; "
+            "or give your own as module:attribute"
+        )
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"`--function` must be a built-in name or module:attribute, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as err:
+        raise UsageError(
+            f"`--function` {spec!r}: cannot import {module_name!r} ({type(err).__name__}: {err})"
+        ) from None
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(
+                f"`--function` {spec!r}: {module_name!r} has no {attribute!r}"
+            ) from None
+    return Problem(spec, obj, None, None, None, None)
+
+
+def need(value: Any, option: str, problem: Problem) -> Any:
+    if value is None:
+        raise UsageError(f"`{option}` is required for {problem.name!r} (not a built-in)")
+    return value
+
+
+def fill(coords: Sequence[Any], problem: Problem, option: str = "--x0") -> list[Any]:
+    """Coordinates checked against a built-in's dimension; left-out ones from its `x0`."""
+    if problem.dim is None:
+        return list(coords)
+    if problem.dim == 1 and len(coords) != 1:
+        raise UsageError(f"{problem.name} takes a scalar x: give one number to `{option}`")
+    if len(coords) > problem.dim:
+        raise UsageError(
+            f"{problem.name} takes {problem.dim} coordinates; `{option}` has {len(coords)}"
+        )
+    assert problem.x0 is not None
+    return list(coords) + list(problem.x0[len(coords) :])
+
+
+def compute_dtype() -> np.dtype:
+    return np.dtype(np.float64 if jax.config.jax_enable_x64 else np.float32)
+
+
+def grid_guesses(axes: list[Axis], problem: Problem) -> tuple[np.ndarray, list[Axis]]:
+    """The starting points (a mesh of the coordinates, first coordinate slowest) and the
+    coordinates, left-out ones filled in from the built-in's default."""
+    filled = fill(axes, problem)
+    axes = [a if isinstance(a, Axis) else Axis(np.array([a]), f"{a:g}") for a in filled]
+    mesh = np.meshgrid(*(a.values for a in axes), indexing="ij")
+    guesses = np.stack([m.ravel() for m in mesh], axis=-1).astype(compute_dtype())
+    if len(axes) == 1 and problem.dim in (1, None):
+        guesses = guesses[:, 0]  # scalar starting points
+    return guesses, axes
+
+
+def describe_range(axis: Axis, spacing: str) -> str:
+    """`1e-4 .. 1e-2, 32 log-spaced` for a range, the number itself otherwise."""
+    if ":" not in axis.text:
+        return axis.text
+    lo, hi, n = axis.text.split(":")
+    return f"{lo} .. {hi}, {n} {spacing}"
+
+
+def describe_guesses(axes: list[Axis]) -> str:
+    if len(axes) == 1:
+        return describe_range(axes[0], "linear")
+    return "; ".join(
+        f"x[{k}]: {describe_range(a, 'linear')}" if ":" in a.text else f"x[{k}] = {a.text}"
+        for k, a in enumerate(axes)
+    )

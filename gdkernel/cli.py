@@ -1,0 +1,441 @@
+r"""The command line: `gdkernel run` (one problem) and `gdkernel sweep` (a grid of them).
+
+A thin layer over `gradient_descent` and `sweep`:
+
+    gdkernel run --function quadratic --x0 8 --lr 0.001 --precision 1e-5 --max-iter 500
+    gdkernel sweep --function rosenbrock --lr 1e-4:1e-2:32 --x0 -2:2:64 --out results.csv
+    gdkernel sweep --plot sweep.png
+
+`--function` is a built-in name (`gdkernel.functions.BUILTINS`) or `module:attribute`, the
+user's own importable cost (imported with `importlib`; no text is ever evaluated). Ranges are
+`lo:hi:n`: learning rates log-spaced (`numpy.geomspace`), starting points linear
+(`numpy.linspace`). For a vector `x`, `--x0` takes comma-separated coordinates, each a number
+or a range; ranges are combined into a mesh, and coordinates left out take the built-in's
+default starting point (so `--x0 -2:2:64` for Rosenbrock varies `x[0]` with `x[1] = 1`).
+
+Bad arguments exit with status 2 and one line on stderr.
+
+Example:
+    >>> from gdkernel.cli import main
+    >>> main(["run", "--function", "quadratic", "--lr", "0.1"])  # doctest: +SKIP
+    Minimum occurs at x-value: 0.33333334
+    ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import jax
+import numpy as np
+
+from . import __version__, _export
+from ._chunked import CHUNK_MEMBERS, sweep_in_chunks
+from ._cli_args import (
+    DEFAULT_FUNCTION,
+    DEFAULT_MAX_ITER,
+    DEFAULTS,
+    Axis,
+    Problem,
+    UsageError,
+    compute_dtype,
+    describe_guesses,
+    describe_range,
+    fill,
+    grid_guesses,
+    learning_rate,
+    learning_rates,
+    momentum_value,
+    need,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+    resolve_function,
+    starting_point,
+    starting_points,
+)
+from ._result import Status, SweepResult
+from ._solve import gradient_descent
+from .functions import BUILTINS
+
+# Options that take a value which may start with "-" (e.g. `--x0 -2:2:64`).
+_VALUE_OPTIONS = (
+    "--function",
+    "--x0",
+    "--lr",
+    "--precision",
+    "--max-iter",
+    "--grad-tol",
+    "--momentum",
+    "--chunk-size",
+)
+_NEGATIVE = re.compile(r"^-(\d|\.\d)")
+
+
+# ---------------------------------------------------------------------------- the commands
+
+
+def _show(value: Any) -> str:
+    """Full precision: a number, or `[a, b]` for a vector."""
+    value = np.asarray(value)
+    if value.ndim == 0:
+        return _export.number(value)
+    return "[" + ", ".join(_export.number(v) for v in value.ravel()) + "]"
+
+
+def _brief(value: Any) -> str:
+    """Six significant digits: a number, or `[a, b]` for a vector."""
+    value = np.asarray(value, dtype=np.float64)
+    if value.ndim == 0:
+        return f"{float(value):.6g}"
+    return "[" + ", ".join(f"{float(v):.6g}" for v in value.ravel()) + "]"
+
+
+def _solver_options(ns: argparse.Namespace, problem: Problem) -> dict[str, Any]:
+    max_iter = ns.max_iter
+    if max_iter is None:
+        max_iter = problem.defaults.max_iter if problem.defaults else DEFAULT_MAX_ITER
+    precision, grad_tol = ns.precision, ns.grad_tol
+    if precision is None:
+        precision = problem.defaults.precision if problem.defaults else 1e-4
+    if grad_tol is None and ns.precision is None and problem.defaults:
+        grad_tol = problem.defaults.grad_tol
+    return {
+        "precision": precision,
+        "max_iter": max_iter,
+        "norm": ns.norm,
+        "grad_tol": grad_tol,
+        "method": ns.method,
+        "momentum": ns.momentum,
+    }
+
+
+def command_run(ns: argparse.Namespace, out: TextIO) -> int:
+    """`gdkernel run`: one `gradient_descent`, printed as the tutorial prints it."""
+    problem = resolve_function(ns.function)
+    coords = fill(ns.x0 if ns.x0 is not None else need(problem.x0, "--x0", problem), problem)
+    x0: Any = np.asarray(coords, dtype=compute_dtype())
+    if problem.dim == 1 or (problem.dim is None and len(coords) == 1):
+        x0 = x0[0]
+    lr = ns.lr if ns.lr is not None else need(problem.lr, "--lr", problem)
+    res = gradient_descent(problem.fn, x0, lr, **_solver_options(ns, problem))
+    status = Status(int(res.status))
+    print(f"Minimum occurs at x-value: {_show(res.x)}", file=out)
+    print(f"Slope at the minimum is: {_show(res.grad)}", file=out)
+    print(f"Cost at the minimum is: {_show(res.cost)}", file=out)
+    print(f"Iterations: {int(res.iterations)}", file=out)
+    print(f"Status: {status.name} ({status.message})", file=out)
+    return 0
+
+
+def command_sweep(ns: argparse.Namespace, out: TextIO) -> int:
+    """`gdkernel sweep`: a learning rate x starting point grid and a summary."""
+    problem = resolve_function(ns.function)
+    d = problem.defaults
+    lr_axis = ns.lr if ns.lr is not None else learning_rates(need(d, "--lr", problem).lr)
+    x0_axes = ns.x0 if ns.x0 is not None else starting_points(need(d, "--x0", problem).x0)
+    guesses, axes = grid_guesses(x0_axes, problem)
+    lrs = lr_axis.values.astype(compute_dtype())
+    options = _solver_options(ns, problem)
+    for path in ns.out:
+        if Path(path).suffix.lower() not in _export.SUFFIXES:
+            raise UsageError(f"`--out` must end in {', '.join(_export.SUFFIXES)}; got {path!r}")
+    if ns.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("`--plot` needs matplotlib: pip install 'gdkernel[plot]'")
+
+    show = not ns.quiet and sys.stderr.isatty()
+    start = time.perf_counter()
+    grid, n_chunks = sweep_in_chunks(problem.fn, guesses, lrs, options, ns.chunk_size, show)
+    wall = time.perf_counter() - start
+
+    print(_summary(grid, problem, lr_axis, axes, wall, n_chunks), file=out)
+    meta = {
+        "function": problem.name,
+        "dtype": str(guesses.dtype),
+        "learning_rates": lr_axis.text,
+        "x0": [a.text for a in axes],
+        "options": options,
+    }
+    for path in ns.out:
+        _export.write(grid, path, meta)
+        print(f"wrote {path}", file=out)
+    if ns.plot is not None:
+        _plot(grid, axes, problem, ns.plot)
+        print(f"wrote {ns.plot}", file=out)
+    return 0
+
+
+def _plot(grid: SweepResult, axes: list[Axis], problem: Problem, path: str) -> None:
+    """`plot.sweep_map(grid)` saved to `path`. When only one coordinate of a vector starting
+    point varies, the map's starting-point axis shows that coordinate's values."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    from . import plot
+
+    varying = [k for k, a in enumerate(axes) if a.values.size > 1]
+    shown = grid
+    if len(axes) > 1 and len(varying) == 1:
+        (k,) = varying
+        shown = grid._replace(initial_guess=np.asarray(grid.initial_guess)[:, k])
+    ax = plot.sweep_map(shown)
+    if shown is not grid:
+        ax.set_ylabel(f"starting point x[{k}] ({problem.name})")
+    ax.figure.savefig(path, dpi=150, bbox_inches="tight")
+
+
+def _summary(
+    grid: SweepResult, problem: Problem, lr_axis: Axis, axes: list[Axis], wall: float, chunks: int
+) -> str:
+    n_lr, n_g = np.shape(grid.status)
+    dtype = np.asarray(grid.cost).dtype
+    lines = [
+        f"{problem.name}: {n_lr} learning rates x {n_g} starting points = {n_lr * n_g} members ({dtype})",
+        f"  learning rates   {describe_range(lr_axis, 'log-spaced')}",
+        f"  starting points  {describe_guesses(axes)}",
+        "",
+        f"{'status':<10} {'members':>8}",
+    ]
+    lines += [f"{s.name:<10} {c:>8}" for s, c in grid.counts().items()]
+    lines.append("")
+    best = None
+    for among in ("converged", "finite"):
+        try:
+            best = grid.best(among=among)
+            break
+        except ValueError:
+            continue
+    if best is None:
+        lines.append("best member: none (no member ended with a finite cost)")
+    else:
+        res = best.result
+        lines += [
+            f"best member (lowest cost among {among}):",
+            f"  learning rate  {_brief(best.learning_rate)}",
+            f"  x0             {_brief(best.initial_guess)}",
+            f"  x              {_brief(res.x)}",
+            f"  cost           {_brief(res.cost)}",
+            f"  iterations     {int(res.iterations)}",
+            f"  status         {Status(int(res.status)).name}",
+        ]
+    chunk_note = "1 call" if chunks == 1 else f"{chunks} calls"
+    lines += ["", f"wall time  {wall:.2f} s ({chunk_note}, compilation included)"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ the parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line: `gdkernel sweep: error: ... (see --help)`, exit status 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
+    p.add_argument(
+        "--function",
+        "-f",
+        default=DEFAULT_FUNCTION if sweep else "quadratic",
+        metavar="NAME",
+        help=f"a built-in ({', '.join(BUILTINS)}) or module:attribute, your own cost "
+        f"`f(x) -> scalar` (default: %(default)s)",
+    )
+    if sweep:
+        p.add_argument(
+            "--lr",
+            type=learning_rates,
+            metavar="LO:HI:N",
+            help="learning rates: a number or a log-spaced range lo:hi:n "
+            "(default for a built-in: see below)",
+        )
+        p.add_argument(
+            "--x0",
+            type=starting_points,
+            metavar="LO:HI:N[,...]",
+            help="starting points: a number or a linear range lo:hi:n per coordinate, "
+            "comma-separated; ranges form a mesh; coordinates left out take the built-in's "
+            "default (e.g. -2:2:64 for rosenbrock: x[0] from -2 to 2, x[1] = 1; "
+            "default for a built-in: see below)",
+        )
+    else:
+        p.add_argument(
+            "--x0",
+            type=starting_point,
+            metavar="X[,X...]",
+            help="the starting point: a number, or comma-separated numbers for a vector "
+            "(default for a built-in: see below)",
+        )
+        p.add_argument(
+            "--lr",
+            type=learning_rate,
+            metavar="LR",
+            help="the learning rate > 0 (default for a built-in: see below)",
+        )
+    p.add_argument(
+        "--precision",
+        type=nonnegative_float,
+        help="stop once the step is below this (default: 1e-4; rosenbrock: 1e-5 with "
+        "--grad-tol 1e-2 unless --precision is given)",
+    )
+    p.add_argument(
+        "--max-iter",
+        type=nonnegative_int,
+        metavar="N",
+        help=f"iteration cap (default for a built-in: see below; else {DEFAULT_MAX_ITER})",
+    )
+    p.add_argument("--norm", choices=("l1", "l2", "max"), default="l1", help="step norm")
+    p.add_argument(
+        "--grad-tol",
+        type=nonnegative_float,
+        metavar="TOL",
+        help="report a step-rule stop with a gradient norm above TOL as STALLED",
+    )
+    p.add_argument(
+        "--method", choices=("gd", "momentum", "nesterov"), default="gd", help="update rule"
+    )
+    p.add_argument(
+        "--momentum", type=momentum_value, default=0.9, help="for the momentum methods, in [0, 1)"
+    )
+    p.add_argument("--x64", action="store_true", help="compute in float64 (default float32)")
+
+
+def _defaults_table() -> str:
+    rows = [("function", "run --x0", "run --lr", "sweep --lr", "sweep --x0", "--max-iter")]
+    for name, d in DEFAULTS.items():
+        b = BUILTINS[name]
+        rows.append(
+            (
+                name,
+                ",".join(f"{v:g}" for v in b.x0),
+                f"{b.learning_rate:g}",
+                d.lr,
+                d.x0,
+                str(d.max_iter),
+            )
+        )
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "defaults for the built-in functions:\n  " + "\n  ".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `gdkernel` argument parser with its `run` and `sweep` commands."""
+    parser = _Parser(
+        prog="gdkernel",
+        description="Gradient descent as a jit-compiled, vmappable JAX kernel.",
+    )
+    parser.add_argument("--version", action="version", version=f"gdkernel {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep}")
+    run = commands.add_parser(
+        "run",
+        epilog=_defaults_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="minimise one function from one starting point",
+        description="Minimise one function from one starting point and print where the "
+        "minimum is, the slope there, the iterations and the status.",
+    )
+    _add_common(run, sweep=False)
+    run.set_defaults(handler=command_run)
+    sw = commands.add_parser(
+        "sweep",
+        epilog=_defaults_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="every learning rate x every starting point",
+        description="Run every learning rate from every starting point in one compiled "
+        "program and print a summary. Without options: Rosenbrock, 32 x 64 members.",
+    )
+    _add_common(sw, sweep=True)
+    sw.add_argument(
+        "--out",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="write every member to FILE (.csv, .json or .npz); may be repeated",
+    )
+    sw.add_argument(
+        "--plot", metavar="FILE", help="draw the sweep map (gdkernel.plot.sweep_map) to FILE"
+    )
+    sw.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=CHUNK_MEMBERS,
+        metavar="N",
+        help="members per compiled call; the progress bar advances per call (default: %(default)s)",
+    )
+    sw.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    sw.set_defaults(handler=command_sweep)
+    return parser
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--x0 -2:2:64` -> `--x0=-2:2:64`, so argparse does not read the value as an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _VALUE_OPTIONS and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 bad arguments).
+
+    Args:
+        argv: the arguments without the program name (default `sys.argv[1:]`).
+
+    Example:
+        >>> main(["--version"])  # doctest: +SKIP
+        gdkernel 0.1.0
+        0
+    """
+    parser = build_parser()
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        ns = parser.parse_args(_join_negative_values(args))
+    except SystemExit as done:  # --help, --version, or a parse error already reported
+        return done.code if isinstance(done.code, int) else 2
+    if ns.x64:
+        jax.config.update("jax_enable_x64", True)  # before any array is made
+    prog = f"gdkernel {ns.command}"
+
+    def show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return ns.handler(ns, sys.stdout)
+    except BrokenPipeError:  # e.g. `gdkernel sweep | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError) as err:  # bad input, reported by gdkernel or the parser
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (ImportError, OSError) as err:
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return 1

@@ -1,0 +1,629 @@
+r"""Plots of runs and sweeps: trajectories, convergence curves and sweep maps.
+
+Needs matplotlib (`pip install 'gdkernel[plot]'`), imported only when a plot is drawn.
+Every function draws into the Matplotlib `Axes` given as `ax` (a new figure when `ax` is
+None) and returns that `Axes`; none calls `plt.show()` or changes the backend.
+
+| function | draws | needs |
+| --- | --- | --- |
+| `trajectory(res, cost_fn)` | the cost curve with the iterates on it (1 parameter), or contour lines of the cost with the path over them (2 parameters) | `history=True` |
+| `convergence(res)` | the cost (and optionally the step size) against the iteration | `history=True` |
+| `sweep_map(grid)` | a learning rate x starting point heatmap of iterations or final cost, with non-converged cells coloured by status | a `sweep` |
+
+A batch (a `sweep`, or `gradient_descent` under `jax.vmap`) draws one path or line per
+member; `member=` picks one. Only the valid rows of a history are drawn: rows past a
+member's last iteration are NaN and skipped.
+
+Example:
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import gdkernel as gd
+    >>> from gdkernel import plot
+    >>> res = gd.gradient_descent(lambda x: x**2, 3.0, 0.1, history=True)
+    >>> ax = plot.trajectory(res, lambda x: x**2)
+    >>> ax.figure.savefig("trajectory.png")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate as v
+from ._result import Result, Status, SweepResult
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["STATUS_COLORS", "convergence", "sweep_map", "trajectory"]
+
+PyTree = Any
+
+#: The colour of a sweep-map cell (and of a diverged marker) for each non-converged status.
+STATUS_COLORS: dict[Status, str] = {
+    Status.MAX_ITER: "#9e9e9e",
+    Status.DIVERGED: "#d62728",
+    Status.STALLED: "#ff7f0e",
+    Status.INVALID: "#000000",
+}
+
+_NORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "l1": lambda d: np.sum(np.abs(d), axis=-1),
+    "l2": lambda d: np.sqrt(np.sum(np.square(d), axis=-1)),
+    "max": lambda d: np.max(np.abs(d), axis=-1),
+}
+
+# Start and end markers of a path.
+_START = {"marker": "o", "markersize": 9, "markerfacecolor": "none", "markeredgewidth": 1.8}
+_END = {"marker": "*", "markersize": 13, "markeredgecolor": "black", "markeredgewidth": 0.6}
+_DIVERGED = {"marker": "x", "markersize": 9, "markeredgewidth": 2.2, "linestyle": "none"}
+_MAX_LEGEND = 10
+# Costs are drawn clipped to this: Matplotlib's log ticks overflow near 1e308, where a float64
+# member that diverges ends.
+_CEILING = 1e200
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("gdkernel.plot needs matplotlib: pip install 'gdkernel[plot]'") from err
+    return plt
+
+
+def _axes(ax: Axes | None) -> Axes:
+    """The given `Axes`, or one on a new figure."""
+    if ax is not None:
+        return ax
+    _, ax = _pyplot().subplots()
+    return ax
+
+
+def _check_result(res: Any, name: str = "res") -> None:
+    if not isinstance(res, Result | SweepResult):
+        raise TypeError(
+            f"`{name}` must be a Result from gradient_descent or a SweepResult from sweep, "
+            f"got {type(res).__name__}"
+        )
+
+
+def _check_history(res: Result | SweepResult, name: str = "res") -> None:
+    _check_result(res, name)
+    if res.history is None:
+        raise ValueError(
+            f"`{name}` has no history: pass `history=True` to gradient_descent or sweep"
+        )
+
+
+def _members(res: Result | SweepResult, member: Any) -> list[tuple[int, ...]]:
+    """The batch indices to draw: every member, or the one `member` names."""
+    shape = tuple(np.shape(res.status))
+    if member is None:
+        return list(np.ndindex(*shape))
+    index = (member,) if isinstance(member, int | np.integer) else tuple(member)
+    if len(index) != len(shape) or any(
+        not isinstance(k, int | np.integer) or not -n <= k < n
+        for k, n in zip(index, shape, strict=False)
+    ):
+        raise ValueError(
+            f"`member` must index the batch of shape {shape} (e.g. {(0,) * len(shape)}), "
+            f"got {member!r}"
+        )
+    return [tuple(int(k) % n for k, n in zip(index, shape, strict=True))]
+
+
+def _leaf_names(x: PyTree) -> list[str]:
+    """A label per scalar parameter, in the order `_flat_rows` lays them out."""
+    names: list[str] = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(x)[0]:
+        base = jax.tree_util.keystr(path, simple=True, separator=".") or "x"
+        if np.ndim(leaf) == 0:
+            names.append(base)
+        else:
+            names += [f"{base}[{','.join(map(str, k))}]" for k in np.ndindex(*np.shape(leaf))]
+    return names
+
+
+def _flat_rows(tree: PyTree, index: tuple[int, ...]) -> np.ndarray:
+    """The history rows of one member, each flattened to a vector: shape `(rows, d)`."""
+    leaves = [np.asarray(leaf)[index] for leaf in jax.tree.leaves(tree)]
+    rows = leaves[0].shape[0]
+    return np.concatenate([leaf.reshape(rows, -1) for leaf in leaves], axis=1).astype(np.float64)
+
+
+def _path(
+    res: Result | SweepResult, index: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The valid history rows of one member: `(row numbers, iterates (v, d), costs (v,))`."""
+    xs = _flat_rows(res.history.x, index)
+    costs = np.asarray(res.history.cost, dtype=np.float64)[index]
+    valid = ~np.isnan(costs) & ~np.isnan(xs).any(axis=1)
+    return np.flatnonzero(valid), xs[valid], costs[valid]
+
+
+def _member_x(res: Result | SweepResult, index: tuple[int, ...]) -> PyTree:
+    return jax.tree.map(lambda leaf: leaf[index], res.x)
+
+
+def _label(res: Result | SweepResult, index: tuple[int, ...]) -> str:
+    if isinstance(res, SweepResult):
+        i, j = index
+        lr = float(np.asarray(res.learning_rate)[i])
+        guess = _flat_rows(jax.tree.map(lambda leaf: leaf[:, None], res.initial_guess), (j,))[0]
+        start = f"{guess[0]:.3g}" if guess.size == 1 else f"#{j}"
+        return f"lr={lr:.3g}, x0={start}"
+    return f"member {index[0] if len(index) == 1 else index}"
+
+
+def _colors(n: int) -> list[Any]:
+    plt = _pyplot()
+    if n <= _MAX_LEGEND:
+        cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+        return [cycle[k % len(cycle)] for k in range(n)]
+    return list(plt.get_cmap("viridis")(np.linspace(0.0, 0.9, n)))
+
+
+def _vector_cost(
+    cost_fn: Callable[..., Any], template: PyTree, args: tuple
+) -> Callable[[np.ndarray], np.ndarray]:
+    """`cost_fn` of many flat parameter vectors at once, shaped like `template`."""
+    leaves, treedef = jax.tree.flatten(template)
+    shapes = [np.shape(leaf) for leaf in leaves]
+    sizes = [int(np.prod(s)) for s in shapes]
+    dtype = jnp.result_type(*leaves)
+
+    def one(vec: jax.Array) -> jax.Array:
+        parts, start = [], 0
+        for shape, size in zip(shapes, sizes, strict=True):
+            parts.append(vec[start : start + size].reshape(shape))
+            start += size
+        return jnp.asarray(cost_fn(jax.tree.unflatten(treedef, parts), *args))
+
+    batched = jax.jit(jax.vmap(one))
+
+    def evaluate(points: np.ndarray) -> np.ndarray:
+        return np.asarray(batched(jnp.asarray(points, dtype=dtype)), dtype=np.float64)
+
+    return evaluate
+
+
+def _box(paths: list[np.ndarray], status: list[int], pad: float) -> tuple[np.ndarray, np.ndarray]:
+    """A padded box around the paths that matter: the converged ones if any, else those
+    that did not diverge, else all."""
+    usable = [p for p in paths if len(p)]
+    for wanted in (lambda s: s == Status.CONVERGED, lambda s: s != Status.DIVERGED):
+        chosen = [p for p, s in zip(paths, status, strict=True) if wanted(s) and len(p)]
+        if chosen:
+            break
+    else:
+        chosen = usable
+    points = np.concatenate(chosen, axis=0)
+    points = points[np.isfinite(points).all(axis=1)]
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    span = float(np.max(hi - lo))
+    margin = pad * span if span > 0 else max(1.0, 0.5 * float(np.max(np.abs(lo))))
+    return lo - margin, hi + margin
+
+
+def _markevery(n: int) -> int:
+    """Mark at most about 60 iterates of a long path."""
+    return max(1, int(np.ceil(n / 60)))
+
+
+def trajectory(
+    res: Result | SweepResult,
+    cost_fn: Callable[..., Any] | Any,
+    *,
+    args: tuple = (),
+    symbols: Any = None,
+    member: int | tuple[int, ...] | None = None,
+    ax: Axes | None = None,
+    resolution: int | None = None,
+    levels: int = 15,
+) -> Axes:
+    r"""Draw the path of gradient descent over the cost it descends.
+
+    With one parameter, the cost curve $f(x)$ over a range covering the iterates, with the
+    iterates $(x_k, f(x_k))$ marked and joined on it; with two parameters (a vector of
+    length 2, or a pytree of two scalars), contour lines of $f$ with the path
+    $x_0, x_1, \dots$ drawn over them. The start is a ring, the end a star; a diverged
+    member ends in a red cross.
+
+    Args:
+        res: a `Result` or `SweepResult` run with `history=True`.
+        cost_fn: the cost that was minimised (a callable or a SymPy expression).
+        args: the extra arguments of `cost_fn`, as given to the run.
+        symbols: the parameter order of a SymPy `cost_fn`, as given to the run.
+        member: draw only this member of a batch (`(i, j)` for a sweep); default: all.
+        ax: the Matplotlib `Axes` to draw into; default: a new figure.
+        resolution: points of the curve (1-D, default 400) or per side of the contour
+            grid (2-D, default 160).
+        levels: how many contour lines (2-D).
+
+    Returns:
+        The `Axes` drawn into.
+
+    Raises:
+        ValueError: `res` has no history, `member` is out of range, or the parameter has
+            more than two elements.
+
+    Example:
+        >>> res = gd.gradient_descent(functions.rosenbrock, [-1.2, 1.0], 1e-3,
+        ...                           max_iter=5000, history=True)
+        >>> ax = plot.trajectory(res, functions.rosenbrock)
+    """
+    _check_history(res)
+    cost = v.cost_function(cost_fn, symbols)
+    args = tuple(args)
+    indices = _members(res, member)
+    template = _member_x(res, indices[0])
+    dim = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(template))
+    if dim not in (1, 2):
+        raise ValueError(
+            f"`trajectory` draws a path of 1 or 2 parameters; `res.x` has {dim} per member "
+            "(plot a convergence curve instead)"
+        )
+    ax = _axes(ax)
+    evaluate = _vector_cost(cost, template, args)
+    paths = [_path(res, index) for index in indices]
+    status = np.asarray(res.status)
+    ends = [int(status[index]) for index in indices]
+    colors = _colors(len(indices))
+    names = _leaf_names(template)
+    if dim == 1:
+        lo, hi = _box([p[1] for p in paths], ends, pad=0.1)
+        grid = np.linspace(lo[0], hi[0], resolution or 400)[:, None]
+        curve = evaluate(grid)
+        ax.plot(grid[:, 0], curve, color="0.35", lw=1.5, label="cost", zorder=1)
+        ax.set_xlim(lo[0], hi[0])
+        shown = curve[np.isfinite(curve)]
+        if shown.size and shown.max() > shown.min():
+            margin = 0.05 * (shown.max() - shown.min())
+            ax.set_ylim(shown.min() - margin, shown.max() + margin)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel("cost")
+    else:
+        lo, hi = _box([p[1] for p in paths], ends, pad=0.15)
+        n = resolution or 160
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n))
+        z = evaluate(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape)
+        finite = z[np.isfinite(z)]
+        marks = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, levels + 2)[1:-1]))
+        if finite.size and marks.size >= 2:
+            lines = ax.contour(
+                gx, gy, np.ma.masked_invalid(z), levels=marks, colors="0.55", linewidths=0.8
+            )
+            lines.set_zorder(1)
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+    single = len(indices) == 1
+    for (_, xs, costs), index, color, end in zip(paths, indices, colors, ends, strict=True):
+        if not len(xs):
+            continue
+        px, py = (xs[:, 0], costs) if dim == 1 else (xs[:, 0], xs[:, 1])
+        label = "iterates" if single else _label(res, index)
+        ax.plot(
+            px,
+            py,
+            "-o",
+            color=color,
+            lw=1.2,
+            ms=3.5,
+            markevery=_markevery(len(px)),
+            label=label,
+            zorder=3,
+        )
+        ax.plot(px[:1], py[:1], color=color, label="start" if single else None, zorder=4, **_START)
+        if end != Status.DIVERGED:
+            ax.plot(
+                px[-1:], py[-1:], color=color, label="end" if single else None, zorder=5, **_END
+            )
+        else:
+            ax.plot(px[-1:], py[-1:], color=STATUS_COLORS[Status.DIVERGED], zorder=5, **_DIVERGED)
+    if len(indices) <= _MAX_LEGEND:
+        ax.legend(fontsize="small")
+    ax.set_title("gradient descent path")
+    return ax
+
+
+def _auto_yscale(values: np.ndarray, shifted: bool) -> tuple[str, dict[str, float]]:
+    """`log` for positive costs (or costs above a given minimum); `symlog` for costs of both
+    signs spread over more than three decades; else `linear`."""
+    values = values[np.isfinite(values)]
+    if shifted or (values.size and np.all(values > 0)):
+        return "log", {}
+    magnitude = np.abs(values)
+    typical = float(np.median(magnitude)) if magnitude.size else 0.0
+    if typical > 0 and magnitude.max() > 1e3 * typical:
+        return "symlog", {"linthresh": typical}
+    return "linear", {}
+
+
+def _frame(values: np.ndarray, scale: str) -> tuple[float, float] | None:
+    """Padded y limits around `values` that stay finite on every scale.
+
+    Matplotlib's own margins and log ticks overflow near 1e308, where a float64 member that
+    diverges ends, so the values are first clipped to `_CEILING`.
+    """
+    values = np.clip(values[np.isfinite(values)], -_CEILING, _CEILING)
+    if scale == "log":
+        values = values[values > 0]
+    if not values.size:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    if scale == "log":
+        lo, hi = np.log10(lo), np.log10(hi)
+        pad = max(0.05 * (hi - lo), 0.1)
+        return 10 ** (lo - pad), 10 ** (hi + pad)
+    if scale == "symlog":
+        return (lo * 1.5 if lo < 0 else lo / 1.5), (hi * 1.5 if hi > 0 else hi / 1.5)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1.0)
+    return lo - pad, hi + pad
+
+
+def convergence(
+    res: Result | SweepResult,
+    *,
+    ax: Axes | None = None,
+    member: int | tuple[int, ...] | None = None,
+    minimum: float | None = None,
+    show_step: bool = False,
+    yscale: str | None = None,
+    history_every: int = 1,
+    norm: str = "l1",
+) -> Axes:
+    r"""Draw the cost against the iteration, one line per member.
+
+    Row $r$ of the history is iteration $r \cdot$ `history_every`. With `minimum` (a known
+    minimum cost $f^*$), the excess cost $f(x_k) - f^*$ is drawn instead, on a log axis
+    (values at or below zero are left out). The cost axis is otherwise logarithmic when every
+    drawn cost is positive, symmetric-logarithmic when the costs take both signs and spread
+    over more than three decades, else linear.
+
+    Up to ten members get the default colour cycle and a legend; more are coloured along
+    the batch order with viridis (for a sweep: dark for the smallest learning rate, yellow
+    for the largest). The view frames the members that did not diverge; a diverged member's line is cut at the
+    top of that frame and ends in a red cross at its last finite iterate.
+
+    With `show_step`, the step sizes $\lVert x_k - x_{k-1} \rVert$ (what the stopping rule
+    compares with `precision`; exact when `history_every` is 1) are drawn dashed against a
+    second, logarithmic axis on the right, `ax.figure.axes[-1]`.
+
+    Args:
+        res: a `Result` or `SweepResult` run with `history=True`.
+        ax: the Matplotlib `Axes` to draw into; default: a new figure.
+        member: draw only this member of a batch (`(i, j)` for a sweep); default: all.
+        minimum: a known minimum cost to subtract (e.g. `functions.BUILTINS[name].min_cost`).
+        show_step: also draw the step sizes on a second axis.
+        yscale: the cost axis scale, `"log"`, `"symlog"` or `"linear"`; default: chosen
+            from the costs as above.
+        history_every: the `history_every` of the run, to number the iterations.
+        norm: the step norm of the run (`"l1"`, `"l2"` or `"max"`), for `show_step`.
+
+    Returns:
+        The `Axes` drawn into (the cost axis).
+
+    Raises:
+        ValueError: `res` has no history, `member` is out of range, or an option is not
+            one of its choices.
+
+    Example:
+        >>> grid = gd.sweep(lambda x: x**2, jnp.array([-2.0, 3.0]), jnp.array([0.1, 1.2]),
+        ...                 history=True)
+        >>> ax = plot.convergence(grid, show_step=True)
+    """
+    _check_history(res)
+    if norm not in _NORMS:
+        raise ValueError(f"`norm` must be one of {tuple(_NORMS)}, got {norm!r}")
+    if yscale not in (None, "log", "symlog", "linear"):
+        raise ValueError(f"`yscale` must be 'log', 'symlog', 'linear' or None, got {yscale!r}")
+    if (
+        isinstance(history_every, bool)
+        or not isinstance(history_every, int | np.integer)
+        or history_every < 1
+    ):
+        raise ValueError(f"`history_every` must be a positive integer, got {history_every!r}")
+    if minimum is not None and not np.isfinite(minimum):
+        raise ValueError(f"`minimum` must be a finite number, got {minimum!r}")
+    indices = _members(res, member)
+    paths = [_path(res, index) for index in indices]
+    status = np.asarray(res.status)
+    diverged = [status[index] == Status.DIVERGED for index in indices]
+    values = [p[2] if minimum is None else p[2] - minimum for p in paths]
+    if minimum is not None:
+        values = [np.where(v > 0, v, np.nan) for v in values]
+    framed = [v for v, d in zip(values, diverged, strict=True) if not d] or values
+    framed_values = np.concatenate(framed)
+    scale, scale_options = _auto_yscale(framed_values, minimum is not None)
+    if yscale is not None and yscale != scale:
+        scale, scale_options = yscale, {}
+    limits = _frame(framed_values, scale)
+    top = limits[1] if limits and any(diverged) and not all(diverged) else _CEILING
+
+    ax = _axes(ax)
+    colors = _colors(len(indices))
+    single = len(indices) == 1
+    step_ax = ax.twinx() if show_step else None
+    all_steps: list[np.ndarray] = []
+    mark = None
+    for (rows, xs, _), drawn, index, color, gone in zip(
+        paths, values, indices, colors, diverged, strict=True
+    ):
+        if not len(rows):
+            continue
+        its = rows * int(history_every)
+        drawn = np.clip(drawn, -_CEILING, top)
+        label = ("cost" if minimum is None else "cost - minimum") if single else None
+        ax.plot(its, drawn, color=color, lw=1.4, label=label or _label(res, index))
+        if gone:
+            (cross,) = ax.plot(
+                its[-1:],
+                drawn[-1:],
+                color=STATUS_COLORS[Status.DIVERGED],
+                label="_diverged" if mark else "diverged",
+                zorder=5,
+                clip_on=False,
+                **_DIVERGED,
+            )
+            mark = mark or cross
+        if step_ax is not None and len(rows) > 1:
+            steps = _NORMS[norm](np.diff(xs, axis=0))
+            steps = np.where(steps > 0, steps, np.nan)
+            step_color = "0.45" if single else color
+            step_ax.plot(its[1:], steps, color=step_color, lw=1.0, ls="--", alpha=0.8)
+            all_steps.append(steps)
+    if limits is not None:
+        ax.set_ylim(*limits)
+    ax.set_yscale(scale, **scale_options)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cost" if minimum is None else f"cost - minimum ({minimum:.6g})")
+    if step_ax is not None:
+        step_limits = _frame(np.concatenate(all_steps), "log") if all_steps else None
+        if step_limits is not None:
+            step_ax.set_ylim(*step_limits)
+        step_ax.set_yscale("log")
+        step_ax.set_ylabel("step size (dashed)")
+    if len(indices) <= _MAX_LEGEND:
+        ax.legend(fontsize="small")
+    elif mark is not None:
+        ax.legend(handles=[mark], fontsize="small")
+    ax.set_title("convergence")
+    return ax
+
+
+def _log_edges(values: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted positive values, halfway on a log scale."""
+    logs = np.log(values)
+    if logs.size == 1:
+        return np.exp(logs[0] + np.array([-0.5, 0.5]) * np.log(10.0))
+    mid = (logs[1:] + logs[:-1]) / 2
+    return np.exp(np.concatenate([[2 * logs[0] - mid[0]], mid, [2 * logs[-1] - mid[-1]]]))
+
+
+def _lin_edges(values: np.ndarray) -> np.ndarray:
+    if values.size == 1:
+        half = 0.5 * max(1.0, abs(float(values[0])))
+        return values[0] + np.array([-half, half])
+    mid = (values[1:] + values[:-1]) / 2
+    return np.concatenate([[2 * values[0] - mid[0]], mid, [2 * values[-1] - mid[-1]]])
+
+
+def _guess_axis(grid: SweepResult) -> tuple[np.ndarray, np.ndarray, str]:
+    """The starting-point axis: `(order, edges, label)`; scalar guesses by value, else by index."""
+    leaves = jax.tree.leaves(grid.initial_guess)
+    n = int(np.shape(leaves[0])[0])
+    if len(leaves) == 1 and np.ndim(leaves[0]) == 1:
+        values = np.asarray(leaves[0], dtype=np.float64)
+        order = np.argsort(values, kind="stable")
+        ordered = values[order]
+        if np.all(np.diff(ordered) > 0):
+            return order, _lin_edges(ordered), "starting point x0"
+    return np.arange(n), _lin_edges(np.arange(n, dtype=np.float64)), "starting point (member index)"
+
+
+def sweep_map(
+    grid: SweepResult,
+    *,
+    value: str = "iterations",
+    ax: Axes | None = None,
+    colorbar: bool = True,
+    cmap: str = "viridis",
+) -> Axes:
+    r"""Draw a sweep as a heatmap: learning rate (log axis) x starting point.
+
+    Each cell is one member. Converged cells are coloured by `value` (the iterations taken,
+    or the final cost, on a log scale when positive and spread over more than two decades);
+    the other cells get the colour of their status from `STATUS_COLORS` (max-iter grey,
+    diverged red, stalled orange, invalid black), named in a legend above the map.
+
+    The learning rates run along x on a log axis; scalar starting points run along y by
+    value, others (vectors, pytrees) by member index.
+
+    Args:
+        grid: a `SweepResult` from `sweep`.
+        value: `"iterations"` or `"cost"`.
+        ax: the Matplotlib `Axes` to draw into; default: a new figure.
+        colorbar: add a colour bar for `value` (taking room from `ax`).
+        cmap: the colour map of `value`.
+
+    Returns:
+        The `Axes` drawn into.
+
+    Raises:
+        TypeError: `grid` is not a `SweepResult`.
+        ValueError: `value` is not `"iterations"` or `"cost"`.
+
+    Example:
+        >>> grid = gd.sweep(lambda x: x**2, jnp.linspace(-3, 3, 13), jnp.geomspace(1e-3, 2, 24))
+        >>> ax = plot.sweep_map(grid)
+    """
+    if not isinstance(grid, SweepResult):
+        raise TypeError(f"`grid` must be a SweepResult from sweep, got {type(grid).__name__}")
+    if value not in ("iterations", "cost"):
+        raise ValueError(f"`value` must be 'iterations' or 'cost', got {value!r}")
+    _pyplot()
+    from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    lrs = np.asarray(grid.learning_rate, dtype=np.float64)
+    lr_order = np.argsort(lrs, kind="stable")
+    sorted_lrs = lrs[lr_order]
+    log_lr = bool(np.all(np.diff(sorted_lrs) > 0))
+    if log_lr:
+        x_edges = _log_edges(sorted_lrs)
+    else:  # repeated learning rates: one column each, by index
+        lr_order = np.arange(lrs.size)
+        x_edges = _lin_edges(np.arange(lrs.size, dtype=np.float64))
+    g_order, y_edges, y_label = _guess_axis(grid)
+
+    status = np.asarray(grid.status)[np.ix_(lr_order, g_order)].T
+    data = np.asarray(getattr(grid, value), dtype=np.float64)[np.ix_(lr_order, g_order)].T
+    converged = status == Status.CONVERGED
+
+    ax = _axes(ax)
+    shown = np.ma.masked_where(~converged | ~np.isfinite(data), data)
+    if shown.count():
+        lo, hi = float(shown.min()), float(shown.max())
+        if value == "cost" and lo > 0 and hi > 100 * lo:
+            scale = LogNorm(lo, hi)
+        else:
+            scale = Normalize(lo, hi if hi > lo else lo + 1)
+        mesh = ax.pcolormesh(x_edges, y_edges, shown, cmap=cmap, norm=scale)
+        if colorbar:
+            label = "iterations" if value == "iterations" else "final cost"
+            ax.figure.colorbar(mesh, ax=ax, label=f"{label} (converged)")
+    codes = [Status.CONVERGED, *STATUS_COLORS]
+    colors = ListedColormap(["none", *STATUS_COLORS.values()])
+    bounds = BoundaryNorm(np.arange(len(codes) + 1) - 0.5, len(codes))
+    ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(converged, status), cmap=colors, norm=bounds)
+    if log_lr:
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+    else:
+        ax.set_xlabel("learning rate (index)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(y_label)
+    if "index" in y_label:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    present = [s for s in STATUS_COLORS if np.any(status == s)]
+    handles = [
+        Patch(color=STATUS_COLORS[s], label=s.name.lower().replace("_", "-")) for s in present
+    ]
+    if handles:
+        ax.legend(
+            handles=handles,
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.01),
+            ncol=len(handles),
+            fontsize="small",
+            frameon=False,
+            borderaxespad=0.0,
+        )
+    return ax

@@ -1,0 +1,157 @@
+"""`sweep` over learning rates x starting points agrees with lone runs, member by member."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import tol
+from helpers import closed_form_square_iterations, scalar_gd
+
+import gdkernel as gd
+
+
+def tilted(x):
+    return x**2 - 2 * x
+
+
+def test_every_member_matches_its_lone_run(dtype):
+    guesses = np.array([-3.0, 0.5, 1.0, 4.0])
+    lrs = np.array([1e-6, 0.01, 0.3, 0.9, 5.0])
+    kw = dict(precision=1e-5, max_iter=300, grad_tol=1e-3)
+    grid = gd.sweep(tilted, guesses, lrs, **kw)
+    assert grid.x.shape == grid.status.shape == grid.iterations.shape == (5, 4)
+    seen = set()
+    for i, lr in enumerate(lrs):
+        for j, x0 in enumerate(guesses):
+            single = gd.gradient_descent(tilted, x0, lr, **kw)
+            assert int(grid.iterations[i, j]) == int(single.iterations), (i, j)
+            assert int(grid.status[i, j]) == int(single.status), (i, j)
+            np.testing.assert_array_equal(np.asarray(grid.x[i, j]), np.asarray(single.x))
+            seen.add(gd.Status(int(single.status)))
+    assert seen == {gd.Status.CONVERGED, gd.Status.MAX_ITER, gd.Status.DIVERGED, gd.Status.STALLED}
+
+
+def test_members_match_a_plain_python_loop(x64):
+    guesses = np.linspace(-5, 5, 7)
+    lrs = np.geomspace(1e-3, 0.9, 6)
+    grid = gd.sweep(tilted, guesses, lrs, precision=1e-7, max_iter=2000)
+    for i, lr in enumerate(lrs):
+        for j, x0 in enumerate(guesses):
+            x_ref, it_ref, status_ref = scalar_gd(lambda x: 2 * x - 2, x0, lr, 1e-7, 2000)
+            assert int(grid.iterations[i, j]) == it_ref
+            assert abs(float(grid.x[i, j]) - x_ref) <= 1e-12 * max(1, abs(x_ref))
+            expected = gd.Status.CONVERGED if status_ref == "converged" else gd.Status.MAX_ITER
+            assert int(grid.status[i, j]) == expected
+
+
+def test_shapes_for_scalar_learning_rate_and_single_guess():
+    grid = gd.sweep(tilted, np.linspace(-1, 1, 6), 0.1)
+    assert grid.x.shape == (1, 6) and grid.learning_rate.shape == (1,)
+    grid = gd.sweep(tilted, 3.0, [0.1, 0.2])
+    assert grid.x.shape == (2, 1) and grid.initial_guess.shape == (1,)
+    grid = gd.sweep(tilted, 3, 0.1)
+    assert grid.x.shape == (1, 1)
+    assert int(grid.iterations[0, 0]) == int(gd.gradient_descent(tilted, 3, 0.1).iterations)
+
+
+def test_vector_and_pytree_guesses(dtype):
+    def bowl(x):
+        return (x[0] - 1) ** 2 + 2 * (x[1] + 1) ** 2
+
+    guesses = np.array([[0.0, 0.0], [3.0, -2.0], [-1.0, 4.0]])
+    grid = gd.sweep(bowl, guesses, [0.05, 0.2])
+    assert grid.x.shape == (2, 3, 2) and grid.grad.shape == (2, 3, 2)
+    np.testing.assert_allclose(
+        np.asarray(grid.x), np.broadcast_to([1.0, -1.0], (2, 3, 2)), atol=1e-3
+    )
+
+    def line(p):
+        return (p["b0"] - 2) ** 2 + (p["b1"] + 3) ** 2
+
+    tree = {"b0": np.array([0.0, 1.0, 5.0, -5.0]), "b1": np.zeros(4)}
+    grid = gd.sweep(line, tree, np.array([0.1, 0.3, 0.6]), precision=1e-6, max_iter=1000)
+    assert grid.x["b0"].shape == (3, 4) and grid.iterations.shape == (3, 4)
+    for i, lr in enumerate([0.1, 0.3, 0.6]):
+        for j in range(4):
+            single = gd.gradient_descent(
+                line, {"b0": tree["b0"][j], "b1": 0.0}, lr, precision=1e-6, max_iter=1000
+            )
+            assert int(grid.iterations[i, j]) == int(single.iterations)
+            np.testing.assert_allclose(
+                float(grid.x["b0"][i, j]), float(single.x["b0"]), rtol=tol(dtype)
+            )
+
+
+def test_best_member_is_the_lowest_converged_cost():
+    guesses = np.array([-4.0, -1.0, 2.0, 3.0])
+    lrs = np.array([0.001, 0.05, 0.4, 1.5])
+    grid = gd.sweep(tilted, guesses, lrs, precision=1e-6, max_iter=200)
+    # independent pick: lone runs, keep the converged ones, lowest cost
+    # (lowest cost, then fewest iterations)
+    best_key, best_rank = None, (np.inf, np.inf)
+    for i, lr in enumerate(lrs):
+        for j, x0 in enumerate(guesses):
+            single = gd.gradient_descent(tilted, x0, lr, precision=1e-6, max_iter=200)
+            rank = (float(single.cost), int(single.iterations))
+            if single.status == gd.Status.CONVERGED and rank < best_rank:
+                best_key, best_rank = (i, j), rank
+    best_cost = best_rank[0]
+    best = grid.best()
+    assert best.index == best_key
+    assert float(best.learning_rate) == pytest.approx(lrs[best_key[0]], rel=1e-6)
+    assert float(best.initial_guess) == guesses[best_key[1]]
+    assert float(best.result.cost) == pytest.approx(best_cost, rel=1e-6)
+    assert best.result.status == gd.Status.CONVERGED
+
+
+def test_best_with_nothing_converged_says_why():
+    grid = gd.sweep(tilted, np.array([3.0, 4.0]), [5.0], max_iter=2000)
+    with pytest.raises(ValueError, match="DIVERGED: 2"):
+        grid.best()
+    with pytest.raises(ValueError, match="among"):
+        grid.best(among="nope")
+
+
+def test_counts_and_member():
+    grid = gd.sweep(tilted, np.array([3.0, 4.0]), [0.1, 5.0], max_iter=2000)
+    counts = grid.counts()
+    assert counts[gd.Status.CONVERGED] == 2 and counts[gd.Status.DIVERGED] == 2
+    assert sum(counts.values()) == 4
+    member = grid.member(1, 0)
+    assert isinstance(member, gd.Result) and member.status == gd.Status.DIVERGED
+    assert np.asarray(grid.diverged).tolist() == [[False, False], [True, True]]
+
+
+def test_sweep_result_is_a_pytree():
+    grid = gd.sweep(tilted, np.array([3.0, 4.0]), [0.1, 0.2])
+    leaves = jax.tree.leaves(grid)
+    assert all(hasattr(leaf, "shape") for leaf in leaves)
+    doubled = jax.tree.map(lambda a: a * 2, grid)
+    assert isinstance(doubled, gd.SweepResult)
+
+
+def test_thousand_by_thousand_square_sweep(x64):
+    lrs = np.geomspace(1e-3, 0.99, 1000)
+    guesses = np.linspace(-3, 3, 1000) + 1e-3  # avoid x0 = 0 exactly
+    grid = gd.sweep(lambda x: x**2, guesses, lrs, max_iter=10_000)
+    assert grid.iterations.shape == grid.status.shape == (1000, 1000)
+    assert np.all(np.asarray(grid.status) == gd.Status.CONVERGED)
+    rng = np.random.default_rng(3)
+    for i, j in zip(rng.integers(0, 1000, 300), rng.integers(0, 1000, 300), strict=True):
+        expected = closed_form_square_iterations(guesses[j], lrs[i], 1e-4, 10_000)
+        # the closed form is exact up to rounding at the boundary step
+        assert abs(int(grid.iterations[i, j]) - expected) <= 1, (i, j)
+        _, it_ref, _ = scalar_gd(lambda x: 2 * x, guesses[j], lrs[i], 1e-4, 10_000)
+        assert int(grid.iterations[i, j]) == it_ref
+
+
+def test_nested_lists_of_numbers_are_arrays():
+    def bowl(x):
+        return (x[0] - 1) ** 2 + (x[1] + 2) ** 2
+
+    grid = gd.sweep(bowl, [[0, 0], [3, -4]], [0.1, 0.4])
+    assert grid.x.shape == (2, 2, 2)
+    np.testing.assert_allclose(
+        np.asarray(grid.x), np.broadcast_to([1.0, -2.0], (2, 2, 2)), atol=1e-3
+    )
+    res = gd.gradient_descent(bowl, [3, -4], 0.1)
+    assert res.x.shape == (2,)

@@ -1,0 +1,71 @@
+"""`gradient_descent` under the user's own jax.jit and jax.vmap agrees with lone runs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from conftest import tol
+
+import gdkernel as gd
+
+
+def cost(x, a):
+    return a * x**2 - 2 * x
+
+
+def lone(x0, lr, a=1.0, **kw):
+    return gd.gradient_descent(cost, x0, lr, args=(a,), **kw)
+
+
+def test_user_jit_matches_eager(dtype):
+    run = jax.jit(lambda x0, lr: lone(x0, lr, precision=1e-5, max_iter=300))
+    for x0, lr in [(3.0, 0.1), (-2.0, 0.45), (5.0, 1.2), (1.0, 1e-6)]:
+        a = run(jnp.asarray(x0, dtype), jnp.asarray(lr, dtype))
+        b = lone(x0, lr, precision=1e-5, max_iter=300)
+        assert int(a.iterations) == int(b.iterations)
+        assert int(a.status) == int(b.status)
+        np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
+
+
+def test_user_vmap_each_member_stops_on_its_own(dtype):
+    x0s = jnp.asarray([3.0, -2.0, 5.0, 3.0, 4.0], dtype)
+    lrs = jnp.asarray(
+        [0.1, 0.45, 5.0, 1e-6, 0.01], dtype
+    )  # converge, converge, diverge, trap, max_iter
+    batched = jax.vmap(lambda x0, lr: lone(x0, lr, grad_tol=1e-2, max_iter=200))(x0s, lrs)
+    assert batched.x.shape == (5,)
+    statuses = []
+    for k in range(5):
+        single = lone(float(x0s[k]), float(lrs[k]), grad_tol=1e-2, max_iter=200)
+        assert int(batched.iterations[k]) == int(single.iterations), k
+        assert int(batched.status[k]) == int(single.status), k
+        np.testing.assert_allclose(float(batched.x[k]), float(single.x), rtol=tol(dtype))
+        statuses.append(gd.Status(int(single.status)))
+    assert statuses == [
+        gd.Status.CONVERGED,
+        gd.Status.CONVERGED,
+        gd.Status.DIVERGED,
+        gd.Status.STALLED,
+        gd.Status.MAX_ITER,
+    ]
+
+
+def test_jit_of_vmap_over_args(x64):
+    a = jnp.array([0.5, 1.0, 2.0, 4.0])
+    run = jax.jit(
+        jax.vmap(
+            lambda a: gd.gradient_descent(
+                cost, 0.0, 0.1, args=(a,), precision=1e-10, max_iter=10_000
+            )
+        )
+    )
+    res = run(a)
+    # closed-form minimum of a x^2 - 2x: x* = 1/a
+    np.testing.assert_allclose(np.asarray(res.x), 1 / np.asarray(a), rtol=1e-8)
+    assert np.all(np.asarray(res.status) == gd.Status.CONVERGED)
+
+
+def test_result_fields_map_with_tree_map():
+    res = jax.vmap(lambda x0: lone(x0, 0.1))(jnp.array([1.0, 2.0]))
+    shapes = jax.tree.map(jnp.shape, res)
+    assert shapes.x == (2,) and shapes.iterations == (2,) and shapes.status == (2,)
+    assert np.asarray(res.converged).tolist() == [True, True]

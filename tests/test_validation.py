@@ -1,0 +1,229 @@
+"""Bad input gets a clear, short error at call time that names the argument."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gdkernel as gd
+
+
+def square(x):
+    return x**2
+
+
+def assert_short(excinfo, *words):
+    message = str(excinfo.value)
+    assert len(message.splitlines()) <= 2, message
+    assert "Traceback" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_cost_fn_not_callable():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(42, 3.0, 0.1)
+    assert_short(e, "`cost_fn`", "callable")
+
+
+def test_grad_fn_not_callable():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, grad_fn="2*x")
+    assert_short(e, "`grad_fn`")
+
+
+@pytest.mark.parametrize(
+    "cost, word",
+    [
+        (lambda x: x * jnp.ones(3), "shape"),
+        (lambda x: x + 1j, "complex"),
+        (lambda x: jnp.stack([x, x]), "shape"),
+    ],
+)
+def test_cost_must_be_a_real_scalar(cost, word):
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(cost, 3.0, 0.1)
+    assert_short(e, "`cost_fn`", "scalar", word)
+
+
+def test_vector_guess_with_elementwise_cost_is_not_a_scalar():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x: x**2, np.array([1.0, 2.0]), 0.1)
+    assert_short(e, "scalar", "(2,)")
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf"), np.float32(-1)])
+def test_bad_learning_rate(lr):
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, lr)
+    assert_short(e, "`learning_rate`")
+
+
+@pytest.mark.parametrize("lr", ["0.1", None, [0.1, 0.2], True])
+def test_learning_rate_of_the_wrong_type(lr):
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(square, 3.0, lr)
+    assert_short(e, "`learning_rate`")
+
+
+@pytest.mark.parametrize("precision", [-1e-4, float("nan")])
+def test_bad_precision(precision):
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, precision=precision)
+    assert_short(e, "`precision`")
+
+
+def test_bad_grad_tol():
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, grad_tol=-1.0)
+    assert_short(e, "`grad_tol`")
+
+
+@pytest.mark.parametrize(
+    "max_iter, kind", [(-1, ValueError), (10.5, TypeError), ("100", TypeError), (True, TypeError)]
+)
+def test_bad_max_iter(max_iter, kind):
+    with pytest.raises(kind) as e:
+        gd.gradient_descent(square, 3.0, 0.1, max_iter=max_iter)
+    assert_short(e, "`max_iter`")
+
+
+def test_numpy_integer_max_iter_is_fine():
+    res = gd.gradient_descent(square, 3.0, 0.1, max_iter=np.int64(5))
+    assert int(res.iterations) == 5
+
+
+@pytest.mark.parametrize("option, value", [("norm", "l3"), ("method", "adam")])
+def test_unknown_choice(option, value):
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, **{option: value})
+    assert_short(e, f"`{option}`", repr(value))
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.0, 1.5])
+def test_bad_momentum(momentum):
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, method="momentum", momentum=momentum)
+    assert_short(e, "`momentum`")
+
+
+@pytest.mark.parametrize(
+    "guess",
+    [float("nan"), np.array([1.0, np.inf]), {"a": 1.0, "b": float("-inf")}, jnp.array(jnp.nan)],
+)
+def test_non_finite_guess(guess):
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(lambda x: sum(jnp.sum(v**2) for v in jax.tree.leaves(x)), guess, 0.1)
+    assert_short(e, "`initial_guess`", "NaN or inf")
+
+
+@pytest.mark.parametrize("guess", ["3", None, 1 + 2j, np.array([1 + 1j])])
+def test_guess_of_the_wrong_type(guess):
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(square, guess, 0.1)
+    assert_short(e, "`initial_guess`")
+
+
+def test_args_that_make_the_cost_fail_show_the_call():
+    def mse(b, X, y):
+        return jnp.mean((X @ b - y) ** 2)
+
+    X = np.ones((10, 3))
+    y = np.ones(10)
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(mse, np.zeros(2), 0.1, args=(X, y))
+    assert_short(e, "`cost_fn`", "cost_fn(x, *args)", "float32[2]", "float32[10,3]")
+
+
+def test_cost_raising_its_own_error_is_shown():
+    def cost(x):
+        raise RuntimeError("broken model")
+
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(cost, 1.0, 0.1)
+    assert_short(e, "`cost_fn`", "RuntimeError", "broken model")
+
+
+def test_args_must_be_a_tuple():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x, X: jnp.sum((x - X) ** 2), 0.0, 0.1, args=np.ones(3))
+    assert_short(e, "`args`", "tuple")
+
+
+def test_args_must_hold_arrays():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x, s: x**2, 0.0, 0.1, args=("text",))
+    assert_short(e, "`args`")
+
+
+def test_grad_fn_of_the_wrong_shape():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x: jnp.sum(x**2), np.ones(3), 0.1, grad_fn=lambda x: jnp.ones(2))
+    assert_short(e, "`grad_fn`", "shaped like x")
+
+
+def test_sweep_mismatched_leading_axes():
+    guesses = {"b0": np.zeros(4), "b1": np.zeros(5)}
+    with pytest.raises(ValueError) as e:
+        gd.sweep(lambda p: p["b0"] ** 2 + p["b1"] ** 2, guesses, [0.1])
+    assert_short(e, "`initial_guesses`", "(4,)", "(5,)")
+
+
+def test_sweep_bad_learning_rates():
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(3), [0.1, -0.2, 0.3])
+    assert_short(e, "`learning_rates`", "-0.2", "index 1")
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(3), np.ones((2, 2)))
+    assert_short(e, "`learning_rates`", "1-D")
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(3), [])
+    assert_short(e, "`learning_rates`", "empty")
+
+
+def test_precision_below_float32_resolution_warns():
+    with pytest.warns(UserWarning, match=re.escape("`precision`=1e-12")):
+        gd.gradient_descent(square, 3.0, 0.1, precision=1e-12, max_iter=5)
+
+
+def test_precision_fine_in_float64_does_not_warn(x64):
+    res = gd.gradient_descent(square, 3.0, 0.1, precision=1e-12, max_iter=500)
+    assert res.status == gd.Status.CONVERGED
+
+
+def test_inputs_are_never_mutated():
+    x0 = np.array([1.0, 2.0, 3.0])
+    guess = {"w": x0, "b": np.array(0.5)}
+    X = np.arange(6.0).reshape(3, 2)
+    lrs = np.array([0.1, 0.2])
+    copies = [x0.copy(), X.copy(), lrs.copy()]
+
+    def cost(p, X):
+        return jnp.sum((p["w"] - 1.0) ** 2) + p["b"] ** 2 + 0.0 * jnp.sum(X)
+
+    gd.gradient_descent(cost, guess, 0.1, args=(X,))
+    gd.sweep(cost, {"w": np.stack([x0, x0]), "b": np.array([0.5, 1.0])}, lrs, args=(X,))
+    for original, copy in zip([x0, X, lrs], copies, strict=True):
+        np.testing.assert_array_equal(original, copy)
+    assert set(guess) == {"w", "b"} and guess["w"] is x0
+
+
+def test_traced_bad_values_never_come_back_converged():
+    @jax.jit
+    def run(x0, lr, precision):
+        return gd.gradient_descent(square, x0, lr, precision=precision)
+
+    for x0, lr, precision in [
+        (3.0, 0.0, 1e-4),  # lr = 0 would "converge" at once on a zero step
+        (3.0, -0.1, 1e-4),
+        (3.0, jnp.nan, 1e-4),
+        (jnp.nan, 0.1, 1e-4),
+        (3.0, 0.1, -1.0),
+        (3.0, 0.1, jnp.nan),
+    ]:
+        res = run(jnp.float32(x0), jnp.float32(lr), jnp.float32(precision))
+        assert res.status == gd.Status.INVALID, (x0, lr, precision)
+        assert int(res.iterations) == 0
+        assert not bool(res.converged)
