@@ -1,5 +1,6 @@
 """gdkernel: gradient descent as a jit-compiled, vmappable JAX kernel."""
 
+from ._aot import compile_sweep as compile_sweep
 from ._result import Best as Best
 from ._result import History as History
 from ._result import Result as Result
@@ -16,6 +17,7 @@ __all__ = [
     "Result",
     "Status",
     "SweepResult",
+    "compile_sweep",
     "gradient_descent",
     "sweep",
 ]

@@ -227,3 +227,18 @@ def test_progress_counts_the_whole_batch(x64):
     assert all(t % 3 == 0 for t in trips) and trips == sorted(trips)
     final_converged = int(np.sum(np.asarray(got.status) == gd.Status.CONVERGED))
     assert all(c <= final_converged for _, _, c, _, _ in seen)
+
+
+def test_compile_sweep_runs_the_same_members_without_recompiling(x64):
+    from gdkernel.functions import rosenbrock as cost
+
+    guesses = np.array([[-1.2, 1.0], [0.5, 0.5], [2.0, -1.0]])
+    rates = [1e-4, 1e-3, 5e-3]
+    run = gd.compile_sweep(cost, guesses, rates, precision=1e-6, max_iter=800, grad_tol=10.0)
+    assert run.compile_seconds > 0
+    for shift in (0.0, 0.3):  # new values, the same program
+        got = run(guesses + shift, rates)
+        want = gd.sweep(cost, guesses + shift, rates, precision=1e-6, max_iter=800, grad_tol=10.0)
+        _assert_same(got, want)
+    with pytest.raises(ValueError, match="`initial_guesses`"):
+        run(guesses[:2], rates)

@@ -1,0 +1,161 @@
+"""`compile_sweep`: a sweep compiled ahead of time, to be called many times at steady state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import _validate as v
+from ._batch import make_value_and_grad, solve_batch, static_choices
+from ._kernel import Options, Params
+from ._result import Result, SweepResult
+from ._solve import float_dtype, make_options, make_params
+from ._sweep import as_guesses
+
+PyTree = Any
+
+
+def _program(
+    guesses: PyTree,
+    rates: jax.Array,
+    params: Params,
+    args: tuple,
+    cost_fn: Callable,
+    grad_fn: Callable | None,
+    opts: Options,
+    packed: bool | None,
+    stall_test: bool,
+) -> Result:
+    """The grid (learning-rate-major members), the batched solve and the ungrid, in one."""
+    n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
+    xs = jax.tree.map(lambda leaf: jax.numpy.tile(leaf, (n_lr,) + (1,) * (leaf.ndim - 1)), guesses)
+    params = params._replace(learning_rate=jax.numpy.repeat(rates, n_g))
+    vg = make_value_and_grad(cost_fn, grad_fn)
+    flat = solve_batch(vg, xs, params, args, opts, packed, stall_test)
+    return jax.tree.map(lambda leaf: leaf.reshape(n_lr, n_g, *leaf.shape[1:]), flat)
+
+
+class CompiledSweep:
+    """A `sweep` compiled for one shape and dtype of guesses, learning rates and `args`.
+
+    Call it with new values of the same shapes: `compiled(initial_guesses, learning_rates)`
+    (and `args=` when the cost takes data). The options given to `compile_sweep` are fixed.
+
+    Attributes:
+        compile_seconds: the wall time that lowering and compiling took.
+        compiled: the `jax.stages.Compiled` program (e.g. `compiled.cost_analysis()`,
+            `compiled.memory_analysis()`, `compiled.as_text()`).
+    """
+
+    def __init__(
+        self, compiled: Any, compile_seconds: float, params: Params, args: tuple, spec: Any
+    ):
+        self.compiled, self.compile_seconds = compiled, compile_seconds
+        self._params, self._args, self._spec = params, args, spec
+
+    def __call__(
+        self, initial_guesses: PyTree, learning_rates: Any, args: tuple | None = None
+    ) -> SweepResult:
+        """Run the compiled sweep on new values (same shapes and dtypes as compiled)."""
+        x0, _ = as_guesses(initial_guesses)
+        rates = v.as_learning_rates(learning_rates).astype(self._params.precision.dtype)
+        args = self._args if args is None else v.as_args(args)
+        spec = _spec(x0, rates, args)
+        if spec != self._spec:
+            raise ValueError(
+                "`initial_guesses`, `learning_rates` and `args` must have the shapes and dtypes "
+                f"compiled for: {self._spec[0]}, {self._spec[1]}, {self._spec[2]}; "
+                f"got {spec[0]}, {spec[1]}, {spec[2]}"
+            )
+        result = self.compiled(x0, rates, self._params, args)
+        return SweepResult(*result, learning_rate=rates, initial_guess=x0)
+
+
+def _spec(x0: PyTree, rates: Any, args: tuple) -> tuple[str, str, str]:
+    return v.describe(x0), v.describe(rates), v.describe(args) if args else "()"
+
+
+def compile_sweep(
+    cost_fn: Callable[..., Any],
+    initial_guesses: PyTree,
+    learning_rates: Any,
+    *,
+    precision: float = 1e-4,
+    max_iter: int = 100,
+    args: tuple = (),
+    grad_fn: Callable[..., PyTree] | None = None,
+    norm: str = "l1",
+    grad_tol: float | None = None,
+    method: str = "gd",
+    momentum: float = 0.9,
+    history: bool = False,
+    history_every: int = 1,
+    symbols: Any = None,
+) -> CompiledSweep:
+    r"""Compile `sweep` ahead of time, so that later calls run at steady state.
+
+    Takes the arguments of `sweep`. The program is lowered and compiled here, once (the time
+    it took is `compile_seconds`); calling the result with new guesses and learning rates of
+    the same shapes runs it without tracing or compiling. Each member's result is exactly
+    what `sweep` (and a lone `gradient_descent` run) gives.
+
+    Returns:
+        A `CompiledSweep`: `compiled(initial_guesses, learning_rates, args=None)` returns a
+        `SweepResult`.
+
+    Raises:
+        Everything `sweep` raises, at compile time; `ValueError` at call time when the shapes
+        or dtypes differ from the compiled ones.
+
+    Example:
+        >>> import numpy as np
+        >>> import gdkernel as gd
+        >>> run = gd.compile_sweep(lambda x: x**2, np.linspace(-3, 3, 5), [0.01, 0.1])
+        >>> run.compile_seconds < 60
+        True
+        >>> res = run(np.linspace(-2, 2, 5), [0.02, 0.2])  # no recompilation
+        >>> res.status.shape
+        (2, 5)
+    """
+    cost_fn = v.cost_function(cost_fn, symbols)
+    grad_fn = v.grad_function(grad_fn)
+    x0, _ = as_guesses(initial_guesses)
+    dtype = float_dtype(x0)
+    rates = v.as_learning_rates(learning_rates).astype(dtype)
+    max_iter = v.as_max_iter(max_iter)
+    params = make_params(
+        dtype,
+        1.0,
+        v.as_precision(precision),
+        v.as_grad_tol(grad_tol),
+        v.as_momentum(momentum),
+        max_iter,
+    )
+    opts = make_options(norm, method, history, history_every, max_iter)
+    v.warn_precision(precision, x0)
+    args = v.as_args(args)
+    packed, stall_test = static_choices(params)
+    program = jax.jit(
+        _program,
+        static_argnames=("cost_fn", "grad_fn", "opts", "packed", "stall_test"),
+    )
+    start = time.perf_counter()
+    compiled = program.lower(
+        x0,
+        rates,
+        params,
+        args,
+        cost_fn=cost_fn,
+        grad_fn=grad_fn,
+        opts=opts,
+        packed=packed,
+        stall_test=stall_test,
+    ).compile()
+    seconds = time.perf_counter() - start
+    # jax Arrays for the fixed numbers, so each call passes them without conversion
+    params = jax.tree.map(lambda leaf: jax.numpy.asarray(np.asarray(leaf)), params)
+    return CompiledSweep(compiled, seconds, params, args, _spec(x0, rates, args))
