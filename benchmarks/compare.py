@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from peers import prepare  # noqa: E402
-from test_workloads import CASES, build  # noqa: E402
+from peers import prepare
+from test_workloads import CASES, build
 
 
 def measure(case: str, impls: list[str], rounds: int) -> dict[str, dict[str, float]]:
@@ -57,16 +57,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", nargs="*", default=["W1-1e6-lr0.1", "W1-1e6-lr0.001"])
     parser.add_argument(
-        "--impl", nargs="*", default=["gdkernel", "reference", "numba", "jaxopt", "optimistix", "optax"]
+        "--impl",
+        nargs="*",
+        default=["gdkernel", "reference", "numba", "jaxopt", "optimistix", "optax"],
     )
     parser.add_argument("--rounds", type=int, default=5)
     opts = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}"
+    )
     for case in opts.case:
         if case not in CASES:
             raise SystemExit(f"unknown case {case!r}; one of {CASES}")
         print(f"\n## {case}: median of {opts.rounds} interleaved rounds")
-        print("| implementation | wall (s) | CPU (s) | member-its/s (M) | speed vs " + opts.impl[0] + " |")
+        print(
+            "| implementation | wall (s) | CPU (s) | member-its/s (M) | speed vs "
+            + opts.impl[0]
+            + " |"
+        )
         print("| --- | --- | --- | --- | --- |")
         for name, r in measure(case, opts.impl, opts.rounds).items():
             print(

@@ -52,31 +52,47 @@ class CompiledSweep:
     """
 
     def __init__(
-        self, compiled: Any, compile_seconds: float, params: Params, args: tuple, spec: Any
+        self,
+        compiled: Any,
+        compile_seconds: float,
+        params: Params,
+        args: tuple,
+        spec: Any,
+        described: str,
     ):
         self.compiled, self.compile_seconds = compiled, compile_seconds
         self._params, self._args, self._spec = params, args, spec
+        self._described = described
 
     def __call__(
         self, initial_guesses: PyTree, learning_rates: Any, args: tuple | None = None
     ) -> SweepResult:
         """Run the compiled sweep on new values (same shapes and dtypes as compiled)."""
         x0, _ = as_guesses(initial_guesses)
-        rates = v.as_learning_rates(learning_rates).astype(self._params.precision.dtype)
+        rates = np.asarray(v.as_learning_rates(learning_rates), self._params.precision.dtype)
         args = self._args if args is None else v.as_args(args)
-        spec = _spec(x0, rates, args)
-        if spec != self._spec:
+        if _spec(x0, rates, args) != self._spec:
+            want, got = self._described, _described(x0, rates, args)
             raise ValueError(
                 "`initial_guesses`, `learning_rates` and `args` must have the shapes and dtypes "
-                f"compiled for: {self._spec[0]}, {self._spec[1]}, {self._spec[2]}; "
-                f"got {spec[0]}, {spec[1]}, {spec[2]}"
+                f"compiled for: {want}; got {got}"
             )
         result = self.compiled(x0, rates, self._params, args)
         return SweepResult(*result, learning_rate=rates, initial_guess=x0)
 
 
-def _spec(x0: PyTree, rates: Any, args: tuple) -> tuple[str, str, str]:
-    return v.describe(x0), v.describe(rates), v.describe(args) if args else "()"
+def _spec(x0: PyTree, rates: Any, args: tuple) -> tuple:
+    """What the compiled program is specialised on: tree structure, shapes and dtypes."""
+    leaves, treedef = jax.tree.flatten((x0, rates, args))
+    return treedef, tuple((np.shape(leaf), _dtype(leaf)) for leaf in leaves)
+
+
+def _dtype(leaf: Any) -> np.dtype:
+    return np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.result_type(leaf)
+
+
+def _described(x0: PyTree, rates: Any, args: tuple) -> str:
+    return f"{v.describe(x0)}, {v.describe(rates)}, {v.describe(args) if args else '()'}"
 
 
 def compile_sweep(
@@ -158,4 +174,6 @@ def compile_sweep(
     seconds = time.perf_counter() - start
     # jax Arrays for the fixed numbers, so each call passes them without conversion
     params = jax.tree.map(lambda leaf: jax.numpy.asarray(np.asarray(leaf)), params)
-    return CompiledSweep(compiled, seconds, params, args, _spec(x0, rates, args))
+    return CompiledSweep(
+        compiled, seconds, params, args, _spec(x0, rates, args), _described(x0, rates, args)
+    )
