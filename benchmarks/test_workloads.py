@@ -133,10 +133,10 @@ def test_workload(benchmark, timing: bool, impl: str, case: str) -> None:
         iterations_max=int(its.max()),
     )
     if impl in LOCK_STEP:
-        info["wasted_fraction"] = float(1 - its.sum() / (its.size * its.max()))
+        info["wasted_fraction"] = float(1 - its.sum() / (int(its.size) * int(its.max())))
     elif impl == "gdkernel":
         x0, _ = p.members()
         info["wasted_fraction"] = _tile_waste(its, x0, p.args)
-        info["lockstep_wasted_fraction"] = float(1 - its.sum() / (its.size * its.max()))
+        info["lockstep_wasted_fraction"] = float(1 - its.sum() / (int(its.size) * int(its.max())))
     else:
         info["wasted_fraction"] = 0.0  # per-member loops, or NumPy on the active members only
