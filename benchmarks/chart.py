@@ -16,7 +16,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-ORDER = ("gdkernel", "reference", "numba", "optax", "jaxopt", "optimistix", "numpy", "python")
+ORDER = (
+    "gdkernel",
+    "gradient_descent",
+    "reference",
+    "numba",
+    "optax",
+    "jaxopt",
+    "optimistix",
+    "numpy",
+    "python",
+)
 
 
 def throughputs(run: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -54,7 +64,9 @@ def plot(run: dict[str, Any], out: Path) -> None:
     for ax, case in zip(axes.flat, cases, strict=False):
         impls = [name for name in ORDER if name in table[case]]
         rates = [table[case][name] / 1e6 for name in impls]
-        colors = ["tab:red" if name == "gdkernel" else "tab:gray" for name in impls]
+        colors = [
+            "tab:red" if name in ("gdkernel", "gradient_descent") else "tab:gray" for name in impls
+        ]
         ax.barh(impls, rates, color=colors)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -64,7 +76,9 @@ def plot(run: dict[str, Any], out: Path) -> None:
         ax.tick_params(labelsize=7)
         ax.grid(axis="x", alpha=0.3)
         for y, rate in enumerate(rates):
-            ax.text(rate, y, f" {rate:,.0f}", va="center", fontsize=6)
+            ax.text(
+                rate, y, f" {rate:,.0f}" if rate >= 10 else f" {rate:.2g}", va="center", fontsize=6
+            )
     for ax in list(axes.flat)[len(cases) :]:
         ax.axis("off")
     fig.suptitle(

@@ -34,6 +34,7 @@ import gdkernel as gd
 
 IMPLEMENTATIONS = (
     "gdkernel",
+    "gradient_descent",
     "reference",
     "numba",
     "numpy",
@@ -104,6 +105,35 @@ def gdkernel_runner(p: Problem) -> Runner:
             x.reshape(p.size, *x.shape[2:]),
             np.asarray(res.iterations).ravel(),
             np.asarray(res.status).ravel(),
+        )
+
+    return Runner(run, unpack)
+
+
+def lone_runner(p: Problem) -> Runner:
+    """`gd.gradient_descent` on a lone problem (batch 1): the plain kernel loop, no sweep."""
+    if p.size != 1:
+        pytest.skip("gradient_descent is timed on a lone problem (batch 1); sweep batches")
+    x0, rates = p.members()
+    args = tuple(jnp.asarray(a) for a in p.args)
+
+    def run() -> gd.Result:
+        res = gd.gradient_descent(
+            p.cost,
+            x0[0],
+            rates[0],
+            precision=p.precision,
+            max_iter=p.max_iter,
+            args=args,
+            norm="l2",
+        )
+        return jax.block_until_ready(res)
+
+    def unpack(res: gd.Result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.asarray(res.x)[None],
+            np.asarray(res.iterations).reshape(1),
+            np.asarray(res.status).reshape(1),
         )
 
     return Runner(run, unpack)
@@ -341,6 +371,8 @@ def prepare(name: str, p: Problem) -> Runner:
     """The runner of implementation `name` for problem `p` (not yet compiled or run)."""
     if name == "gdkernel":
         return gdkernel_runner(p)
+    if name == "gradient_descent":
+        return lone_runner(p)
     if name == "numpy":
         return numpy_runner(p)
     if name == "python":
