@@ -244,3 +244,24 @@ def test_compile_sweep_runs_the_same_members_without_recompiling(x64):
         _assert_same(got, want)
     with pytest.raises(ValueError, match="`initial_guesses`"):
         run(guesses[:2], rates)
+
+
+@pytest.mark.parametrize("name", ["rosenbrock", "himmelblau", "rastrigin"])
+def test_builtin_costs_bit_for_bit(name, dtype):
+    """XLA contracts multiply-adds into FMAs per fused expression: the fast path must keep
+    each step's arithmetic whole so that the bits match the plain loop's."""
+    from gdkernel.functions import BUILTINS
+
+    builtin = BUILTINS[name]
+    rng = np.random.default_rng(1)
+    x0 = np.asarray(builtin.x0, dtype)
+    n = 32
+    xs = (x0[None] + rng.normal(size=(n, *x0.shape))).astype(dtype)
+    rates = np.geomspace(builtin.learning_rate / 30, builtin.learning_rate * 3, n)
+    for method, norm in (("gd", "l2"), ("nesterov", "l1")):
+        xs_, params, opts = _inputs(
+            xs, rates, precision=1e-6, max_iter=1500, norm=norm, method=method, momentum=0.5
+        )
+        _assert_same(
+            _fast(builtin.fn, xs_, params, opts), _reference(builtin.fn, xs_, params, opts)
+        )
