@@ -20,10 +20,9 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from peers import prepare
-from test_workloads import CASES, build
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.peers import prepare
+from benchmarks.test_workloads import CASES, build
 
 
 def measure(case: str, impls: list[str], rounds: int) -> dict[str, dict[str, float]]:

@@ -28,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from problems import Problem
 
 import gdkernel as gd
+
+from .problems import Problem
 
 IMPLEMENTATIONS = (
     "gdkernel",

@@ -12,11 +12,12 @@ import time
 import jax
 import numpy as np
 import pytest
-from peers import IMPLEMENTATIONS, LOCK_STEP, prepare
-from problems import Problem, w1, w2, w3, w4
 
 import gdkernel as gd
 from gdkernel import _batch
+
+from .peers import IMPLEMENTATIONS, LOCK_STEP, prepare
+from .problems import Problem, w1, w2, w3, w4
 
 W1_BATCHES = {"1": 1, "1e3": 1_000, "1e5": 100_000, "1e6": 1_000_000}
 CASES = [f"W1-{b}-lr{lr}" for b in W1_BATCHES for lr in ("0.1", "0.001")] + ["W2", "W3", "W4"]
@@ -116,7 +117,7 @@ def test_workload(benchmark, timing: bool, impl: str, case: str) -> None:
             once = time.perf_counter() - start
             rounds = 1 if once > 3 else 3 if once > 0.3 else 7
             if case == "W1-1e6-lr0.001":
-                _, info["peak_rss_bytes"] = _peak_rss(runner.run)
+                _, info["rss_rise_bytes"] = _peak_rss(runner.run)
         benchmark.group = case
         out = benchmark.pedantic(runner.run, rounds=rounds, iterations=1, warmup_rounds=0)
         got = runner.unpack(out)

@@ -1,0 +1,1 @@
+"""Benchmarks: workloads W1-W4 against the peers (pytest-benchmark)."""
