@@ -7,14 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import reference_gd
 
 import gdkernel as gd
 from gdkernel import _chunks
 from gdkernel._batch import solve_batch
 from gdkernel._kernel import make_value_and_grad
 from gdkernel._solve import make_options, make_params
-
-from helpers import reference_gd
 
 CENTRE = np.array([1.0, -2.0])
 
@@ -34,7 +33,8 @@ RATES = np.array([0.02, 0.1, 0.45, 3.0])  # 3.0 diverges on this bowl (x5 a step
 def leaves_equal(a, b) -> bool:
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     return len(la) == len(lb) and all(
-        np.array_equal(np.asarray(p), np.asarray(q), equal_nan=True) for p, q in zip(la, lb)
+        np.array_equal(np.asarray(p), np.asarray(q), equal_nan=True)
+        for p, q in zip(la, lb, strict=True)
     )
 
 
@@ -134,8 +134,8 @@ def test_memory_estimate_bounds_what_xla_allocates():
         params = make_params(np.float32, 1.0, 1e-4, np.inf, 0.9, 200)._replace(
             learning_rate=np.ones(batch, np.float32)
         )
-        value_and_grad = make_value_and_grad(lambda x: jnp.sum(x**2), None)
-        run = jax.jit(lambda x, p, o=opts: solve_batch(value_and_grad, x, p, (), o))
+        vg = make_value_and_grad(lambda x: jnp.sum(x**2), None)
+        run = jax.jit(lambda x, p, o=opts, vg=vg: solve_batch(vg, x, p, (), o))
         stats = run.lower(x0, params).compile().memory_analysis()
         if stats is None:
             pytest.skip("this backend gives no memory analysis")

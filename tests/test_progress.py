@@ -59,7 +59,7 @@ def test_reports_from_inside_the_loop(monkeypatch, x64):
 def test_results_do_not_depend_on_progress():
     plain = gd.sweep(square, GUESSES, RATES, chunk_size=5)
     watched = gd.sweep(square, GUESSES, RATES, chunk_size=5, progress=lambda p: None)
-    for a, b in zip(jax.tree.leaves(tuple(plain)), jax.tree.leaves(tuple(watched))):
+    for a, b in zip(jax.tree.leaves(tuple(plain)), jax.tree.leaves(tuple(watched)), strict=True):
         np.testing.assert_array_equal(a, b)
     assert _progress._sink is None
 
