@@ -31,8 +31,8 @@ from ._result import RUNNING, Status
 # The in-loop report comes every `k` trips, with `k * members_per_device` about this many
 # member-trips: a report costs a host round trip and a few reductions over the batch, so it is
 # spread over enough work to stay under 1% (measured in benchmarks/test_scale_bench.py).
-MEMBER_TRIPS_PER_REPORT = {"cpu": 2**20}
-MEMBER_TRIPS_PER_REPORT_ACCELERATOR = 2**24
+MEMBER_TRIPS_PER_REPORT = {"cpu": 2**22}
+MEMBER_TRIPS_PER_REPORT_ACCELERATOR = 2**26
 
 
 class Progress(NamedTuple):

@@ -75,7 +75,7 @@ def solve_chunk(
     cost_fn: Callable,
     grad_fn: Callable | None,
     opts: Options,
-    deal: str = "interleaved",
+    deal: str = _devices.DEFAULT_DEAL,
 ) -> Result:
     """Solve a chunk of members on the devices of `mesh`; a host `Result` in the chunk's order.
 

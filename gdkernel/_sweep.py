@@ -92,10 +92,11 @@ def sweep(
     starting point, give it a leading axis of length 1 (`x0[None]`).
 
     Devices: with two or more devices (by default every local device of the default backend,
-    or every device of every process under `jax.distributed.initialize`), the members of each
-    chunk are dealt to the devices interleaved (device `d` of `n` gets members `d, d+n, ...`)
-    and every device runs its own loop (`jax.shard_map`), leaving it when its own members have
-    stopped. Across processes, call `sweep` with the same arguments on every process: each
+    or every device of every process under `jax.distributed.initialize`), each chunk is split
+    into equal contiguous blocks, one per device (padded with members that do no work), and
+    every device runs its own loop (`jax.shard_map`), leaving it when its own members have
+    stopped. Neighbours in the grid tend to stop together, so list the learning rates in order
+    (as `numpy.logspace` gives them): a device of fast members then finishes early. Across processes, call `sweep` with the same arguments on every process: each
     computes its devices' share and every process gets the whole result.
 
     Memory: a grid runs in chunks of `chunk_size` members, or as many as fit `memory_budget`

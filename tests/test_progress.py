@@ -122,6 +122,6 @@ def test_reports_stay_throttled_under_vmap(monkeypatch, x64):
 
 
 def test_trips_between_reports():
-    assert _progress.trips_between_reports(2**20, "cpu") == 1
-    assert _progress.trips_between_reports(1000, "cpu") == 1049  # ceil(2**20 / 1000)
-    assert _progress.trips_between_reports(2**20, "gpu") == 16
+    assert _progress.trips_between_reports(2**22, "cpu") == 1
+    assert _progress.trips_between_reports(1000, "cpu") == 4195  # ceil(2**22 / 1000)
+    assert _progress.trips_between_reports(2**20, "gpu") == 64
