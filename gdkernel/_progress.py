@@ -152,6 +152,11 @@ class Tracker:
         self.chunk_real = 0
         self.live: dict[int, tuple[int, int, int, float]] = {}
 
+    def begin(self) -> None:
+        """The first report, before any work: nothing done yet."""
+        with self.lock:
+            self.report(self._snapshot())
+
     def start_chunk(self, real: int) -> None:
         with self.lock:
             self.chunk_real = real

@@ -279,6 +279,8 @@ def _chunked(
         args = jax.device_put(args, device)
     try:
         with _progress.reporting(tracker):
+            if tracker is not None:
+                tracker.begin()
             for start in range(0, n, plan.chunk_size):
                 stop = min(start + plan.chunk_size, n)
                 xs, lrs = _chunks.members(x0_host, lrs_host, start, stop, plan.chunk_size)

@@ -109,7 +109,7 @@ def test_two_processes_share_the_work_and_both_get_the_whole_result(tmp_path, x6
     for out in (first, second):
         assert (out["processes"], out["devices"], out["local_devices"]) == (2, 4, 2)
         assert out["same_as_one_process"]
-        assert out["chunks"] == [[1, 3], [2, 3], [3, 3]]  # 20 members in chunks of 8
+        assert out["chunks"] == [[0, 3], [1, 3], [2, 3], [3, 3]]  # 20 members, chunks of 8
     assert first["x"] == second["x"] and first["iterations"] == second["iterations"]
     for i, lr in enumerate(RATES):
         for j, x0 in enumerate(GUESSES):

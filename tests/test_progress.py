@@ -26,7 +26,9 @@ RATES = np.array([0.1, 0.4, 1.5])  # 1.5 doubles |x| every step: diverges
 def test_a_report_after_every_chunk_with_exact_counts(x64):
     reports = []
     grid = gd.sweep(square, GUESSES, RATES, max_iter=1000, chunk_size=4, progress=reports.append)
-    assert [p.chunks_done for p in reports] == [1, 2, 3, 4, 5]  # 18 members, 4 at a time
+    # A first report before any work, then one per chunk: 18 members, 4 at a time.
+    assert reports[0] == gd.Progress(0, 5, 0, 18, 0, 0, 0, np.inf)
+    assert [p.chunks_done for p in reports] == [0, 1, 2, 3, 4, 5]
     last = reports[-1]
     assert isinstance(last, gd.Progress)
     assert (last.chunks_total, last.members_total, last.members_done) == (5, 18, 18)
@@ -45,10 +47,10 @@ def test_reports_from_inside_the_loop(monkeypatch, x64):
     reports = []
     rates = np.array([1e-3, 0.2])  # the first takes thousands of iterations
     gd.sweep(square, GUESSES, rates, max_iter=20_000, progress=reports.append)
-    inside = [p for p in reports if p.chunks_done == 0]
+    inside = [p for p in reports[1:] if p.chunks_done == 0]
     assert len(inside) > 10
     assert any(0 < p.running < 12 for p in inside)
-    assert all(p.running + p.members_done == 12 for p in reports)  # one chunk
+    assert all(p.running + p.members_done == 12 for p in reports[1:])  # one chunk
     done = [p.members_done for p in reports]
     assert done == sorted(done)
     slowest = max(reference_gd(lambda x: 2 * x, x0, 1e-3, 1e-4, 20_000)[1] for x0 in GUESSES)
@@ -87,7 +89,8 @@ def test_an_error_in_the_callback_reaches_the_caller(monkeypatch, tmp_path, insi
         monkeypatch.setitem(_progress.MEMBER_TRIPS_PER_REPORT, "cpu", 1)
 
     def fail(p):
-        raise RuntimeError(f"stop at {p.chunks_done}")
+        if p.running or p.chunks_done:  # past the first report, made before any work
+            raise RuntimeError(f"stop at {p.chunks_done}")
 
     with pytest.raises(RuntimeError, match="stop at 0" if inside else "stop at 1"):
         gd.sweep(
