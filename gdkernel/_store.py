@@ -97,8 +97,8 @@ class HostStore:
         """Store `chunk` (host arrays, members on the leading axis) from member `start` on."""
         if self.flat is None:
             self.flat = jax.tree.map(self._allocate, chunk)
-        jax.tree.map(lambda dst, src: dst.__setitem__(slice(start, start + len(src)), src),
-                     self.flat, chunk)  # fmt: skip
+        for dst, src in zip(jax.tree.leaves(self.flat), jax.tree.leaves(chunk), strict=True):
+            dst[start : start + len(src)] = src
 
     def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
         assert self.flat is not None

@@ -139,9 +139,9 @@ def sweep(
     Example:
         >>> import jax.numpy as jnp
         >>> import gdkernel as gd
-        >>> grid = gd.sweep(lambda x: x**2, jnp.linspace(-3, 3, 5), jnp.array([0.01, 0.1, 1.5]))
+        >>> grid = gd.sweep(lambda x: x**2, jnp.linspace(-3, 3, 4), jnp.array([0.01, 0.1, 1.5]))
         >>> grid.status.shape
-        (3, 5)
+        (3, 4)
         >>> float(grid.best().learning_rate)
         0.1...
     """
