@@ -1,42 +1,286 @@
-"""Progress of a long batched run, reported from inside the compiled loop.
+"""Progress of a long sweep: counts from inside the compiled loop, and after every chunk.
 
-`monitor` is traced into the batched loop when `Options.progress_every` is set: every k trips
-it sends a few counts to the host with `jax.debug.callback`, where the active sink (if any)
-receives them. Nothing is sent when progress is off (the default).
+Two sources feed one `Tracker`:
+
+- inside the compiled loop, `monitor` (traced into the batched loop when
+  `Options.progress_every` is `k > 0`) sends a few counts of its batch to the host with
+  `jax.debug.callback` every `k` trips of the loop: members still running, converged,
+  diverged, and the lowest converged cost. Under `shard_map` each device sends its own.
+- after every chunk, the exact counts of the finished members.
+
+The tracker turns them into a `Progress` and hands it to the user's callback, or to a tqdm bar
+(`progress=True`, extra `gdkernel[progress]`). Nothing is traced or sent when progress is off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import contextlib
+import math
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 
 from ._result import RUNNING, Status
 
+# The in-loop report comes every `k` trips, with `k * members_per_device` about this many
+# member-trips: a report costs a host round trip and a few reductions over the batch, so it is
+# spread over enough work to stay under 1% (measured in benchmarks/test_scale_bench.py).
+MEMBER_TRIPS_PER_REPORT = {"cpu": 2**22}
+MEMBER_TRIPS_PER_REPORT_ACCELERATOR = 2**26
+
+
+class Progress(NamedTuple):
+    """Where a sweep stands, as handed to a `progress=` callback.
+
+    Attributes:
+        chunks_done: chunks finished so far.
+        chunks_total: chunks in the sweep (1 when it runs in one piece).
+        members_done: members that have stopped (any status).
+        members_total: members in the grid (`n_learning_rates * n_guesses`).
+        running: members still iterating (an estimate between in-loop reports).
+        converged: members stopped with `Status.CONVERGED`.
+        diverged: members stopped with `Status.DIVERGED`.
+        best_cost: the lowest cost among converged members so far (`inf` before any).
+    """
+
+    chunks_done: int
+    chunks_total: int
+    members_done: int
+    members_total: int
+    running: int
+    converged: int
+    diverged: int
+    best_cost: float
+
+
+Report = Callable[[Progress], Any]
+
 _sink: Callable[..., None] | None = None
+_axes: tuple[str, ...] | None = None
 
 
-def _deliver(trips: Any, running: Any, converged: Any, diverged: Any, best_cost: Any) -> None:
-    if _sink is not None:
-        _sink(int(trips), int(running), int(converged), int(diverged), float(best_cost))
+def _deliver(
+    due: Any,
+    device: Any,
+    trips: Any,
+    running: Any,
+    converged: Any,
+    diverged: Any,
+    best_cost: Any,
+) -> None:
+    sink = _sink
+    if sink is not None and bool(due):
+        sink(int(device), int(trips), int(running), int(converged), int(diverged), float(best_cost))
 
 
 def monitor(state: Any, trips: Array, every: int) -> None:
-    """Inside the loop: every `every` trips, send counts of the batch `state` to the host."""
+    """Inside the loop: every `every` trips, send counts of the batch `state` to the host.
+
+    The counts are reduced over the batch on the device; only five numbers travel. Traced
+    under `shard_map` (inside `device_axes`), each device reports its own share with its index.
+    Under a user's `jax.vmap` the trip test is batched, so the call runs every trip and the
+    host drops the calls that are not due: reports stay correct, only slower.
+    """
+    axes = _axes
 
     def send() -> None:
-        finished = state.status == Status.CONVERGED
-        best = jnp.min(jnp.where(finished, state.cost, jnp.inf))
+        device = lax.axis_index(axes) if axes else jnp.array(0, jnp.int32)
+        converged = state.status == Status.CONVERGED
         jax.debug.callback(
             _deliver,
+            trips % every == 0,
+            device,
             trips,
             jnp.sum(state.status == RUNNING),
-            jnp.sum(finished),
+            jnp.sum(converged),
             jnp.sum(state.status == Status.DIVERGED),
-            best,
+            jnp.min(jnp.where(converged, state.cost, jnp.inf)),
         )
 
     lax.cond(trips % every == 0, send, lambda: None)
+
+
+@contextlib.contextmanager
+def device_axes(names: tuple[str, ...]) -> Iterator[None]:
+    """While tracing under `shard_map` over the mesh axes `names`: tag reports with the device."""
+    global _axes
+    previous, _axes = _axes, names
+    try:
+        yield
+    finally:
+        _axes = previous
+
+
+def trips_between_reports(members_per_device: int, platform: str) -> int:
+    """`k` for `Options.progress_every`: enough trips that a report is a small cost."""
+    budget = MEMBER_TRIPS_PER_REPORT.get(platform, MEMBER_TRIPS_PER_REPORT_ACCELERATOR)
+    return max(1, math.ceil(budget / max(1, members_per_device)))
+
+
+class Tracker:
+    """Host side: folds in-loop reports and finished chunks into `Progress` for `report`.
+
+    In-loop reports arrive on runtime threads; a lock keeps the counts and the calls to
+    `report` in order. An exception from `report` there is kept and raised by `check`.
+    """
+
+    def __init__(
+        self,
+        report: Report,
+        chunks_total: int,
+        members_total: int,
+        chunk_size: int,
+        n_devices: int,
+    ) -> None:
+        self.report = report
+        self.chunks_total = chunks_total
+        self.members_total = members_total
+        self.share = chunk_size // n_devices
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.chunks_done = 0
+        self.finished = 0
+        self.converged = 0
+        self.diverged = 0
+        self.best = math.inf
+        self.chunk_real = 0
+        self.live: dict[int, tuple[int, int, int, float]] = {}
+
+    def begin(self) -> None:
+        """The first report, before any work: nothing done yet."""
+        with self.lock:
+            self.report(self._snapshot())
+
+    def start_chunk(self, real: int) -> None:
+        with self.lock:
+            self.chunk_real = real
+            self.live = {}
+
+    def in_loop(
+        self, device: int, trips: int, running: int, converged: int, diverged: int, best: float
+    ) -> None:
+        del trips
+        with self.lock:
+            self.live[device] = (running, converged, diverged, best)
+            try:
+                self.report(self._snapshot())
+            except BaseException as err:  # raised again on the main thread by `check`
+                if self.error is None:
+                    self.error = err
+
+    def end_chunk(self, status: np.ndarray, cost: np.ndarray) -> None:
+        """Fold in the exact statuses and costs of a finished chunk's real members."""
+        status = np.asarray(status).ravel()
+        cost = np.asarray(cost, dtype=np.float64).ravel()
+        converged = status == Status.CONVERGED
+        with self.lock:
+            self.chunks_done += 1
+            self.finished += status.size
+            self.converged += int(converged.sum())
+            self.diverged += int((status == Status.DIVERGED).sum())
+            if converged.any():
+                self.best = min(self.best, float(np.min(cost[converged])))
+            self.chunk_real = 0
+            self.live = {}
+            self.report(self._snapshot())
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _snapshot(self) -> Progress:
+        unseen = max(0, self.chunk_real - self.share * len(self.live))
+        running = min(self.chunk_real, unseen + sum(v[0] for v in self.live.values()))
+        best = min([self.best, *(v[3] for v in self.live.values())])
+        return Progress(
+            chunks_done=self.chunks_done,
+            chunks_total=self.chunks_total,
+            members_done=self.finished + self.chunk_real - running,
+            members_total=self.members_total,
+            running=running,
+            converged=self.converged + sum(v[1] for v in self.live.values()),
+            diverged=self.diverged + sum(v[2] for v in self.live.values()),
+            best_cost=best,
+        )
+
+
+@contextlib.contextmanager
+def reporting(tracker: Tracker | None) -> Iterator[None]:
+    """Route in-loop reports to `tracker` while a sweep runs; wait for the last ones at exit."""
+    global _sink
+    if tracker is None:
+        yield
+        return
+    previous, _sink = _sink, tracker.in_loop
+    try:
+        yield
+        jax.effects_barrier()
+    finally:
+        _sink = previous
+
+
+class Bar:
+    """`progress=True`: a tqdm bar on stderr, members done out of the grid, counts alongside.
+
+    Raises:
+        ImportError: tqdm is not installed (the `progress` extra).
+    """
+
+    def __init__(self, disable: bool = False) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            raise ImportError(
+                "`progress=True` needs tqdm: pip install 'gdkernel[progress]' "
+                "(or pass a callable as `progress`)"
+            ) from None
+        self._tqdm = tqdm
+        self._bar: Any = None
+        self.disable = disable
+
+    def __call__(self, p: Progress) -> None:
+        if self._bar is None:
+            self._bar = self._tqdm(
+                total=p.members_total,
+                unit="member",
+                desc="sweep",
+                file=sys.stderr,
+                disable=self.disable,
+                dynamic_ncols=True,
+            )
+        self._bar.update(p.members_done - self._bar.n)
+        best = f"{p.best_cost:.4g}" if math.isfinite(p.best_cost) else "-"
+        self._bar.set_postfix_str(
+            f"chunk {p.chunks_done}/{p.chunks_total}, running {p.running}, "
+            f"converged {p.converged}, diverged {p.diverged}, best {best}",
+            refresh=False,
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def as_report(progress: Any) -> Report | None:
+    """`progress=` as a callable taking `Progress`, or None when off.
+
+    Args:
+        progress: None or False (off), True (a tqdm bar on stderr, shown by process 0 only in
+            a multi-process run), or a callable `progress(p: Progress)`.
+    """
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        return Bar(disable=jax.process_index() != 0)
+    if callable(progress):
+        return progress
+    raise TypeError(
+        f"`progress` must be None, True or a callable taking a gdkernel.Progress, got "
+        f"{type(progress).__name__}"
+    )

@@ -1,16 +1,23 @@
-"""`sweep`: every learning rate x every starting point, in one compiled program."""
+"""`sweep`: every learning rate x every starting point, on one device or many, in chunks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
+from jax.sharding import Mesh
 
+from . import _chunks, _devices, _progress, _sharded, _store
 from . import _validate as v
 from ._batch import solve_members
+from ._kernel import Options, Params
+from ._progress import Progress
 from ._result import Result, SweepResult
 from ._solve import float_dtype, make_options, make_params
 
@@ -67,11 +74,16 @@ def sweep(
     history: bool = False,
     history_every: int = 1,
     symbols: Any = None,
+    devices: Sequence[jax.Device] | Mesh | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool | Callable[[Progress], Any] | None = None,
 ) -> SweepResult:
     r"""Run `gradient_descent` for every learning rate from every starting point.
 
-    The grid is flattened into one batch and solved in one compiled program; each member
-    stops on its own rule and ends exactly where a lone `gradient_descent` run would.
+    The grid is flattened into one batch of members; each member stops on its own rule and
+    ends exactly where a lone `gradient_descent` run would, whatever the devices and chunks.
 
     Shapes: with `n_lr` learning rates and `n_g` starting points, every field of the result
     has leading axes `(n_lr, n_g)`; e.g. `x` has shape `(n_lr, n_g, *x_shape)` and `status`
@@ -79,27 +91,57 @@ def sweep(
     leaves scalars) as `n_g = 1`: the axes are kept, never squeezed. To pass one vector-valued
     starting point, give it a leading axis of length 1 (`x0[None]`).
 
+    Devices: with two or more devices (by default every local device of the default backend,
+    or every device of every process under `jax.distributed.initialize`), each chunk is split
+    into equal contiguous blocks, one per device (padded with members that do no work), and
+    every device runs its own loop (`jax.shard_map`), leaving it when its own members have
+    stopped. Neighbours in the grid tend to stop together, so list the learning rates in order
+    (as `numpy.logspace` gives them): a device of fast members then finishes early. Across processes, call `sweep` with the same arguments on every process: each
+    computes its devices' share and every process gets the whole result.
+
+    Memory: a grid runs in chunks of `chunk_size` members, or as many as fit `memory_budget`
+    bytes per device (by default half of the free device memory, or of the host's for CPU
+    devices). Every chunk has the same size, so it compiles once. The results stream into
+    host arrays, or with `out=` into an `.npz` file (see `load_sweep`).
+
     Args:
         cost_fn: `cost_fn(x, *args) -> scalar`, as in `gradient_descent`.
         initial_guesses: the starting points, batched on the leading axis of every leaf.
         learning_rates: a scalar or a 1-D array of learning rates, all > 0.
         precision, max_iter, args, grad_fn, norm, grad_tol, method, momentum, history,
         history_every, symbols: as in `gradient_descent`, shared by every member.
+        devices: None (default), a sequence of `jax.Device` or a `jax.sharding.Mesh` (members
+            are split over all its axes). One device runs the grid as one batch.
+        chunk_size: members per chunk (rounded up to a multiple of the device count).
+        memory_budget: bytes per device a chunk may use: an int or a string like `"4GiB"`.
+            Give it or `chunk_size`, not both.
+        out: an `.npz` path: results are written there chunk by chunk and the returned
+            result reads them memory-mapped. In a multi-process run process 0 writes the
+            file and the other processes return None.
+        progress: a callable receiving a `Progress` (chunks, members running, converged and
+            diverged, best cost) after every chunk and from inside the compiled loop, or True
+            for a tqdm bar on stderr (extra `gdkernel[progress]`). Off by default.
 
     Returns:
         A `SweepResult`: the fields of `Result` with the grid axes in front, the grid's
         `learning_rate` and `initial_guess`, and helpers `best()`, `member(i, j)` and `counts()`.
+        The fields are JAX arrays when the grid runs as one batch on one device, else NumPy
+        arrays on the host.
 
     Raises:
         ValueError: the leaves of `initial_guesses` disagree on the batch size, a learning
-            rate is <= 0 or non-finite, plus everything `gradient_descent` raises.
+            rate is <= 0 or non-finite, one member does not fit `memory_budget`, the result
+            does not fit host memory (use `out=`), plus everything `gradient_descent` raises.
+        TypeError: `devices`, `chunk_size`, `memory_budget`, `out` or `progress` given with
+            traced inputs (call `sweep` outside `jax.jit`).
+        ImportError: `progress=True` without tqdm.
 
     Example:
         >>> import jax.numpy as jnp
         >>> import gdkernel as gd
-        >>> grid = gd.sweep(lambda x: x**2, jnp.linspace(-3, 3, 5), jnp.array([0.01, 0.1, 1.5]))
+        >>> grid = gd.sweep(lambda x: x**2, jnp.linspace(-3, 3, 4), jnp.array([0.01, 0.1, 1.5]))
         >>> grid.status.shape
-        (3, 5)
+        (3, 4)
         >>> float(grid.best().learning_rate)
         0.1...
     """
@@ -120,7 +162,71 @@ def sweep(
     opts = make_options(norm, method, history, history_every, max_iter)
     v.warn_precision(precision, x0)
     args = v.as_args(args)
+    size = _chunks.as_chunk_size(chunk_size)
+    budget = _chunks.as_memory_budget(memory_budget)
+    if size is not None and budget is not None:
+        raise ValueError("give `chunk_size` or `memory_budget`, not both")
+    path = _store.as_out_path(out)
+    report = _progress.as_report(progress)
+    mesh = _devices.as_mesh(devices)
+    pinned = _devices.single_device(devices)
     n_lr, n_g = lrs.shape[0], jax.tree.leaves(x0)[0].shape[0]
+
+    if any(v.is_traced(leaf) for leaf in jax.tree.leaves((x0, params, args))):
+        asked = [
+            name
+            for name, value in (
+                ("devices", devices),
+                ("chunk_size", size),
+                ("memory_budget", budget),
+                ("out", path),
+                ("progress", report),
+            )
+            if value is not None
+        ]
+        if asked:
+            raise TypeError(
+                f"`{asked[0]}` needs concrete inputs: call `sweep` outside `jax.jit` "
+                "(traced inputs run as one batch on one device)"
+            )
+        return _whole(cost_fn, grad_fn, x0, params, args, opts, n_lr, n_g, None)
+
+    if path is not None:
+        _store.check_storable(x0)
+    run_on = list(mesh.devices.flat) if mesh is not None else [pinned or jax.devices()[0]]
+    rows = opts.history_rows
+    per_member = _chunks.member_bytes(x0, dtype, opts.method, rows)
+    n = n_lr * n_g
+    if size is None and budget is None and per_member * -(-n // len(run_on)) > _chunks.SMALL:
+        default = _chunks.default_budget(run_on)
+    else:
+        default = None
+    plan = _chunks.plan(
+        n, len(run_on), per_member, size, budget or default, budget is not None, rows
+    )
+    if path is None and n * _chunks.result_bytes(x0, dtype, rows) > _chunks.SMALL:
+        _chunks.check_host(n, _chunks.result_bytes(x0, dtype, rows), rows)
+    if mesh is None and plan.n_chunks == 1 and path is None and report is None:
+        return _whole(cost_fn, grad_fn, x0, params, args, opts, n_lr, n_g, pinned)
+    return _chunked(
+        cost_fn, grad_fn, x0, params, args, opts, n_lr, n_g, mesh, pinned, plan, path, report
+    )
+
+
+def _whole(
+    cost_fn: Callable,
+    grad_fn: Callable | None,
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    n_lr: int,
+    n_g: int,
+    device: jax.Device | None,
+) -> SweepResult:
+    """The grid as one batch on one device (JAX's default, or `device`): JAX arrays."""
+    if device is not None:
+        x0, params, args = jax.device_put((x0, params, args), device)
     xs, member_lrs = grid_members(x0, params.learning_rate)
     flat = solve_members(
         xs,
@@ -132,3 +238,77 @@ def sweep(
     )
     result = ungrid(flat, n_lr, n_g)
     return SweepResult(*result, learning_rate=params.learning_rate, initial_guess=x0)
+
+
+def _chunked(
+    cost_fn: Callable,
+    grad_fn: Callable | None,
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    n_lr: int,
+    n_g: int,
+    mesh: Mesh | None,
+    device: jax.Device | None,
+    plan: _chunks.Plan,
+    path: Path | None,
+    report: _progress.Report | None,
+) -> SweepResult | None:
+    """The grid chunk by chunk, on one device or a mesh; results gathered on the host."""
+    n = n_lr * n_g
+    n_devices = 1 if mesh is None else mesh.devices.size
+    x0_host = jax.device_get(x0)
+    lrs_host = np.asarray(params.learning_rate)
+    store: _store.HostStore
+    if path is None:
+        store = _store.HostStore(n_lr, n_g)
+    elif jax.process_index() == 0 or mesh is None or not _devices.spans_processes(mesh):
+        store = _store.NpzStore(path, n_lr, n_g)
+    else:
+        store = _store.NullStore(n_lr, n_g)
+    tracker = None
+    if report is not None:
+        first = mesh.devices.flat[0] if mesh is not None else device or jax.devices()[0]
+        every = _progress.trips_between_reports(plan.chunk_size // n_devices, first.platform)
+        opts = opts._replace(progress_every=every)
+        tracker = _progress.Tracker(report, plan.n_chunks, n, plan.chunk_size, n_devices)
+    if mesh is not None:
+        args = _sharded.replicate(args, mesh)
+    elif device is not None:
+        args = jax.device_put(args, device)
+    try:
+        with _progress.reporting(tracker):
+            if tracker is not None:
+                tracker.begin()
+            for start in range(0, n, plan.chunk_size):
+                stop = min(start + plan.chunk_size, n)
+                xs, lrs = _chunks.members(x0_host, lrs_host, start, stop, plan.chunk_size)
+                chunk_params = params._replace(learning_rate=lrs)
+                if tracker is not None:
+                    tracker.start_chunk(stop - start)
+                if mesh is not None:
+                    flat = _sharded.solve_chunk(
+                        mesh, xs, chunk_params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
+                    )
+                else:
+                    if device is not None:
+                        xs, chunk_params = jax.device_put((xs, chunk_params), device)
+                    flat = jax.device_get(
+                        solve_members(
+                            xs, chunk_params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
+                        )
+                    )
+                flat = jax.tree.map(lambda leaf, k=stop - start: np.asarray(leaf)[:k], flat)
+                store.write(start, flat)
+                if tracker is not None:
+                    jax.effects_barrier()
+                    tracker.check()
+                    tracker.end_chunk(flat.status, flat.cost)
+        return store.finish(lrs_host, x0_host)
+    except BaseException:
+        store.abort()
+        raise
+    finally:
+        if isinstance(report, _progress.Bar):
+            report.close()

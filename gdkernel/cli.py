@@ -40,7 +40,6 @@ import jax
 import numpy as np
 
 from . import __version__, _export
-from ._chunked import CHUNK_MEMBERS, sweep_in_chunks
 from ._cli_args import (
     DEFAULT_FUNCTION,
     DEFAULT_MAX_ITER,
@@ -64,8 +63,10 @@ from ._cli_args import (
     starting_point,
     starting_points,
 )
+from ._cli_progress import CHUNK_MEMBERS, Display
 from ._result import Status, SweepResult
 from ._solve import gradient_descent
+from ._sweep import sweep
 from .functions import BUILTINS
 
 # Options that take a value which may start with "-" (e.g. `--x0 -2:2:64`).
@@ -153,10 +154,17 @@ def command_sweep(ns: argparse.Namespace, out: TextIO) -> int:
     if ns.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise ImportError("`--plot` needs matplotlib: pip install 'gdkernel[plot]'")
 
-    show = not ns.quiet and sys.stderr.isatty()
+    display = Display(enabled=not ns.quiet and sys.stderr.isatty())
     start = time.perf_counter()
-    grid, n_chunks = sweep_in_chunks(problem.fn, guesses, lrs, options, ns.chunk_size, show)
+    try:
+        grid = sweep(
+            problem.fn, guesses, lrs, chunk_size=ns.chunk_size, progress=display, **options
+        )
+        grid = jax.tree.map(np.asarray, grid)  # waits for the whole grid
+    finally:
+        display.close()
     wall = time.perf_counter() - start
+    n_chunks = display.chunks
 
     print(_summary(grid, problem, lr_axis, axes, wall, n_chunks), file=out)
     meta = {

@@ -222,13 +222,14 @@ def test_progress_counts_the_whole_batch(x64):
     _assert_same(got, _reference(_square, x0, params, opts))
     assert len(seen) > 3
     size = x0.shape[0]
-    running = [r for _, r, _, _, _ in seen]
+    # the sink gets (device, trips, running, converged, diverged, best cost)
+    running = [r for _, _, r, _, _, _ in seen]
     assert all(0 <= r <= size for r in running)
     assert running == sorted(running, reverse=True)  # members only ever stop
-    trips = [t for t, *_ in seen]
+    trips = [t for _, t, *_ in seen]
     assert all(t % 3 == 0 for t in trips) and trips == sorted(trips)
     final_converged = int(np.sum(np.asarray(got.status) == gd.Status.CONVERGED))
-    assert all(c <= final_converged for _, _, c, _, _ in seen)
+    assert all(c <= final_converged for _, _, _, c, _, _ in seen)
 
 
 def test_compile_sweep_runs_the_same_members_without_recompiling(x64):

@@ -1,4 +1,8 @@
-"""Every ```python block of the README runs, in order, as a user would paste it."""
+"""Every ```python block of the README runs, in order, as a user would paste it.
+
+Blocks marked ```py are illustrations that need more than one process (a multi-host recipe)
+and are not run here; tests/test_multihost.py covers that path.
+"""
 
 import os
 import re

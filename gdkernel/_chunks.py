@@ -1,0 +1,228 @@
+"""Splitting a sweep's members into equal chunks that fit a memory budget.
+
+Every chunk has the same number of members (the last one is padded with members that do no
+work), so it compiles once and every later chunk reuses the program. The chunk size is given,
+or derived from a per-device memory budget and an estimate of the bytes one member needs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+PyTree = Any
+
+# Device bytes of one member: the loop carry (state) exists as the carry in, the carry out
+# and the step's temporaries (new iterate, gradient, masked select); four copies bound what XLA
+# allocates for the batched loop, history buffers included (checked against
+# `Compiled.memory_analysis()` in tests/test_chunks.py).
+WORK_FACTOR = 4
+
+# Share of the free memory a sweep takes when no budget is given.
+DEFAULT_SHARE = 0.5
+
+# Below this many bytes (device working set, or host result) no memory is queried.
+SMALL = 2**26
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+class Plan(NamedTuple):
+    """How a sweep of `n_members` runs: `n_chunks` chunks of `chunk_size` members each."""
+
+    chunk_size: int
+    n_chunks: int
+    member_bytes: int
+
+
+def as_chunk_size(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"`chunk_size` must be a positive int or None, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"`chunk_size` must be >= 1, got {value}")
+    return int(value)
+
+
+def as_memory_budget(value: Any) -> int | None:
+    """Bytes from an int (`2**30`) or a string with a unit (`"512MB"`, `"4GiB"`)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise ValueError(
+                f"`memory_budget` must be bytes (an int) or a size like '512MB' or '4GiB', "
+                f"got {value!r}"
+            )
+        value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`memory_budget` must be bytes (an int) or a size like '4GiB', got "
+            f"{type(value).__name__}"
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`memory_budget` must be > 0 bytes, got {value}")
+    return int(value)
+
+
+def _leaf_bytes(leaf: Any) -> int:
+    """Bytes of one member's part of a batched leaf (the leading axis is the batch)."""
+    shape = np.shape(leaf)[1:]
+    return math.prod(shape) * np.dtype(leaf.dtype).itemsize
+
+
+def result_bytes(x0: PyTree, dtype: Any, history_rows: int) -> int:
+    """Host bytes of one member's `Result`: x, grad, cost, step size, iterations, status, history."""
+    x = sum(_leaf_bytes(leaf) for leaf in jax.tree.leaves(x0))
+    f = np.dtype(dtype).itemsize
+    return 2 * x + 2 * f + 8 + history_rows * (x + f)
+
+
+def member_bytes(x0: PyTree, dtype: Any, method: str, history_rows: int) -> int:
+    """Estimated device bytes of one member while a chunk runs (loop state, inputs, output).
+
+    With `b_x` the bytes of one iterate and `f` of one float, the state is
+    `b_x (2 + [momentum]) + 2f + 8 + rows (b_x + f)` (iterate, gradient, velocity, cost, step
+    size, iteration count, status, history rows); the estimate is `WORK_FACTOR` times that
+    plus the member's inputs.
+    """
+    x = sum(_leaf_bytes(leaf) for leaf in jax.tree.leaves(x0))
+    f = np.dtype(dtype).itemsize
+    state = x * (2 + (method != "gd")) + 2 * f + 8 + history_rows * (x + f)
+    return WORK_FACTOR * state + x + f
+
+
+def available_host_bytes() -> int | None:
+    """Host memory available to new allocations (Linux `MemAvailable`), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_budget(devices: list[Any]) -> int | None:
+    """Per-device bytes a sweep may use when no budget is given: half of what is free.
+
+    An accelerator reports its own limit (`Device.memory_stats()`); CPU devices share the
+    host's available memory.
+    """
+    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        free = min(
+            d.memory_stats()["bytes_limit"] - d.memory_stats().get("bytes_in_use", 0)
+            for d in devices
+        )
+        return int(DEFAULT_SHARE * max(free, 0))
+    host = available_host_bytes()
+    return None if host is None else int(DEFAULT_SHARE * host / len(devices))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def plan(
+    n_members: int,
+    n_devices: int,
+    per_member: int,
+    chunk_size: int | None,
+    budget: int | None,
+    budget_given: bool,
+    history_rows: int,
+) -> Plan:
+    """The chunk size (a multiple of `n_devices`) and count for a sweep.
+
+    Args:
+        n_members: members in the grid.
+        n_devices: devices sharing every chunk.
+        per_member: `member_bytes` of one member.
+        chunk_size: the user's `chunk_size` (rounded up to a multiple of `n_devices`), or None.
+        budget: bytes per device a chunk may use, or None for no limit.
+        budget_given: whether `budget` came from the user (for the error message).
+        history_rows: rows of the history buffer per member (0 when off), for the message.
+
+    Raises:
+        ValueError: one member does not fit in the budget.
+    """
+    whole = -(-n_members // n_devices) * n_devices
+    if chunk_size is not None:
+        size = -(-chunk_size // n_devices) * n_devices
+    elif budget is None:
+        size = whole
+    else:
+        per_device = budget // per_member
+        if per_device < 1:
+            source = "`memory_budget`" if budget_given else "half the free memory"
+            detail = (
+                f" (its history buffer has {history_rows} rows; raise `history_every` or lower "
+                "`max_iter`)"
+                if history_rows
+                else ""
+            )
+            raise ValueError(
+                f"one member needs about {_mb(per_member)} of device memory{detail}, more "
+                f"than {source} ({_mb(budget)} per device)"
+            )
+        size = per_device * n_devices
+    size = min(size, whole)
+    return Plan(size, -(-n_members // size), per_member)
+
+
+def check_host(n_members: int, per_result: int, history_rows: int) -> None:
+    """Raise when a result held in host memory would not fit there.
+
+    Raises:
+        ValueError: naming the bytes needed and `out=` as the way out.
+    """
+    host = available_host_bytes()
+    need = n_members * per_result
+    if host is not None and need > host:
+        what = f" ({history_rows} history rows per member)" if history_rows else ""
+        raise ValueError(
+            f"the sweep's result needs about {_mb(need)} of host memory{what}, but about "
+            f"{_mb(host)} is available; stream it to a file with `out='sweep.npz'`"
+            + (" or record less history" if history_rows else "")
+        )
+
+
+def members(
+    x0: PyTree, learning_rates: np.ndarray, start: int, stop: int, size: int
+) -> tuple[PyTree, np.ndarray]:
+    """Host arrays of members `start..stop` of the grid, padded to `size` members.
+
+    Member `k` is learning rate `k // n_guesses` from guess `k % n_guesses`. Padding repeats
+    the last real member's guess with learning rate 0: such a member is `INVALID` at `init`
+    and never iterates.
+    """
+    n_guesses = np.shape(jax.tree.leaves(x0)[0])[0]
+    k = np.minimum(np.arange(start, start + size), stop - 1)
+    xs = jax.tree.map(lambda leaf: np.asarray(leaf)[k % n_guesses], x0)
+    lrs = np.asarray(learning_rates)[k // n_guesses]
+    lrs[stop - start :] = 0
+    return xs, lrs

@@ -1,0 +1,107 @@
+"""A chunk of members split over several devices, each device running its own loop.
+
+`jax.shard_map` hands every device its block of members and runs `_batch.solve_batch` on it
+as a separate program: each device leaves its loop when its own members have stopped. (Under
+`jax.jit` with a `NamedSharding`, the loop predicate `any(running)` would be all-reduced over
+the devices on every trip, and every device would wait for the globally slowest member.)
+
+The same code runs across processes under `jax.distributed.initialize`: the inputs become
+global arrays of which each process fills only its own devices' blocks, and the outputs are
+gathered to every process with `multihost_utils.process_allgather`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from . import _devices, _progress
+from ._batch import solve_batch
+from ._kernel import Options, Params, make_value_and_grad
+from ._result import Result
+
+PyTree = Any
+
+
+@functools.lru_cache(maxsize=32)
+def _solver(mesh: Mesh, cost_fn: Callable, grad_fn: Callable | None, opts: Options) -> Callable:
+    """`jit(shard_map(solve_batch))` for one mesh, cost and option set (cached: compiled once)."""
+    spec = P(_devices.axis_names(mesh))
+    value_and_grad = make_value_and_grad(cost_fn, grad_fn)
+
+    def local(x0: PyTree, learning_rate: Any, shared: Params, args: tuple) -> Result:
+        params = shared._replace(learning_rate=learning_rate)
+        return solve_batch(value_and_grad, x0, params, args, opts)
+
+    # check_vma=False: the loop's initial carry holds constants (iteration 0, step inf) that
+    # the varying-axes check would ask to be cast to "varying" by hand.
+    return jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(spec, spec, P(), P()),
+            out_specs=spec,
+            check_vma=False,
+        )
+    )
+
+
+def _put(host: Any, mesh: Mesh, spec: P) -> jax.Array:
+    """A global array laid out by `spec`; each process fills only its own devices' blocks."""
+    host = np.asarray(host)
+    return jax.make_array_from_callback(
+        host.shape, NamedSharding(mesh, spec), lambda index: host[index]
+    )
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Shared inputs (the extra `args`) as arrays held whole by every device of the mesh."""
+    return jax.tree.map(lambda leaf: _put(jax.device_get(leaf), mesh, P()), tree)
+
+
+def solve_chunk(
+    mesh: Mesh,
+    x0: PyTree,
+    params: Params,
+    args: tuple,
+    *,
+    cost_fn: Callable,
+    grad_fn: Callable | None,
+    opts: Options,
+    deal: str = _devices.DEFAULT_DEAL,
+) -> Result:
+    """Solve a chunk of members on the devices of `mesh`; a host `Result` in the chunk's order.
+
+    Args:
+        mesh: the devices; members are split over all its axes.
+        x0: host arrays, the chunk's members on the leading axis (a multiple of the device count).
+        params: `learning_rate` per member (host array); the other fields shared scalars.
+        args: the extra arguments of the cost, already `replicate`d on `mesh`.
+        cost_fn, grad_fn, opts: as for `_batch.solve_members`.
+        deal: how members are dealt to devices (`_devices.deal`).
+
+    Returns:
+        The chunk's `Result` as NumPy arrays, member `k` at position `k`, on every process.
+    """
+    names = _devices.axis_names(mesh)
+    size = np.shape(params.learning_rate)[0]
+    order = _devices.deal(size, mesh.devices.size, deal)
+    spec = P(names)
+    x_global = jax.tree.map(lambda leaf: _put(np.asarray(leaf)[order], mesh, spec), x0)
+    lr_global = _put(np.asarray(params.learning_rate)[order], mesh, spec)
+    shared = params._replace(learning_rate=np.zeros((), np.asarray(params.precision).dtype))
+    with _progress.device_axes(names):
+        out = _solver(mesh, cost_fn, grad_fn, opts)(x_global, lr_global, shared, args)
+    if _devices.spans_processes(mesh):
+        host = multihost_utils.process_allgather(out, tiled=True)
+    else:
+        host = jax.device_get(out)
+    undo = np.argsort(order)
+    return jax.tree.map(lambda leaf: np.asarray(leaf)[undo], host)

@@ -1,0 +1,275 @@
+"""Where a chunked sweep's results land: host arrays, or an `.npz` file written as chunks finish.
+
+The file is a plain NumPy `.npz` (uncompressed): `numpy.load(path)["cost"]` works without
+gdkernel. Each field is one array with the grid axes in front; a pytree-valued field (`x`,
+`grad`, the history's `x`, `initial_guess`) is stored leaf by leaf as `x.0`, `x.1`, ... and its
+structure in the `__tree__` entry. `load_sweep` reads it back as a `SweepResult`, optionally
+memory-mapped so a grid larger than host memory can be read piece by piece.
+
+While the sweep runs, every array is a memory-mapped `.npy` file in a hidden folder beside the
+target, written one chunk at a time; at the end they are packed into the `.npz` (streamed,
+never whole in memory) and the folder is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._result import History, Result, SweepResult
+
+PyTree = Any
+
+FORMAT = "gdkernel.sweep/1"
+_TREE_FIELDS = ("x", "grad", "history", "initial_guess")
+
+
+# ------------------------------------------------------------------------ pytree structure
+
+
+def _encode(node: Any, leaves: list[Any], name: str) -> Any:
+    """A JSON description of a pytree of dicts, lists, tuples and `History`; leaves appended."""
+    if node is None:
+        return None
+    if isinstance(node, History):
+        return {"history": [_encode(node.x, leaves, name), _encode(node.cost, leaves, name)]}
+    if type(node) is dict:
+        if not all(isinstance(key, str) for key in node):
+            raise TypeError(f"`out=` stores dicts with string keys only; `{name}` has others")
+        return {"dict": [[key, _encode(value, leaves, name)] for key, value in node.items()]}
+    if type(node) in (list, tuple):
+        return {type(node).__name__: [_encode(item, leaves, name) for item in node]}
+    if isinstance(node, (np.ndarray, np.generic, jax.Array)):
+        leaves.append(node)
+        return len(leaves) - 1
+    raise TypeError(
+        f"`out=` stores starting points that are arrays or dicts, lists and tuples of arrays; "
+        f"`{name}` holds a {type(node).__name__}"
+    )
+
+
+def _decode(spec: Any, leaves: list[Any]) -> Any:
+    if spec is None:
+        return None
+    if isinstance(spec, int):
+        return leaves[spec]
+    ((kind, items),) = spec.items()
+    if kind == "history":
+        return History(_decode(items[0], leaves), _decode(items[1], leaves))
+    if kind == "dict":
+        return {key: _decode(value, leaves) for key, value in items}
+    parts = [_decode(item, leaves) for item in items]
+    return parts if kind == "list" else tuple(parts)
+
+
+def _keys(field: str, n_leaves: int) -> list[str]:
+    return [field] if n_leaves == 1 else [f"{field}.{k}" for k in range(n_leaves)]
+
+
+def check_storable(initial_guess: PyTree) -> None:
+    """Raise at call time if `out=` could not store this starting point's structure."""
+    _encode(initial_guess, [], "initial_guesses")
+
+
+# ------------------------------------------------------------------------------- stores
+
+
+class HostStore:
+    """Results of a chunked sweep in host (NumPy) arrays, filled chunk by chunk."""
+
+    def __init__(self, n_lr: int, n_g: int) -> None:
+        self.shape = (n_lr, n_g)
+        self.flat: Result | None = None
+
+    def _allocate(self, leaf: np.ndarray) -> np.ndarray:
+        return np.empty((self.shape[0] * self.shape[1], *leaf.shape[1:]), leaf.dtype)
+
+    def write(self, start: int, chunk: Result) -> None:
+        """Store `chunk` (host arrays, members on the leading axis) from member `start` on."""
+        if self.flat is None:
+            self.flat = jax.tree.map(self._allocate, chunk)
+        for dst, src in zip(jax.tree.leaves(self.flat), jax.tree.leaves(chunk), strict=True):
+            dst[start : start + len(src)] = src
+
+    def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
+        assert self.flat is not None
+        grid = jax.tree.map(lambda a: a.reshape(*self.shape, *a.shape[1:]), self.flat)
+        return SweepResult(*grid, learning_rate=learning_rate, initial_guess=initial_guess)
+
+    def abort(self) -> None:
+        self.flat = None
+
+
+class NpzStore(HostStore):
+    """Results streamed to memory-mapped spool files, packed into an `.npz` at the end."""
+
+    def __init__(self, path: Path, n_lr: int, n_g: int) -> None:
+        super().__init__(n_lr, n_g)
+        self.path = path
+        self.spool = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        self.files: dict[int, Path] = {}  # id of a spooled array -> its file
+
+    def _allocate(self, leaf: np.ndarray) -> np.ndarray:
+        file = self.spool / f"{len(self.files)}.npy"
+        grid = np.lib.format.open_memmap(
+            file, mode="w+", dtype=leaf.dtype, shape=(*self.shape, *leaf.shape[1:])
+        )
+        flat = grid.reshape(self.shape[0] * self.shape[1], *leaf.shape[1:])
+        self.files[id(flat)] = file
+        return flat
+
+    def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
+        assert self.flat is not None
+        leaves_of = dict(zip(Result._fields, self.flat, strict=True))
+        tree: dict[str, Any] = {}
+        part = self.path.with_name(self.path.name + ".part")
+        try:
+            with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for field in SweepResult._fields:
+                    if field in leaves_of:
+                        value = leaves_of[field]
+                    else:
+                        value = learning_rate if field == "learning_rate" else initial_guess
+                    leaves: list[Any] = []
+                    if field in _TREE_FIELDS:
+                        tree[field] = _encode(value, leaves, field)
+                    elif value is not None:
+                        leaves = [value]
+                    for key, leaf in zip(_keys(field, len(leaves)), leaves, strict=True):
+                        spooled = self.files.get(id(leaf))
+                        with zf.open(f"{key}.npy", "w", force_zip64=True) as dst:
+                            if spooled is not None:
+                                leaf.flush()
+                                with open(spooled, "rb") as src:
+                                    shutil.copyfileobj(src, dst, 1 << 24)
+                            else:
+                                np.lib.format.write_array(dst, np.asarray(leaf))
+                meta = {"format": FORMAT, "tree": tree}
+                with zf.open("__tree__.npy", "w") as dst:
+                    np.lib.format.write_array(dst, np.array(json.dumps(meta)))
+            self.flat = None  # let go of the memory maps before removing their files
+            os.replace(part, self.path)
+        finally:
+            part.unlink(missing_ok=True)
+            self.abort()
+        return load_sweep(self.path, mmap=True)
+
+    def abort(self) -> None:
+        self.flat = None
+        shutil.rmtree(self.spool, ignore_errors=True)
+
+
+class NullStore(HostStore):
+    """Another process writes the file (multi-process run): keep nothing, return None."""
+
+    def write(self, start: int, chunk: Result) -> None:
+        del start, chunk
+
+    def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
+        return None
+
+
+def as_out_path(out: Any) -> Path | None:
+    """`out=` as a path ending in `.npz` (added when missing, as `numpy.savez` does)."""
+    if out is None:
+        return None
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"`out` must be a file path (str or os.PathLike), got {type(out).__name__}")
+    path = Path(out)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if not path.parent.is_dir():
+        raise ValueError(f"`out`: the folder {str(path.parent)!r} does not exist")
+    return path
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def _memmap(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """A read-only memory map of an uncompressed `.npy` member of a zip, or None."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        return None
+    if 0 in shape:
+        return np.empty(shape, dtype)
+    return np.memmap(path, dtype, "r", offset, shape, "F" if fortran else "C")
+
+
+def load_sweep(path: str | os.PathLike, *, mmap: bool = False) -> SweepResult:
+    """Read a sweep written with `sweep(..., out=path)` back as a `SweepResult`.
+
+    Args:
+        path: the `.npz` file.
+        mmap: memory-map the arrays instead of reading them (read-only `numpy.memmap`s):
+            nothing is read until it is indexed, so a grid larger than host memory can be
+            read piece by piece.
+
+    Returns:
+        A `SweepResult` of NumPy arrays, with `best()`, `member(i, j)` and `counts()`.
+
+    Raises:
+        ValueError: the file was not written by `sweep(..., out=...)`.
+
+    Example:
+        >>> import gdkernel as gd, numpy as np
+        >>> grid = gd.sweep(lambda x: x**2, np.linspace(-3, 3, 4), [0.1, 0.2], out="/tmp/g.npz")
+        >>> gd.load_sweep("/tmp/g.npz").status.shape
+        (2, 4)
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as npz, zipfile.ZipFile(path) as zf:
+        if "__tree__" not in npz.files:
+            raise ValueError(f"{str(path)!r} was not written by gdkernel.sweep(..., out=...)")
+        meta = json.loads(str(npz["__tree__"]))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{str(path)!r} has format {meta.get('format')!r}, not {FORMAT!r}")
+
+        def read(key: str) -> np.ndarray:
+            if mmap:
+                mapped = _memmap(path, zf.getinfo(f"{key}.npy"))
+                if mapped is not None:
+                    return mapped
+            return npz[key]
+
+        fields = {}
+        for field in SweepResult._fields:
+            if field in _TREE_FIELDS:
+                spec = meta["tree"][field]
+                leaves = [read(key) for key in _keys(field, _count_leaves(spec))]
+                fields[field] = _decode(spec, leaves)
+            else:
+                fields[field] = read(field)
+    return SweepResult(**fields)
+
+
+def _count_leaves(spec: Any) -> int:
+    if spec is None:
+        return 0
+    if isinstance(spec, int):
+        return 1
+    ((kind, items),) = spec.items()
+    if kind == "dict":
+        return sum(_count_leaves(value) for _, value in items)
+    return sum(_count_leaves(item) for item in items)

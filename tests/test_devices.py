@@ -1,0 +1,194 @@
+"""Sweeps over several devices: dealing, equal results, per-device loops.
+
+The multi-device checks run in one subprocess that starts JAX with four CPU devices
+(`XLA_FLAGS=--xla_force_host_platform_device_count=4`); this process keeps its one device.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import reference_gd
+from jax.sharding import Mesh
+
+import gdkernel as gd
+from gdkernel import _devices
+
+ROOT = Path(__file__).resolve().parents[1]
+CENTRE = np.array([1.0, -2.0])
+GUESSES = [[0.0, 0.0], [3.0, 1.0], [-2.0, 4.0], [1.5, -1.0], [10.0, 0.5]]
+RATES = [0.02, 0.1, 0.45, 3.0]  # 3.0 diverges
+
+
+def run_with_devices(code: str, n_devices: int, *argv: str, timeout: float = 300) -> dict:
+    """Run `code` in a fresh Python with `n_devices` CPU devices; its last stdout line as JSON."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n_devices}"
+    )
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+FOUR_DEVICES = r"""
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import gdkernel as gd
+from gdkernel import _batch, _kernel, _progress, _sharded
+from gdkernel._solve import make_options, make_params
+
+def bowl(x):
+    return jnp.sum((x - jnp.array([1.0, -2.0])) ** 2)
+
+guesses, rates = np.array(json.loads(sys.argv[1])), np.array(json.loads(sys.argv[2]))
+kw = dict(max_iter=2000, precision=1e-8, history=True, history_every=10)
+
+def same(a, b):
+    la, lb = jax.tree.leaves(tuple(a)), jax.tree.leaves(tuple(b))
+    return len(la) == len(lb) and all(
+        np.array_equal(np.asarray(p), np.asarray(q), equal_nan=True) for p, q in zip(la, lb))
+
+one = gd.sweep(bowl, guesses, rates, devices=jax.devices()[:1], **kw)
+
+devices_seen = set()
+in_loop = _progress.Tracker.in_loop
+def spy(self, device, *counts):
+    devices_seen.add(device)
+    return in_loop(self, device, *counts)
+_progress.Tracker.in_loop = spy
+_progress.MEMBER_TRIPS_PER_REPORT["cpu"] = 1
+reports = []
+four = gd.sweep(bowl, guesses, rates, progress=reports.append, **kw)  # default: all 4 devices
+
+grid = Mesh(np.array(jax.devices()).reshape(2, 2), ("a", "b"))
+mesh = gd.sweep(bowl, guesses, rates, devices=grid, chunk_size=6, **kw)  # 3 chunks of 8
+three = gd.sweep(bowl, guesses, rates, devices=jax.devices()[1:], **kw)  # 21 = 20 + 1 pad
+
+# The per-device program has no collective; jit + NamedSharding all-reduces the predicate.
+mesh4 = Mesh(np.array(jax.devices()), ("members",))
+opts = make_options("l1", "gd", False, 1, 50)
+params = make_params(np.float64, 1.0, 1e-8, np.inf, 0.9, 50)
+x = np.zeros((8, 2)); lr = np.full(8, 0.1)
+shared = params._replace(learning_rate=np.zeros(()))
+per_device = _sharded._solver(mesh4, bowl, None, opts).lower(x, lr, shared, ()).compile()
+sharding = NamedSharding(mesh4, P("members"))
+value_and_grad = _kernel.make_value_and_grad(bowl, None)
+synced = jax.jit(
+    lambda x, lr: _batch.solve_batch(value_and_grad, x, params._replace(learning_rate=lr), (), opts),
+    in_shardings=(sharding, sharding),
+).lower(x, lr).compile()
+
+print(json.dumps({
+    "n_devices": len(jax.devices()),
+    "four_is_numpy": isinstance(four.cost, np.ndarray),
+    "same": [same(one, four), same(one, mesh), same(one, three)],
+    "iterations": np.asarray(four.iterations).tolist(),
+    "status": np.asarray(four.status).tolist(),
+    "x": np.asarray(four.x).tolist(),
+    "history_x": np.asarray(four.history.x[:, :, :3]).tolist(),
+    "devices_seen": sorted(devices_seen),
+    "reports": [list(p) for p in reports],
+    "per_device_all_reduce": "all-reduce" in per_device.as_text(),
+    "synced_all_reduce": "all-reduce" in synced.as_text(),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def four():
+    return run_with_devices(FOUR_DEVICES, 4, json.dumps(GUESSES), json.dumps(RATES))
+
+
+def test_four_devices_equal_one_device_member_by_member(four):
+    assert four["n_devices"] == 4
+    assert four["four_is_numpy"]
+    # default devices, a 2x2 mesh in 3 padded chunks, 3 devices with one padding member:
+    # every field of every member, history included, equal to the one-device run.
+    assert four["same"] == [True, True, True]
+
+
+def test_four_devices_match_the_plain_loop_in_the_callers_order(four):
+    for i, lr in enumerate(RATES):
+        for j, x0 in enumerate(GUESSES):
+            if lr > 1:
+                assert four["status"][i][j] == gd.Status.DIVERGED
+                continue
+            x, its, _, series = reference_gd(lambda v: 2 * (v - CENTRE), x0, lr, 1e-8, 2000)
+            assert four["iterations"][i][j] == its
+            np.testing.assert_allclose(four["x"][i][j], x, rtol=1e-12, atol=1e-12)
+            rows = min(3, its // 10 + 1)  # rows 0, 1, 2 hold iterates 0, 10, 20
+            history = np.asarray(four["history_x"][i][j])
+            np.testing.assert_allclose(history[:rows], series[:21:10][:rows], rtol=1e-12)
+            assert np.isnan(history[rows:]).all()
+
+
+def test_each_device_runs_its_own_loop(four):
+    assert not four["per_device_all_reduce"]
+    assert four["synced_all_reduce"]  # what shard_map avoids
+
+
+def test_progress_from_every_device(four):
+    assert four["devices_seen"] == [0, 1, 2, 3]
+    reports = [gd.Progress(*p) for p in four["reports"]]
+    done = [p.members_done for p in reports]
+    assert done == sorted(done)
+    assert any(p.chunks_done == 0 and 0 < p.running < 20 for p in reports)
+    last = reports[-1]
+    assert (last.chunks_done, last.members_done, last.converged, last.diverged) == (1, 20, 15, 5)
+
+
+# ------------------------------------------------------------------------- in this process
+
+
+def test_deal_interleaves_or_keeps_blocks():
+    size, n = 12, 4
+    order = _devices.deal(size, n, "interleaved")
+    blocks = order.reshape(n, -1)
+    for d in range(n):
+        assert blocks[d].tolist() == [k for k in range(size) if k % n == d]
+    assert _devices.deal(size, n, "contiguous").tolist() == list(range(size))
+    with pytest.raises(ValueError, match="multiple"):
+        _devices.deal(10, 4)
+
+
+def test_one_listed_device_runs_there(x64):
+    device = jax.devices()[0]
+    grid = gd.sweep(lambda x: x**2, np.array([1.0, -2.0]), [0.1], devices=[device])
+    assert grid.cost.devices() == {device}
+    assert int(grid.iterations[0, 1]) == reference_gd(lambda x: 2 * x, -2.0, 0.1, 1e-4, 100)[1]
+    same = gd.sweep(lambda x: x**2, np.array([1.0, -2.0]), [0.1], devices=Mesh([device], ("m",)))
+    np.testing.assert_array_equal(same.x, grid.x)
+
+
+@pytest.mark.parametrize(
+    ("devices", "error", "message"),
+    [
+        ("cpu", TypeError, "`devices` must be None"),
+        ([], ValueError, "at least one"),
+        ([0, 1], TypeError, "jax.Device"),
+        ([jax.devices()[0]] * 2, ValueError, "more than once"),
+    ],
+)
+def test_bad_devices(devices, error, message):
+    with pytest.raises(error, match=message):
+        gd.sweep(lambda x: jnp.sum(x**2), np.ones(3), [0.1], devices=devices)

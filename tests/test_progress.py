@@ -1,0 +1,130 @@
+"""Progress reports: after every chunk, from inside the compiled loop, and as a tqdm bar."""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import reference_gd
+
+import gdkernel as gd
+from gdkernel import _progress
+from gdkernel._batch import solve_batch
+from gdkernel._kernel import make_value_and_grad
+from gdkernel._solve import make_options, make_params
+
+
+def square(x):
+    return x**2
+
+
+GUESSES = np.linspace(1.0, 3.0, 6)
+RATES = np.array([0.1, 0.4, 1.5])  # 1.5 doubles |x| every step: diverges
+
+
+def test_a_report_after_every_chunk_with_exact_counts(x64):
+    reports = []
+    grid = gd.sweep(square, GUESSES, RATES, max_iter=1000, chunk_size=4, progress=reports.append)
+    # A first report before any work, then one per chunk: 18 members, 4 at a time.
+    assert reports[0] == gd.Progress(0, 5, 0, 18, 0, 0, 0, np.inf)
+    assert [p.chunks_done for p in reports] == [0, 1, 2, 3, 4, 5]
+    last = reports[-1]
+    assert isinstance(last, gd.Progress)
+    assert (last.chunks_total, last.members_total, last.members_done) == (5, 18, 18)
+    assert (last.running, last.converged, last.diverged) == (0, 12, 6)
+    costs = [
+        reference_gd(lambda x: 2 * x, x0, lr, 1e-4, 1000)[0] ** 2
+        for lr in RATES[:2]
+        for x0 in GUESSES
+    ]
+    np.testing.assert_allclose(last.best_cost, min(costs), rtol=1e-9)
+    np.testing.assert_allclose(float(grid.best().result.cost), min(costs), rtol=1e-9)
+
+
+def test_reports_from_inside_the_loop(monkeypatch, x64):
+    monkeypatch.setitem(_progress.MEMBER_TRIPS_PER_REPORT, "cpu", 1)  # every trip
+    reports = []
+    rates = np.array([1e-3, 0.2])  # the first takes thousands of iterations
+    gd.sweep(square, GUESSES, rates, max_iter=20_000, progress=reports.append)
+    inside = [p for p in reports[1:] if p.chunks_done == 0]
+    assert len(inside) > 10
+    assert any(0 < p.running < 12 for p in inside)
+    assert all(p.running + p.members_done == 12 for p in reports[1:])  # one chunk
+    done = [p.members_done for p in reports]
+    assert done == sorted(done)
+    slowest = max(reference_gd(lambda x: 2 * x, x0, 1e-3, 1e-4, 20_000)[1] for x0 in GUESSES)
+    assert len(inside) <= slowest  # at most one report a trip, and a trip is >= 1 step
+    assert reports[-1] == gd.Progress(1, 1, 12, 12, 0, 12, 0, reports[-1].best_cost)
+
+
+def test_results_do_not_depend_on_progress():
+    plain = gd.sweep(square, GUESSES, RATES, chunk_size=5)
+    watched = gd.sweep(square, GUESSES, RATES, chunk_size=5, progress=lambda p: None)
+    for a, b in zip(jax.tree.leaves(tuple(plain)), jax.tree.leaves(tuple(watched)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _progress._sink is None
+
+
+def test_progress_true_draws_a_bar(capsys):
+    gd.sweep(square, GUESSES, RATES, chunk_size=8, progress=True)
+    err = capsys.readouterr().err
+    assert "sweep" in err and "18/18" in err and "chunk 3/3" in err
+
+
+def test_progress_true_without_tqdm_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    with pytest.raises(ImportError, match=r"gdkernel\[progress\]"):
+        gd.sweep(square, GUESSES, RATES, progress=True)
+
+
+def test_bad_progress_argument():
+    with pytest.raises(TypeError, match="`progress`"):
+        gd.sweep(square, GUESSES, RATES, progress="yes")
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_error_in_the_callback_reaches_the_caller(monkeypatch, tmp_path, inside):
+    if inside:
+        monkeypatch.setitem(_progress.MEMBER_TRIPS_PER_REPORT, "cpu", 1)
+
+    def fail(p):
+        if p.running or p.chunks_done:  # past the first report, made before any work
+            raise RuntimeError(f"stop at {p.chunks_done}")
+
+    with pytest.raises(RuntimeError, match="stop at 0" if inside else "stop at 1"):
+        gd.sweep(
+            square, GUESSES, [1e-3], max_iter=5000, chunk_size=3, progress=fail, out=tmp_path / "g"
+        )
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left behind
+    assert _progress._sink is None
+
+
+def test_reports_stay_throttled_under_vmap(monkeypatch, x64):
+    """Under a user's vmap the trip test is batched: only due reports reach the host."""
+    got = []
+    monkeypatch.setattr(_progress, "_sink", lambda *counts: got.append(counts))
+    opts = make_options("l1", "gd", False, 1, 500)._replace(progress_every=3)
+    value_and_grad = make_value_and_grad(square, None)
+    x0 = jnp.linspace(1.0, 3.0, 4)
+
+    def solve(lr):
+        params = make_params(jnp.float64, 1.0, 1e-4, jnp.inf, 0.9, 500)
+        return solve_batch(
+            value_and_grad, x0, params._replace(learning_rate=jnp.full(4, lr)), (), opts
+        )
+
+    result = jax.jit(jax.vmap(solve))(jnp.array([0.01, 0.3]))
+    jax.effects_barrier()
+    trips = [counts[1] for counts in got]
+    assert trips and all(t % 3 == 0 for t in trips)
+    assert max(c[2] for c in got) <= 4  # counts are per vmapped batch of 4
+    assert int(result.iterations[0].max()) == max(
+        reference_gd(lambda x: 2 * x, x, 0.01, 1e-4, 500)[1] for x in np.linspace(1, 3, 4)
+    )
+
+
+def test_trips_between_reports():
+    assert _progress.trips_between_reports(2**22, "cpu") == 1
+    assert _progress.trips_between_reports(1000, "cpu") == 4195  # ceil(2**22 / 1000)
+    assert _progress.trips_between_reports(2**20, "gpu") == 64
