@@ -114,7 +114,7 @@ def gdkernel_runner(p: Problem) -> Runner:
 def lone_runner(p: Problem) -> Runner:
     """`gd.gradient_descent` on a lone problem (batch 1): the plain kernel loop, no sweep."""
     if p.size != 1:
-        pytest.skip("gradient_descent is timed on a lone problem (batch 1); sweep batches")
+        raise ValueError("gradient_descent is timed on a lone problem (batch 1); sweep batches")
     x0, rates = p.members()
     args = tuple(jnp.asarray(a) for a in p.args)
 
@@ -255,7 +255,7 @@ def numpy_runner(p: Problem) -> Runner:
 def python_runner(p: Problem) -> Runner:
     """The tutorials' loop, member by member, in plain Python floats (scalar problems)."""
     if p.guesses.ndim != 1 or p.size > 1_000:
-        pytest.skip("the plain-Python loop runs scalar problems of 1,000 members at most")
+        raise ValueError("the plain-Python loop runs scalar problems of 1,000 members at most")
     x0, rates = p.members()
     x0, rates = x0.astype(float).tolist(), rates.astype(float).tolist()
     grad = {"W1": lambda x: 6 * x - 2, "W3": lambda x: 2 * x}[p.name]
