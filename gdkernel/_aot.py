@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from . import _validate as v
-from ._batch import make_value_and_grad, solve_batch, static_choices
+from ._batch import compiler_options, make_value_and_grad, solve_batch, static_choices
 from ._kernel import Options, Params
 from ._result import Result, SweepResult
 from ._solve import float_dtype, make_options, make_params
@@ -170,7 +170,7 @@ def compile_sweep(
         opts=opts,
         packed=packed,
         stall_test=stall_test,
-    ).compile()
+    ).compile(compiler_options=compiler_options())
     seconds = time.perf_counter() - start
     # jax Arrays for the fixed numbers, so each call passes them without conversion
     params = jax.tree.map(lambda leaf: jax.numpy.asarray(np.asarray(leaf)), params)

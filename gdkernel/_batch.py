@@ -21,7 +21,6 @@ member's stopping rule, so each member ends bit for bit where a lone run ends. W
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable
@@ -61,6 +60,11 @@ TILE_DATA_BYTES = 2**26
 STEPS_PER_TRIP = 1
 # A lane is given at least this many members; smaller batches use fewer lanes.
 MIN_LANE = 2048
+# Compiler options for the fast path's programs on a CPU. XLA vectorises for 256-bit registers
+# by default; the masked loop bodies are elementwise over the tile and run faster with 512-bit
+# vectors where the CPU has them (LLVM caps the width at what the target supports). Only the
+# vector width changes, not the arithmetic of an element: the results stay bit for bit.
+CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 # The fast path packs `8 * iterations + status` into an int32.
 _MAX_PACKED_ITER = 2**28 - 1
 
@@ -415,8 +419,12 @@ def static_choices(params: Params) -> tuple[bool | None, bool]:
     return packed, stall_test
 
 
-@functools.partial(jax.jit, static_argnames=("cost_fn", "grad_fn", "opts", "packed", "stall_test"))
-def _solve_members(
+def compiler_options() -> dict[str, Any] | None:
+    """The XLA options to compile the fast path with on the default backend (None: XLA's own)."""
+    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+def _members(
     x0: PyTree,
     params: Params,
     args: tuple,
@@ -429,6 +437,18 @@ def _solve_members(
 ) -> Result:
     vg = make_value_and_grad(cost_fn, grad_fn)
     return solve_batch(vg, x0, params, args, opts, packed, stall_test)
+
+
+_STATIC = ("cost_fn", "grad_fn", "opts", "packed", "stall_test")
+_PROGRAMS = {
+    "cpu": jax.jit(_members, static_argnames=_STATIC, compiler_options=CPU_COMPILER_OPTIONS),
+    "other": jax.jit(_members, static_argnames=_STATIC),
+}
+
+
+def members_program() -> Callable:
+    """The jitted `solve_members` program for the default backend (its cache is per backend)."""
+    return _PROGRAMS["cpu" if jax.default_backend() == "cpu" else "other"]
 
 
 def solve_members(
@@ -444,7 +464,7 @@ def solve_members(
     `x0` and on `params.learning_rate`), solved to completion in one compiled program.
     Returns a flat `Result`."""
     packed, stall_test = static_choices(params)
-    return _solve_members(
+    return members_program()(
         x0,
         params,
         args,

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _devices, _progress
-from ._batch import solve_batch
+from ._batch import compiler_options, solve_batch
 from ._kernel import Options, Params, make_value_and_grad
 from ._result import Result
 
@@ -49,7 +49,8 @@ def _solver(mesh: Mesh, cost_fn: Callable, grad_fn: Callable | None, opts: Optio
             in_specs=(spec, spec, P(), P()),
             out_specs=spec,
             check_vma=False,
-        )
+        ),
+        compiler_options=compiler_options(),
     )
 
 

@@ -52,7 +52,7 @@ def _fast(cost_fn, x0, params, opts, args=(), layout=None, packed=True, stall_te
             mp.setattr(_batch, "_layout", lambda *a: layout)
             return _batch.solve_batch(vg, x0, params, args, opts, packed, stall_test)
 
-    return jax.jit(run)(x0, params, args)
+    return jax.jit(run, compiler_options=_batch.compiler_options())(x0, params, args)
 
 
 def _assert_same(got, want, history=False):
@@ -202,10 +202,10 @@ def test_unpacked_and_run_time_choice_agree(x64):
 
 
 def test_sweep_takes_the_fast_path_without_recompiling(x64):
-    before = _batch._solve_members._cache_size()
+    before = _batch.members_program()._cache_size()
     a = gd.sweep(_square, np.linspace(-3, 3, 9), np.array([0.01, 0.1, 0.6]), max_iter=500)
     b = gd.sweep(_square, np.linspace(-4, 2, 9), np.array([0.02, 0.3, 0.7]), max_iter=500)
-    assert _batch._solve_members._cache_size() == before + 1  # new values, same program
+    assert _batch.members_program()._cache_size() == before + 1  # new values, same program
     assert not np.array_equal(np.asarray(a.x), np.asarray(b.x))
 
 
