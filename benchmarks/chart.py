@@ -34,8 +34,8 @@ def throughputs(run: dict[str, Any]) -> dict[str, dict[str, float]]:
     table: dict[str, dict[str, float]] = {}
     for bench in run["benchmarks"]:
         info = bench.get("extra_info", {})
-        if "member_iterations" not in info:
-            continue  # compile and call-overhead benchmarks have no throughput
+        if "member_iterations" not in info or "case" not in info:
+            continue  # compile, overhead and scale-out benchmarks are not workload cases
         rate = info["member_iterations"] / bench["stats"]["median"]
         table.setdefault(info["case"], {})[info["implementation"]] = rate
     return table

@@ -15,7 +15,9 @@ iteration, and runs until the slowest member of the batch stops. Here instead:
   iterations, so that count is one scalar. The cost is evaluated once more at the end.
 
 Every step of a member is the kernel's own arithmetic (`_kernel.propose`), masked by that
-member's stopping rule, so each member ends bit for bit where a lone run ends. With
+member's stopping rule, so each member ends bit for bit where the plain per-member loop
+(`jax.vmap` of `_kernel.solve`) ends; against a lone, unbatched run the iterations and status
+are the same and `x` agrees up to multiply-add contraction. With
 `history` on, the batch runs the plain masked loop (`run_batch`) over the whole kernel state.
 """
 

@@ -82,8 +82,11 @@ def sweep(
 ) -> SweepResult:
     r"""Run `gradient_descent` for every learning rate from every starting point.
 
-    The grid is flattened into one batch of members; each member stops on its own rule and
-    ends exactly where a lone `gradient_descent` run would, whatever the devices and chunks.
+    The grid is flattened into one batch of members; each member stops on its own rule, after
+    the same number of iterations and with the same status as a lone `gradient_descent` run,
+    whatever the devices and chunks. Its `x` equals the lone run's up to rounding: the batched
+    program may contract multiply-adds differently (on ill-conditioned costs such as
+    Rosenbrock's, a last-bit difference can grow over many iterations).
 
     Shapes: with `n_lr` learning rates and `n_g` starting points, every field of the result
     has leading axes `(n_lr, n_g)`; e.g. `x` has shape `(n_lr, n_g, *x_shape)` and `status`
