@@ -13,8 +13,7 @@ from . import _validate as v
 from ._batch import compiler_options, make_value_and_grad, solve_batch, static_choices
 from ._kernel import Options, Params
 from ._result import Result, SweepResult
-from ._solve import float_dtype, make_options, make_params
-from ._sweep import as_guesses
+from ._sweep import as_guesses, prepare
 
 PyTree = Any
 
@@ -137,23 +136,24 @@ def compile_sweep(
         >>> res.status.shape
         (2, 5)
     """
-    cost_fn = v.cost_function(cost_fn, symbols)
-    grad_fn = v.grad_function(grad_fn)
-    x0, _ = as_guesses(initial_guesses)
-    dtype = float_dtype(x0)
-    rates = v.as_learning_rates(learning_rates).astype(dtype)
-    max_iter = v.as_max_iter(max_iter)
-    params = make_params(
-        dtype,
-        1.0,
-        v.as_precision(precision),
-        v.as_grad_tol(grad_tol),
-        v.as_momentum(momentum),
-        max_iter,
+    cost_fn, grad_fn, x0, params, opts, args = prepare(
+        cost_fn,
+        initial_guesses,
+        learning_rates,
+        precision=precision,
+        max_iter=max_iter,
+        args=args,
+        grad_fn=grad_fn,
+        norm=norm,
+        grad_tol=grad_tol,
+        method=method,
+        momentum=momentum,
+        history=history,
+        history_every=history_every,
+        symbols=symbols,
     )
-    opts = make_options(norm, method, history, history_every, max_iter)
-    v.warn_precision(precision, x0)
-    args = v.as_args(args)
+    rates = params.learning_rate
+    params = params._replace(learning_rate=np.asarray(1.0, rates.dtype))  # the program sets it
     packed, stall_test = static_choices(params)
     program = jax.jit(
         _program,

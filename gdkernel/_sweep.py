@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,54 @@ def as_guesses(tree: PyTree, name: str = "initial_guesses") -> tuple[PyTree, int
     if size == 0:
         raise ValueError(f"`{name}` must hold at least one starting point")
     return guesses, size
+
+
+class Prepared(NamedTuple):
+    """A sweep's checked inputs: what `sweep` and `compile_sweep` both start from."""
+
+    cost_fn: Callable
+    grad_fn: Callable | None
+    x0: PyTree  # the starting points, batched on every leaf's leading axis
+    params: Params  # `learning_rate` holds the grid's learning rates, in the guesses' dtype
+    opts: Options
+    args: tuple
+
+
+def prepare(
+    cost_fn: Any,
+    initial_guesses: PyTree,
+    learning_rates: Any,
+    *,
+    precision: Any,
+    max_iter: Any,
+    args: Any,
+    grad_fn: Any,
+    norm: Any,
+    grad_tol: Any,
+    method: Any,
+    momentum: Any,
+    history: Any,
+    history_every: Any,
+    symbols: Any,
+) -> Prepared:
+    """Check a sweep's arguments and turn them into arrays and static options."""
+    cost_fn = v.cost_function(cost_fn, symbols)
+    grad_fn = v.grad_function(grad_fn)
+    x0, _ = as_guesses(initial_guesses)
+    dtype = float_dtype(x0)
+    lrs = v.as_learning_rates(learning_rates)
+    max_iter = v.as_max_iter(max_iter)
+    params = make_params(
+        dtype,
+        1.0,
+        v.as_precision(precision),
+        v.as_grad_tol(grad_tol),
+        v.as_momentum(momentum),
+        max_iter,
+    )._replace(learning_rate=lrs.astype(dtype))
+    opts = make_options(norm, method, history, history_every, max_iter)
+    v.warn_precision(precision, x0)
+    return Prepared(cost_fn, grad_fn, x0, params, opts, v.as_args(args))
 
 
 def grid_members(x0: PyTree, learning_rates: Array) -> tuple[PyTree, Array]:
@@ -148,23 +196,24 @@ def sweep(
         >>> float(grid.best().learning_rate)
         0.1...
     """
-    cost_fn = v.cost_function(cost_fn, symbols)
-    grad_fn = v.grad_function(grad_fn)
-    x0, _ = as_guesses(initial_guesses)
+    cost_fn, grad_fn, x0, params, opts, args = prepare(
+        cost_fn,
+        initial_guesses,
+        learning_rates,
+        precision=precision,
+        max_iter=max_iter,
+        args=args,
+        grad_fn=grad_fn,
+        norm=norm,
+        grad_tol=grad_tol,
+        method=method,
+        momentum=momentum,
+        history=history,
+        history_every=history_every,
+        symbols=symbols,
+    )
+    lrs = params.learning_rate
     dtype = float_dtype(x0)
-    lrs = v.as_learning_rates(learning_rates)
-    max_iter = v.as_max_iter(max_iter)
-    params = make_params(
-        dtype,
-        1.0,
-        v.as_precision(precision),
-        v.as_grad_tol(grad_tol),
-        v.as_momentum(momentum),
-        max_iter,
-    )._replace(learning_rate=lrs.astype(dtype))
-    opts = make_options(norm, method, history, history_every, max_iter)
-    v.warn_precision(precision, x0)
-    args = v.as_args(args)
     size = _chunks.as_chunk_size(chunk_size)
     budget = _chunks.as_memory_budget(memory_budget)
     if size is not None and budget is not None:
