@@ -17,9 +17,12 @@ Bad arguments exit with status 2 and one line on stderr.
 
 Example:
     >>> from gdkernel.cli import main
-    >>> main(["run", "--function", "quadratic", "--lr", "0.1"])  # doctest: +SKIP
-    Minimum occurs at x-value: 0.33333334
-    ...
+    >>> main(["run", "--function", "quadratic", "--lr", "0.1"])
+    Minimum occurs at x-value: 0.33338478
+    Slope at the minimum is: 0.00030875206
+    Cost at the minimum is: -3.3333333
+    Iterations: 13
+    Status: CONVERGED (converged: the step fell below `precision`)
     0
 """
 
@@ -414,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments without the program name (default `sys.argv[1:]`).
 
     Example:
-        >>> main(["--version"])  # doctest: +SKIP
+        >>> main(["--version"])
         gdkernel 0.1.0
         0
     """
