@@ -81,3 +81,31 @@ def closed_form_square_iterations(x0, lr, precision, max_iter):
         return min(2, max_iter)
     k = math.floor(math.log(precision / first) / math.log(r)) + 2
     return min(k, max_iter)
+
+
+# A shifted bowl `sum((x - BOWL_CENTRE)**2)` swept over a small grid: the subprocess tests of
+# several devices and several processes run it, and check it with `check_bowl_grid`.
+BOWL_CENTRE = np.array([1.0, -2.0])
+BOWL_GUESSES = [[0.0, 0.0], [3.0, 1.0], [-2.0, 4.0], [1.5, -1.0], [10.0, 0.5]]
+BOWL_RATES = [0.02, 0.1, 0.45, 3.0]  # 3.0 diverges
+
+
+def check_bowl_grid(grid: dict, precision: float = 1e-8, max_iter: int = 2000) -> dict:
+    """Every member of a bowl sweep (`status`, `iterations`, `x` as nested lists) against the
+    plain-Python loop; members with lr > 1 must have diverged. Returns the loop's series of
+    iterates per converging member, keyed `(i, j)`."""
+    import gdkernel as gd
+
+    series = {}
+    for i, lr in enumerate(BOWL_RATES):
+        for j, x0 in enumerate(BOWL_GUESSES):
+            if lr > 1:
+                assert grid["status"][i][j] == gd.Status.DIVERGED
+                continue
+            x, its, _, path = reference_gd(
+                lambda v: 2 * (v - BOWL_CENTRE), x0, lr, precision, max_iter
+            )
+            assert grid["iterations"][i][j] == its
+            np.testing.assert_allclose(grid["x"][i][j], x, rtol=1e-12, atol=1e-12)
+            series[i, j] = path
+    return series
