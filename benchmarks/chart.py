@@ -18,7 +18,7 @@ from typing import Any
 
 ORDER = (
     "gdkernel",
-    "gdkernel_1device",
+    "gdkernel_1thread",
     "gradient_descent",
     "reference",
     "numba",

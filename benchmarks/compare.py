@@ -6,9 +6,11 @@ Each round runs every implementation once, in turn; the report gives, per implem
 the median wall time, the median CPU time of this process, and the median over rounds of
 the ratio to gdkernel (wall). Usage:
 
-    python benchmarks/compare.py                  # W1 at 1e6, both learning rates
+    python benchmarks/compare.py                  # W1 at 1e6 (both rates), W2, W3, W4
     python benchmarks/compare.py --case W3 --rounds 3 --impl gdkernel reference numba
-    python benchmarks/compare.py --cpu-devices 1  # JAX with one CPU device
+    python benchmarks/compare.py --cpu-devices 2  # JAX started with two CPU devices
+
+JAX runs in its default configuration (one CPU device) unless `--cpu-devices` is given.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.peers import prepare
-from benchmarks.test_workloads import CASES, build
+from benchmarks.test_workloads import CASES, applies, build
 
 
 def measure(case: str, impls: list[str], rounds: int) -> dict[str, dict[str, float]]:
     p = build(case, timing=True)
+    impls = [name for name in impls if applies(name, case)]
     with jax.enable_x64(p.dtype == "float64"):
         runners = {name: prepare(name, p) for name in impls}
         its = {}
@@ -59,7 +62,7 @@ def main() -> None:
     parser.add_argument(
         "--case",
         nargs="*",
-        default=["W1-1e6-lr0.1", "W1-1e6-lr0.001"],
+        default=["W1-1e6-lr0.001", "W1-1e6-lr0.1", "W2", "W3", "W4"],
         help=f"workloads, of: {' '.join(CASES)}",
     )
     parser.add_argument(
@@ -67,12 +70,12 @@ def main() -> None:
         nargs="*",
         default=[
             "gdkernel",
-            "gdkernel_1device",
+            "gdkernel_1thread",
             "reference",
-            "numba",
-            "jaxopt",
-            "optimistix",
+            "lax_map",
             "optax",
+            "numba_lanes",
+            "numba",
         ],
         help="implementations, the first being the one the others are compared with",
     )
@@ -80,12 +83,12 @@ def main() -> None:
     parser.add_argument(
         "--cpu-devices",
         type=int,
-        default=os.cpu_count() or 1,
-        help="CPU devices JAX starts with (default: one per core); `gdkernel` sweeps over all "
-        "of them, the other implementations run on the first",
+        default=None,
+        help="CPU devices JAX starts with (default: JAX's own, one)",
     )
     opts = parser.parse_args()
-    jax.config.update("jax_num_cpu_devices", opts.cpu_devices)  # before JAX starts
+    if opts.cpu_devices is not None:
+        jax.config.update("jax_num_cpu_devices", opts.cpu_devices)  # before JAX starts
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"{len(jax.devices())} JAX devices ({jax.default_backend()}), jax {jax.__version__}"

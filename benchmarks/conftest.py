@@ -6,13 +6,9 @@
   with `--benchmark-disable`; here `--benchmark-only` switches the timing back on (as
   `--benchmark-enable` would), so `pytest benchmarks/ --benchmark-only` runs the full-size
   workloads and times them.
-- `--cpu-devices N`: the CPU devices JAX starts with. A timed run defaults to one per core
-  (one CPU device runs one program at a time, so this is how `gdkernel` runs a loop on every
-  core; the other implementations run on the first device, as a plain `jit` does); the
-  normal test run leaves JAX's default (one) unless asked.
+- `--cpu-devices N`: the CPU devices JAX starts with. By default JAX's own configuration
+  (one CPU device), as a user gets it: figures are quoted in that configuration.
 """
-
-import os
 
 import jax
 import pytest
@@ -23,7 +19,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--cpu-devices",
         type=int,
         default=None,
-        help="CPU devices JAX starts with (default: one per core when timing, else JAX's own)",
+        help="CPU devices JAX starts with (default: JAX's own, one)",
     )
 
 
@@ -33,8 +29,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if timing:
         config.option.benchmark_enable = True
     devices = config.getoption("--cpu-devices")
-    if devices is None and timing:
-        devices = os.cpu_count() or 1
     if devices is not None:
         jax.config.update("jax_num_cpu_devices", devices)  # before any test starts JAX
 

@@ -35,10 +35,12 @@ from .problems import Problem
 
 IMPLEMENTATIONS = (
     "gdkernel",
-    "gdkernel_1device",
+    "gdkernel_1thread",
     "gradient_descent",
     "reference",
+    "lax_map",
     "numba",
+    "numba_lanes",
     "numpy",
     "python",
     "jaxopt",
@@ -47,6 +49,9 @@ IMPLEMENTATIONS = (
 )
 # The per-member designs; the wasted fraction of the lock-step ones is 1 - sum / (n * max).
 LOCK_STEP = ("reference", "jaxopt", "optimistix", "optax")
+# Members per chunk of the `lax.map` design, and per lock-step group of `numba_lanes`.
+MAP_CHUNK = 4096
+NUMBA_LANES = 128
 
 
 @dataclass
@@ -85,15 +90,12 @@ def _jax_runner(fn: Callable, p: Problem) -> Runner:
 # ------------------------------------------------------------------------------- gdkernel
 
 
-def gdkernel_runner(p: Problem, one_device: bool = False) -> Runner:
-    """`gd.sweep` on every device of the default backend (its default), or on the first only.
-
-    On a CPU started with one device per core (`jax_num_cpu_devices`), every device runs its
-    own loop over its block of members; one CPU device runs one program at a time.
-    """
+def gdkernel_runner(p: Problem, one_thread: bool = False) -> Runner:
+    """`gd.sweep` as a user calls it (its default: a host thread per core on one CPU device),
+    or on one thread."""
     args = tuple(jnp.asarray(a) for a in p.args)
     guesses, rates = jnp.asarray(p.guesses), jnp.asarray(p.rates)
-    devices = jax.devices()[:1] if one_device else None
+    threads = 1 if one_thread else None
 
     def run() -> gd.SweepResult:
         res = gd.sweep(
@@ -104,7 +106,7 @@ def gdkernel_runner(p: Problem, one_device: bool = False) -> Runner:
             max_iter=p.max_iter,
             args=args,
             norm="l2",
-            devices=devices,
+            threads=threads,
         )
         return jax.block_until_ready(res)
 
@@ -171,6 +173,26 @@ def _reference(key: tuple, cost: Callable, n_args: int) -> Callable:
 
 
 @functools.cache
+def _lax_map(key: tuple, cost: Callable, n_args: int) -> Callable:
+    """The simplest fast JAX design: `lax.map` over chunks of a vmapped `while_loop`, so each
+    chunk stops with its own slowest member (the reference loop per member)."""
+    one = _reference(key, cost, n_args).__wrapped__  # the vmapped loop, not jitted
+
+    def run(x0: jax.Array, lr: jax.Array, *args: Any) -> tuple[jax.Array, jax.Array]:
+        n = lr.shape[0]
+        size = min(MAP_CHUNK, n)
+        chunks = -(-n // size)
+        pad = chunks * size - n
+        xs = jnp.concatenate([x0, jnp.repeat(x0[:1], pad, axis=0)])
+        lrs = jnp.concatenate([lr, jnp.repeat(lr[:1], pad)])
+        xs = xs.reshape(chunks, size, *x0.shape[1:])
+        x, it = lax.map(lambda c: one(c[0], c[1], *args), (xs, lrs.reshape(chunks, size)))
+        return x.reshape(-1, *x0.shape[1:])[:n], it.reshape(-1)[:n]
+
+    return jax.jit(run)
+
+
+@functools.cache
 def _optax(key: tuple, cost: Callable, n_args: int) -> Callable:
     optax = _import("optax")
     _, precision, max_iter, _ = key
@@ -229,7 +251,13 @@ def _optimistix(key: tuple, cost: Callable, n_args: int) -> Callable:
     return jax.jit(jax.vmap(one, in_axes=(0, 0) + (None,) * n_args))
 
 
-_JAX = {"reference": _reference, "optax": _optax, "jaxopt": _jaxopt, "optimistix": _optimistix}
+_JAX = {
+    "reference": _reference,
+    "lax_map": _lax_map,
+    "optax": _optax,
+    "jaxopt": _jaxopt,
+    "optimistix": _optimistix,
+}
 
 
 # ---------------------------------------------------------------------- NumPy and Python
@@ -376,10 +404,96 @@ def numba_runner(p: Problem) -> Runner:
     return Runner(run, lambda out: (out[0], out[1], None))
 
 
+@functools.cache
+def _numba_lanes_kernels() -> dict[str, Callable]:
+    """Members in lock-step groups of `NUMBA_LANES`, each group's inner loop over its members
+    written so that it vectorises across SIMD lanes (selects, no branches), groups over the
+    cores; no fastmath, so the arithmetic is the tutorials' own."""
+    numba = _import("numba")
+    jit = numba.njit(parallel=True, fastmath=False, cache=False)
+    lanes = NUMBA_LANES
+
+    @jit
+    def scalar(x0, lr, precision, max_iter, a, b, out_x, out_it):  # grad: a * x + b
+        n = x0.shape[0]
+        for g in numba.prange((n + lanes - 1) // lanes):
+            lo, hi = g * lanes, min(g * lanes + lanes, n)
+            x, r = x0[lo:hi].copy(), lr[lo:hi]
+            it = np.zeros(hi - lo, np.int32)
+            go = np.ones(hi - lo, np.bool_)
+            k, running = 0, hi - lo
+            while running > 0 and k < max_iter:
+                k += 1
+                running = 0
+                for i in range(hi - lo):
+                    new = x[i] - r[i] * (a * x[i] + b)
+                    small = abs(new - x[i]) < precision
+                    x[i] = new if go[i] else x[i]
+                    it[i] = k if go[i] else it[i]
+                    go[i] = go[i] and not small
+                    running += go[i]
+            out_x[lo:hi], out_it[lo:hi] = x, it
+
+    @jit
+    def rosenbrock(x0, lr, precision, max_iter, out_x, out_it):
+        n = x0.shape[0]
+        for g in numba.prange((n + lanes - 1) // lanes):
+            lo, hi = g * lanes, min(g * lanes + lanes, n)
+            u, v, r = x0[lo:hi, 0].copy(), x0[lo:hi, 1].copy(), lr[lo:hi]
+            it = np.zeros(hi - lo, np.int32)
+            go = np.ones(hi - lo, np.bool_)
+            k, running = 0, hi - lo
+            while running > 0 and k < max_iter:
+                k += 1
+                running = 0
+                for i in range(hi - lo):
+                    gu = -2 * (1 - u[i]) - 400 * u[i] * (v[i] - u[i] * u[i])
+                    gv = 200 * (v[i] - u[i] * u[i])
+                    nu, nv = u[i] - r[i] * gu, v[i] - r[i] * gv
+                    small = np.sqrt((nu - u[i]) ** 2 + (nv - v[i]) ** 2) < precision
+                    u[i] = nu if go[i] else u[i]
+                    v[i] = nv if go[i] else v[i]
+                    it[i] = k if go[i] else it[i]
+                    go[i] = go[i] and not small
+                    running += go[i]
+            out_x[lo:hi, 0], out_x[lo:hi, 1], out_it[lo:hi] = u, v, it
+
+    return {"scalar": scalar, "rosenbrock": rosenbrock}
+
+
+def numba_lanes_runner(p: Problem) -> Runner:
+    """numba, lock-step groups vectorised across SIMD lanes (W1-W3): the CPU limit reference."""
+    kernels = _numba_lanes_kernels()
+    x0, rates = p.members()
+    dt = np.dtype(p.dtype).type
+    prec, out_x, out_it = dt(p.precision), np.empty_like(x0), np.empty(p.size, np.int32)
+    if p.name in ("W1", "W3"):
+        a, b = {"W1": (6, -2), "W3": (2, 0)}[p.name]
+
+        def call() -> None:
+            kernels["scalar"](x0, rates, prec, p.max_iter, dt(a), dt(b), out_x, out_it)
+
+    elif p.name == "W2":
+
+        def call() -> None:
+            kernels["rosenbrock"](x0, rates, prec, p.max_iter, out_x, out_it)
+
+    else:
+        raise ValueError("numba_lanes runs W1-W3")
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        call()
+        return out_x.copy(), out_it.copy()
+
+    return Runner(run, lambda out: (out[0], out[1], None))
+
+
 def prepare(name: str, p: Problem) -> Runner:
     """The runner of implementation `name` for problem `p` (not yet compiled or run)."""
-    if name in ("gdkernel", "gdkernel_1device"):
-        return gdkernel_runner(p, one_device=name == "gdkernel_1device")
+    if name in ("gdkernel", "gdkernel_1thread"):
+        return gdkernel_runner(p, one_thread=name == "gdkernel_1thread")
+    if name == "numba_lanes":
+        return numba_lanes_runner(p)
     if name == "gradient_descent":
         return lone_runner(p)
     if name == "numpy":

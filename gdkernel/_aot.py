@@ -10,7 +10,14 @@ import jax
 import numpy as np
 
 from . import _validate as v
-from ._batch import grid_program, shared_params, static_choices
+from ._batch import (
+    default_threads,
+    grid_program,
+    interleave,
+    run_parts,
+    shared_params,
+    static_choices,
+)
 from ._kernel import Params
 from ._result import SweepResult
 from ._sweep import as_guesses, prepare
@@ -38,10 +45,11 @@ class CompiledSweep:
         args: tuple,
         spec: Any,
         described: str,
+        threads: int,
     ):
         self.compiled, self.compile_seconds = compiled, compile_seconds
         self._params, self._args, self._spec = params, args, spec
-        self._described = described
+        self._described, self._threads = described, threads
 
     def __call__(
         self, initial_guesses: PyTree, learning_rates: Any, args: tuple | None = None
@@ -56,7 +64,14 @@ class CompiledSweep:
                 "`initial_guesses`, `learning_rates` and `args` must have the shapes and dtypes "
                 f"compiled for: {want}; got {got}"
             )
-        result = self.compiled(x0, rates, self._params, args)
+        if self._threads == 1:
+            result = self.compiled(x0, rates, self._params, args, np.int32(0))
+        else:
+            parts = run_parts(
+                lambda part: self.compiled(x0, rates, self._params, args, np.int32(part)),
+                self._threads,
+            )
+            result = interleave(tuple(parts), rates.shape[0], jax.tree.leaves(x0)[0].shape[0])
         return SweepResult(*result, learning_rate=rates, initial_guess=x0)
 
 
@@ -90,6 +105,7 @@ def compile_sweep(
     history: bool = False,
     history_every: int = 1,
     symbols: Any = None,
+    threads: int | None = None,
 ) -> CompiledSweep:
     r"""Compile `sweep` ahead of time, so that later calls run at steady state.
 
@@ -98,7 +114,7 @@ def compile_sweep(
     the same shapes runs it without tracing or compiling. Each member's result is exactly
     what `sweep` gives on one device (a lone `gradient_descent` run gives the same iterations
     and status, and `x` up to rounding, as `sweep` says). The program runs on JAX's default
-    device.
+    device, shared by `threads` host threads as in `sweep`.
 
     Returns:
         A `CompiledSweep`: `compiled(initial_guesses, learning_rates, args=None)` returns a
@@ -135,6 +151,8 @@ def compile_sweep(
         symbols=symbols,
     )
     rates = params.learning_rate
+    n_members = rates.shape[0] * jax.tree.leaves(x0)[0].shape[0]
+    threads = v.as_threads(threads) or default_threads(n_members)
     params = shared_params(params)  # the program sets each member's rate
     packed, stall_test = static_choices(params)
     start = time.perf_counter()
@@ -145,6 +163,8 @@ def compile_sweep(
             rates,
             params,
             args,
+            np.int32(0),
+            parts=threads,
             cost_fn=cost_fn,
             grad_fn=grad_fn,
             opts=opts,
@@ -157,5 +177,11 @@ def compile_sweep(
     # jax Arrays for the fixed numbers, so each call passes them without conversion
     params = jax.tree.map(lambda leaf: jax.numpy.asarray(np.asarray(leaf)), params)
     return CompiledSweep(
-        compiled, seconds, params, args, _spec(x0, rates, args), _described(x0, rates, args)
+        compiled,
+        seconds,
+        params,
+        args,
+        _spec(x0, rates, args),
+        _described(x0, rates, args),
+        threads,
     )

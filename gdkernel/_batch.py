@@ -1,36 +1,32 @@
-"""A flat batch of members, solved by masked loops over cache-sized tiles.
+"""A flat batch of members, each stopping on its own rule, in one compiled program.
 
 `jax.vmap` of a `while_loop` carries and selects every member's whole state on every
-iteration, and runs until the slowest member of the batch stops. Here instead:
+iteration, and runs until the slowest member of the batch stops. Here instead the members
+run on a set of lanes that are refilled as members stop (`_lanes.py`): a trip steps only as
+many members as there are lanes, at most a cache-sized number on a CPU, and its cost follows
+the members still running.
 
-- the batch is cut into *tiles* of a few thousand members; each tile runs its own
-  `lax.while_loop`, so it stays in cache and stops as soon as its own members have stopped
-  (members are laid out learning-rate-major by `sweep`, so neighbours tend to finish
-  together and little work is wasted on members that are already done);
-- the tiles run one after another (a `fori_loop`). The batch is padded to whole vectors
-  of `VECTOR` members (XLA's loops over a batch of odd size run several times slower), and
-  the last tile ends with the batch, overlapping its neighbour, whose members have stopped
-  by then and are masked. One device runs one program at a time, and XLA splits each
-  tile's fused loops across the CPU's threads; to run a loop per core, give JAX one CPU
-  device per core: `sweep` splits the batch over the devices;
-- the loop carries only what the next iteration needs: the iterate, gradient, velocity, last
-  step size, and one int32 code per member (-1 while running, else
-  `8 * iterations + status`). All running members of a tile have run the same number of
-  iterations, so that count is one scalar. The cost is evaluated once more at the end.
-  A scalar problem on a CPU carries less still, one complex number per member (`_lagged.py`):
-  XLA then runs one fused loop per step instead of one per carried array.
+A lane carries only what the next iteration needs: the iterate, gradient, velocity, last step
+size, and one int32 code (`-(n + 1)` while running after `n` iterations, else
+`8 * iterations + status`). The cost is evaluated once more at the end. A scalar problem on a
+CPU carries less still, one complex number per member (`_lagged.py`): XLA then runs one fused
+loop per step instead of one per carried array.
 
 Every step of a member is the kernel's own arithmetic (`_kernel.propose`), masked by that
 member's stopping rule, so each member ends bit for bit where the plain per-member loop
 (`jax.vmap` of `_kernel.solve`) ends; against a lone, unbatched run the iterations and status
-are the same and `x` agrees up to multiply-add contraction. With
-`history` on, the batch runs the plain masked loop (`run_batch`) over the whole kernel state.
+are the same and `x` agrees up to multiply-add contraction. With `history` on, the batch runs
+the plain masked loop (`run_batch`) over the whole kernel state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
@@ -38,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from . import _lagged
+from . import _lagged, _lanes
 from ._kernel import (
     PARAM_AXES,
     Options,
@@ -57,29 +53,27 @@ from ._result import RUNNING, Result
 
 PyTree = Any
 
-# Bytes of loop carry per tile on a CPU: small enough to stay in a core's L2 cache while the
-# tile iterates (32,768 members of a scalar float32 problem).
-TILE_BYTES = 2**19
-# Bytes of per-member data intermediates (a member's cost evaluated over `args`) per tile.
-TILE_DATA_BYTES = 2**26
-# Masked steps per trip of a tile's loop. More than one lets XLA fuse consecutive steps into
-# one expression, where LLVM may contract a multiply of one step with an add of the next
-# (seen with Nesterov momentum): the bits would then differ from a lone run's. One step per
-# trip costs a reduction of "is any member running" per step, a few percent here.
-STEPS_PER_TRIP = 1
+# Bytes of lane carry on a CPU: small enough to stay in a core's L2 cache while the lanes
+# iterate (32,768 members of a scalar float32 problem).
+LANE_BYTES = 2**19
+# Bytes of the data in `args` times lanes, on a CPU: a trip's work then dwarfs its fixed cost.
+LANE_DATA_BYTES = 2**21
 # Compiler options for the fast path's programs on a CPU. XLA vectorises for 256-bit registers
 # by default; the masked loop bodies are elementwise over the tile and run faster with 512-bit
 # vectors where the CPU has them (LLVM caps the width at what the target supports). Only the
 # vector width changes, not the arithmetic of an element: the results stay bit for bit.
 CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
-# Tiles and the batch are whole multiples of this many members.
+# Members whose every leaf has at most this many coordinates run on lanes laid out in columns.
+COLUMNS = 8
+# Lanes come in whole multiples of this many (XLA compiles fewer to scalar code, whose
+# multiply-adds contract differently from the plain loop's).
 VECTOR = 16
-# The fast path packs `8 * iterations + status` into an int32.
+# The lanes pack `8 * iterations + status` into an int32.
 _MAX_PACKED_ITER = 2**28 - 1
 
 
 class Carry(NamedTuple):
-    """The loop carry of a tile: the batch on the leading axis of every leaf."""
+    """The carry of a set of lanes (or of every member): the batch on the leading axis."""
 
     x: PyTree
     grad: PyTree
@@ -142,115 +136,129 @@ def _where(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
 
 def _pack(status: Array) -> Array:
     """The code of a state just out of `init`: no iteration has run yet."""
-    return jnp.where(status == RUNNING, -1, status).astype(jnp.int32)
+    return jnp.where(status == RUNNING, _lanes.running_code(0), _lanes.pack_code(0, status))
 
 
 class _ProgressView:
-    """What `monitor` reads (`status` and `cost` of the whole batch), built only when sent.
-
-    `whole` is the batch as it stood before the current tile started, `tile` that tile now
-    (it starts at member `at`); only the first `size` members are genuine (the rest pad).
-    """
+    """What `monitor` reads (`status` and `cost` of the whole batch), built only when sent:
+    the members' home rows with the lanes' current members written in."""
 
     def __init__(
         self,
         value_and_grad: ValueAndGrad,
         args: tuple,
-        whole: Carry,
-        tile: Carry,
-        at: Array,
-        size: int,
+        rep: _lanes.Representation,
+        home: Carry,
+        lanes: Any,
     ):
-        self._vg, self._args, self._size = value_and_grad, args, size
-        self._whole, self._tile, self._at = whole, tile, at
-
-    def _merged(self, field: str) -> PyTree:
-        return jax.tree.map(
-            lambda a, b: lax.dynamic_update_slice_in_dim(a, b, self._at, 0)[: self._size],
-            getattr(self._whole, field),
-            getattr(self._tile, field),
-        )
+        self._vg, self._args = value_and_grad, args
+        self._rep, self._home, self._lanes = rep, home, lanes
 
     @property
     def status(self) -> Array:
-        code = self._merged("code")
-        return jnp.where(code < 0, RUNNING, code & 7)
+        return _lanes.code_status(_lanes.merged(self._rep, self._home, self._lanes).code)
 
     @property
     def cost(self) -> Array:
-        return jax.vmap(lambda x: self._vg(x, self._args)[0])(self._merged("x"))
+        x = _lanes.merged(self._rep, self._home, self._lanes).x
+        return jax.vmap(lambda x: self._vg(x, self._args)[0])(x)
 
 
-def _run_tile(
+def _columns(like: PyTree) -> tuple[Callable[[Carry], Carry], Callable[[Carry], Carry]]:
+    """(to_lanes, to_rows) between `Carry` rows and columns: every coordinate of the iterate,
+    gradient and velocity as an array of its own over the lanes.
+
+    In rows, a member's coordinates lie side by side and each coordinate is a strided access;
+    in columns every array the step reads or writes is contiguous (`like`: the batched guesses,
+    for the leaves' shapes).
+    """
+    shapes = [jnp.shape(leaf)[1:] for leaf in jax.tree.leaves(like)]
+    treedef = jax.tree.structure(like)
+
+    def split(tree: PyTree) -> PyTree:
+        if tree is None:
+            return None
+        return [
+            tuple(leaf.reshape(leaf.shape[0], -1)[:, k] for k in range(math.prod(shape)))
+            for leaf, shape in zip(jax.tree.leaves(tree), shapes, strict=True)
+        ]
+
+    def join(columns: PyTree) -> PyTree:
+        if columns is None:
+            return None
+        leaves = [
+            jnp.stack(cols, axis=1).reshape(cols[0].shape[0], *shape)
+            for cols, shape in zip(columns, shapes, strict=True)
+        ]
+        return jax.tree.unflatten(treedef, leaves)
+
+    def to_lanes(c: Carry) -> Carry:
+        return c._replace(x=split(c.x), grad=split(c.grad), velocity=split(c.velocity))
+
+    def to_rows(c: Carry) -> Carry:
+        return c._replace(x=join(c.x), grad=join(c.grad), velocity=join(c.velocity))
+
+    return to_lanes, to_rows
+
+
+def _carry_representation(
     value_and_grad: ValueAndGrad,
-    carry: Carry,
     params: Params,
     args: tuple,
     opts: Options,
-    steps_per_trip: int,
-    progress: Callable[[Carry, Array], None] | None,
-    trips: Array,
+    step_dtype: Any,
     stall_test: bool,
-) -> tuple[Carry, Array]:
-    """Iterate one tile until none of its members is running."""
-    step_dtype = carry.step_size.dtype
+    columns: PyTree = None,
+) -> _lanes.Representation:
+    """Lanes of `Carry`: any pytree problem, any method; with `columns` (the batched guesses)
+    laid out in columns (`_columns`)."""
 
-    def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, p: Params) -> Any:
+    def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, rate: Array) -> Any:
+        p = params._replace(learning_rate=rate)
         return propose(value_and_grad, x, g, v, n, p, args, opts, step_dtype, stall_test)
 
-    one = jax.vmap(one_member, in_axes=(0, 0, 0, None, PARAM_AXES))
+    one = jax.vmap(one_member)
 
-    def body(state: tuple[Carry, Array, Array]) -> tuple[Carry, Array, Array]:
-        c, n, t = state  # running members have taken n steps
-        x, grad, velocity, step_size, code = c
-        for _ in range(steps_per_trip):
-            n = n + 1
-            go = code < 0
-            new = one(x, grad, velocity, n, params)
-            take = go & new.finite
-            x, grad, velocity, step_size = _where(
-                take,
-                (new.x, new.grad, new.velocity, new.step_size),
-                (x, grad, velocity, step_size),
-            )
-            # A diverged member keeps its last finite iterate and its iteration count.
-            stop = go & (new.status != RUNNING)
-            code = jnp.where(stop, jnp.where(new.finite, n, n - 1) * 8 + new.status, code)
-        c = Carry(x, grad, velocity, step_size, code)
-        t = t + 1
-        if progress is not None:
-            progress(c, t)
-        return c, n, t
+    def trip(c: Carry, rates: Array) -> Carry:
+        go = c.code < 0
+        n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
+        new = one(c.x, c.grad, c.velocity, n, rates)
+        x, grad, velocity, step_size = _where(
+            go & new.finite,
+            (new.x, new.grad, new.velocity, new.step_size),
+            (c.x, c.grad, c.velocity, c.step_size),
+        )
+        return Carry(
+            x, grad, velocity, step_size, _lanes.next_code(c.code, n, new.status, new.finite)
+        )
 
-    start = (carry, jnp.array(0, jnp.int32), trips)
-    carry, _, trips = lax.while_loop(lambda state: jnp.any(state[0].code < 0), body, start)
-    return carry, trips
-
-
-def _repeat(row: Array, times: int) -> Array:
-    return jnp.broadcast_to(row, (times, *row.shape[1:]))
+    idle = lambda c: c._replace(code=jnp.zeros_like(c.code))  # noqa: E731
+    if columns is None:
+        return _lanes.Representation(trip=trip, code=lambda c: c.code, idle=idle)
+    to_lanes, to_rows = _columns(columns)
+    return _lanes.Representation(
+        trip=lambda c, rates: to_lanes(trip(to_rows(c), rates)),
+        code=lambda c: c.code,
+        idle=idle,
+        to_lanes=to_lanes,
+        to_rows=to_rows,
+    )
 
 
-def _layout(size: int, member_bytes: int = 16, data_bytes: int = 0) -> int:
-    """Members per tile for a batch of `size` on this backend.
+def _lane_width(size: int, member_bytes: int = 16, data_bytes: int = 0) -> int:
+    """How many lanes run a batch of `size` members on this backend (whole vectors).
 
     `member_bytes`: the carry of one member; `data_bytes`: the arrays in `args`, which each
-    member's cost reads (so its intermediates scale with them).
+    member's cost reads (so a trip's work grows with them). On a CPU the lanes' carry stays
+    cache-sized and, when the cost reads data, a trip's data intermediates stay within
+    `LANE_DATA_BYTES`: fewer lanes then waste fewer steps on members that wait for the
+    slowest. An accelerator takes the whole batch at once.
     """
+    whole = -(-size // VECTOR) * VECTOR
     if jax.default_backend() != "cpu":
-        return size  # an accelerator runs the whole batch as one wide tile
-    most = min(TILE_BYTES // max(member_bytes, 1), TILE_DATA_BYTES // max(data_bytes, 1))
-    tiles = -(-size // max(VECTOR, most))
-    return min(size, -(-size // (tiles * VECTOR)) * VECTOR)  # whole vectors, as the batch
-
-
-def tile_starts(members: int, tile: int) -> list[int]:
-    """Where each tile of a batch of `members` starts. Tiles are `min(tile, members)` wide;
-    the last one ends with the batch, overlapping its neighbour instead of padding the batch
-    (the overlapped members have stopped already, so they do not step again)."""
-    tile = min(tile, members)
-    count = -(-members // tile)
-    return [min(i * tile, members - tile) for i in range(count)]
+        return whole
+    most = min(LANE_BYTES // max(member_bytes, 1), LANE_DATA_BYTES // max(data_bytes, 1))
+    return min(whole, max(VECTOR, most // VECTOR * VECTOR))
 
 
 def _sizes(x0: PyTree, opts: Options, args: tuple) -> tuple[int, int]:
@@ -273,85 +281,37 @@ def _solve_fast(
     args: tuple,
     opts: Options,
     stall_test: bool = True,
-    steps_per_trip: int = STEPS_PER_TRIP,
 ) -> State:
-    """The masked loops over the tiles, one after another; the final kernel state, no history."""
-    size = params.learning_rate.shape[0]
-    # Whole vectors: XLA's loops over a batch of odd size run several times slower (measured).
-    # The padding members start at member 0's guess and are finished from the start.
-    pad = -size % VECTOR
-    if pad:
-        x0 = jax.tree.map(lambda leaf: jnp.concatenate([leaf, _repeat(leaf[:1], pad)]), x0)
-        rates = params.learning_rate
-        params = params._replace(learning_rate=jnp.concatenate([rates, _repeat(rates[:1], pad)]))
-    members = size + pad
-    tile = min(_layout(members, *_sizes(x0, opts, args)), members)
-    tiles = len(tile_starts(members, tile))
+    """Every member on refilled lanes (`_lanes.run`); the final kernel state, no history."""
     state = init_batch(value_and_grad, x0, params, args, opts)
     code = _pack(state.status)
-    if pad:
-        code = jnp.where(jnp.arange(members) < size, code, 0)
-    lagged = _lagged.applies(x0, opts)
-    if lagged:  # one scalar per member: the one-array loop
-        whole: PyTree = _lagged.pack(state.x, code)
-    else:
-        whole = Carry(state.x, state.grad, state.velocity, state.step_size, code)
-
-    def tile_body(i: Array, loop: tuple[PyTree, Array]) -> tuple[PyTree, Array]:
-        whole, trips = loop
-        at = jnp.minimum(i * tile, members - tile)  # as `tile_starts`
-
-        def cut(leaf: Array) -> Array:
-            return lax.dynamic_slice_in_dim(leaf, at, tile)
-
-        part = jax.tree.map(cut, whole)
-        rates = params.learning_rate
-        tile_params = params._replace(learning_rate=cut(rates) if tiles > 1 else rates)
-        if lagged:
-            part, trips = _lagged.run_tile(
-                value_and_grad, part, tile_params, args, opts, trips, stall_test
-            )
-        else:
-            progress = None
-            if opts.progress_every:
-
-                def progress(c: Carry, t: Array) -> None:
-                    view = _ProgressView(value_and_grad, args, whole, c, at, size)
-                    monitor(view, t, opts.progress_every)
-
-            part, trips = _run_tile(
-                value_and_grad,
-                part,
-                tile_params,
-                args,
-                opts,
-                steps_per_trip,
-                progress,
-                trips,
-                stall_test,
-            )
-        if tiles == 1:
-            return part, trips
-        whole = jax.tree.map(lambda a, b: lax.dynamic_update_slice_in_dim(a, b, at, 0), whole, part)
-        return whole, trips
-
-    start = (whole, jnp.array(0, jnp.int32))
-    if tiles == 1:
-        done, _ = tile_body(jnp.array(0, jnp.int32), start)
-    else:
-        done, _ = lax.fori_loop(0, tiles, tile_body, start)
-    if pad:
-        done = jax.tree.map(lambda leaf: leaf[:size], done)
-        params = params._replace(learning_rate=params.learning_rate[:size])
-    if lagged:
+    step_dtype = state.step_size.dtype
+    lanes = _lane_width(params.learning_rate.shape[0], *_sizes(x0, opts, args))
+    shared = params
+    if _lagged.applies(x0, opts):  # one scalar per member: the one-array loop
+        rep = _lagged.representation(value_and_grad, shared, args, opts, stall_test)
+        done = _lanes.run(rep, _lagged.pack(state.x, code), params.learning_rate, lanes)
         return _lagged.finish(value_and_grad, done, params, args, opts, stall_test)
+    home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
+    small = all(math.prod(jnp.shape(leaf)[1:]) <= COLUMNS for leaf in jax.tree.leaves(x0))
+    rep = _carry_representation(
+        value_and_grad, shared, args, opts, step_dtype, stall_test, x0 if small else None
+    )
+    report = None
+    if opts.progress_every:
+        every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
+
+        def report(home: Carry, lanes: Any, looks: Array) -> None:
+            monitor(_ProgressView(value_and_grad, args, rep, home, lanes), looks, every)
+
+    done = _lanes.run(rep, home, params.learning_rate, lanes, report)
     return State(
         x=done.x,
         cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),
         grad=done.grad,
         velocity=done.velocity,
         step_size=done.step_size,
-        iterations=done.code >> 3,
+        iterations=_lanes.code_iterations(done.code),
         status=done.code & 7,
         history=None,
     )
@@ -416,11 +376,23 @@ def compiler_options() -> dict[str, Any] | None:
     return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
-def grid(guesses: PyTree, rates: Array) -> tuple[PyTree, Array]:
-    """Flatten a grid into members: member `i * n_g + j` is learning rate `i` from guess `j`."""
+def grid_members(guesses: PyTree, rates: Array, ids: Array) -> tuple[PyTree, Array]:
+    """The starting points and learning rates of grid members `ids`.
+
+    The grid is learning-rate-major: member `i * n_g + j` is learning rate `i` from guess `j`.
+    An id past the grid gets learning rate 0: such a member is `INVALID` at `init` and never
+    iterates (it pads a batch).
+    """
     n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
-    xs = jax.tree.map(lambda leaf: jnp.tile(leaf, (n_lr,) + (1,) * (leaf.ndim - 1)), guesses)
-    return xs, jnp.repeat(rates, n_g)
+    real = jnp.minimum(ids, n_lr * n_g - 1)
+    x0 = jax.tree.map(lambda leaf: leaf[real % n_g], guesses)
+    return x0, jnp.where(ids < n_lr * n_g, rates[real // n_g], 0).astype(rates.dtype)
+
+
+def part_ids(members: int, part: Array | int, parts: int) -> Array:
+    """The members of part `part` of `parts`: `part, part + parts, ...` (padded past
+    `members`). Dealt in turn, each part gets a like share of the slow members."""
+    return part + parts * jnp.arange(-(-members // parts), dtype=jnp.int32)
 
 
 def to_grid(flat: PyTree, n_lr: int, n_g: int) -> PyTree:
@@ -454,17 +426,20 @@ def _grid(
     rates: Array,
     params: Params,
     args: tuple,
+    part: Array,
     *,
+    parts: int,
     cost_fn: Callable,
     grad_fn: Callable | None,
     opts: Options,
     packed: bool | None,
     stall_test: bool,
 ) -> Result:
-    """The grid's members, their batched solve and the results with axes (n_lr, n_g), in one
-    program: no batch-sized array is built or reshaped outside it."""
+    """Part `part` of the grid's members (`part_ids`), built and solved in one program: no
+    batch-sized array is built outside it. With one part, the result has the grid axes
+    `(n_lr, n_g)`; with several, it is flat, in the part's order (see `interleave`)."""
     n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
-    xs, member_rates = grid(guesses, rates)
+    xs, member_rates = grid_members(guesses, rates, part_ids(n_lr * n_g, part, parts))
     flat = _members(
         xs,
         params._replace(learning_rate=member_rates),
@@ -475,13 +450,24 @@ def _grid(
         packed=packed,
         stall_test=stall_test,
     )
-    return to_grid(flat, n_lr, n_g)
+    return to_grid(flat, n_lr, n_g) if parts == 1 else flat
+
+
+@functools.partial(jax.jit, static_argnames=("n_lr", "n_g"))
+def interleave(results: tuple[Result, ...], n_lr: int, n_g: int) -> Result:
+    """The flat results of the parts of a grid, dealt back into the grid axes `(n_lr, n_g)`."""
+
+    def one(*leaves: Array) -> Array:
+        return jnp.stack(leaves, axis=1).reshape(-1, *leaves[0].shape[1:])
+
+    return to_grid(jax.tree.map(one, *results), n_lr, n_g)
 
 
 _STATIC = ("cost_fn", "grad_fn", "opts", "packed", "stall_test")
+_STATIC_GRID = (*_STATIC, "parts")
 _PROGRAMS = {
-    (kind, backend): jax.jit(fn, static_argnames=_STATIC, **extra)
-    for kind, fn in (("members", _members), ("grid", _grid))
+    (kind, backend): jax.jit(fn, static_argnames=static, **extra)
+    for kind, fn, static in (("members", _members, _STATIC), ("grid", _grid, _STATIC_GRID))
     for backend, extra in (("cpu", {"compiler_options": CPU_COMPILER_OPTIONS}), ("other", {}))
 }
 
@@ -492,11 +478,6 @@ def _program(kind: str, inputs: PyTree = ()) -> Callable:
     only a top-level `jax.jit` may take."""
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(inputs))
     return _PROGRAMS[kind, "cpu" if jax.default_backend() == "cpu" and not traced else "other"]
-
-
-def members_program(inputs: PyTree = ()) -> Callable:
-    """The jitted `solve_members` program (see `_program`)."""
-    return _program("members", inputs)
 
 
 def grid_program(inputs: PyTree = ()) -> Callable:
@@ -533,22 +514,75 @@ def solve_grid(
     cost_fn: Callable,
     grad_fn: Callable | None,
     opts: Options,
+    threads: int = 1,
 ) -> Result:
     """Every learning rate of `params.learning_rate` from every starting point of `guesses`
-    (batch on every leading axis), in one compiled program. Returns a `Result` whose fields
-    have the grid axes `(n_lr, n_g)` in front."""
+    (batch on every leading axis) on one device. Returns a `Result` whose fields have the
+    grid axes `(n_lr, n_g)` in front.
+
+    With `threads` > 1 the members are dealt to that many parts (`part_ids`), each solved by
+    the same compiled program called from its own host thread: one device then runs the parts
+    side by side (a CPU device runs one program per calling thread). Traced inputs run as one
+    part.
+    """
     rates, shared = params.learning_rate, shared_params(params)
-    return _call(
-        "grid", params, guesses, rates, shared, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
+    packed, stall_test = static_choices(params)
+    inputs = (guesses, rates, shared, args)
+    program = _program("grid", inputs)
+    static = dict(cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, packed=packed, stall_test=stall_test)
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(inputs))
+    if threads == 1 or traced:
+        return program(*inputs, np.int32(0), parts=1, **static)
+    n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
+    parts = run_parts(
+        lambda part: program(*inputs, np.int32(part), parts=threads, **static), threads
     )
+    return interleave(tuple(parts), n_lr, n_g)
 
 
-def describe_layout(x0: PyTree, args: tuple = (), method: str = "gd") -> dict[str, Any]:
-    """How the fast path cuts a batch (guesses `x0`, batch on the leading axis) on this backend:
-    `tile` (members per tile) and `tiles`, the `(start, stop)` range of each tile's members,
-    in the order the tiles run (the batch is padded to whole vectors, so the last range may
-    end past it)."""
-    size = jax.tree.leaves(x0)[0].shape[0]
-    members = size + -size % VECTOR
-    tile = min(_layout(members, *_sizes(x0, Options(method=method), args)), members)
-    return {"tile": tile, "tiles": [(at, at + tile) for at in tile_starts(members, tile)]}
+_POOL: list[ThreadPoolExecutor] = []
+# JAX settings that context managers set per thread (`with jax.enable_x64(True):`): a worker
+# thread runs under the caller's values, so it traces and places arrays as the caller would.
+_THREAD_SETTINGS = (
+    "enable_x64",
+    "default_device",
+    "default_matmul_precision",
+    "numpy_rank_promotion",
+    "numpy_dtype_promotion",
+    "debug_nans",
+    "debug_infs",
+)
+
+
+def run_parts(call: Callable[[int], Any], parts: int) -> list[Any]:
+    """`call(part)` for every part, each on its own host thread under the caller's JAX
+    settings, waiting until all are done."""
+    if not _POOL or _POOL[0]._max_workers < parts:
+        _POOL[:] = [ThreadPoolExecutor(max_workers=parts, thread_name_prefix="gdkernel")]
+    settings = [
+        (getattr(jax, name), getattr(jax.config, f"jax_{name}")) for name in _THREAD_SETTINGS
+    ]
+
+    def one(part: int) -> Any:
+        with contextlib.ExitStack() as stack:
+            for manager, value in settings:
+                stack.enter_context(manager(value))
+            return jax.block_until_ready(call(part))
+
+    return list(_POOL[0].map(one, range(parts)))
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_threads(members: int, device: jax.Device | None = None) -> int:
+    """Host threads for a grid of `members` on one device: one per core (at most one per
+    `VECTOR` members) on a CPU device, one on an accelerator (its one wide loop fills it)."""
+    platform = device.platform if device is not None else jax.default_backend()
+    if platform != "cpu":
+        return 1
+    return max(1, min(cores(), members // VECTOR))

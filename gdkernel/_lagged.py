@@ -7,10 +7,10 @@ step, plus copies of the carry that the loops overwrite while others still read 
 
 Here a member of a scalar problem (one scalar leaf, plain gradient descent) carries two
 numbers, packed into one complex array: the iterate *before* its last accepted one,
-`x_{k-1}`, and its status code (`-1` while running, else `8 * iterations + status`). A trip
-recomputes `x_k` from `x_{k-1}` (the same arithmetic on the same numbers: the same bits),
-proposes `x_{k+1}` and decides, in one loop over the tile that updates the array in place;
-whether any member is still running is asked every `CHECK_EVERY` trips.
+`x_{k-1}`, and its status code (`_lanes`: `-(k + 1)` while running, else
+`8 * iterations + status`). A trip recomputes `x_k` from `x_{k-1}` (the same arithmetic on the
+same numbers: the same bits), proposes `x_{k+1}` and decides, in one loop over the lanes that
+updates the array in place.
 A member that stops keeps the iterate before its final one (a diverged member: before its
 last finite one), so its final iterate, gradient, cost and step size are recomputed once at
 the end, exactly as the plain loop (`_kernel.solve`) computed them.
@@ -27,17 +27,12 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
+from . import _lanes
 from ._kernel import PARAM_AXES, Options, Params, State, ValueAndGrad, propose
-from ._result import RUNNING
 
 PyTree = Any
 
 DTYPES = (jnp.float32, jnp.float64)
-# Trips between two checks of whether any member of the tile is still running. The check is
-# a reduction over the tile that costs about as much as a trip (measured on a CPU), while a
-# trip after every member has stopped changes nothing: each member's step is masked. Checking
-# every 8th trip measured 1.1-1.6x faster than every trip on W1 and W3.
-CHECK_EVERY = 8
 
 
 def applies(x0: PyTree, opts: Options) -> bool:
@@ -77,45 +72,37 @@ def _steps(
     def one(x: Array, g: Array, n: Array, p: Params) -> Any:
         return propose(value_and_grad, x, g, None, n, p, args, opts, dtype, stall_test)
 
-    step = jax.vmap(one, in_axes=(0, 0, None, PARAM_AXES))
+    step = jax.vmap(one, in_axes=(0, 0, 0, PARAM_AXES))
     evaluate = jax.vmap(lambda x: value_and_grad(x, args))
     return step, evaluate
 
 
-def run_tile(
-    value_and_grad: ValueAndGrad,
-    tile: Array,
-    params: Params,
-    args: tuple,
-    opts: Options,
-    trips: Array,
-    stall_test: bool,
-) -> tuple[Array, Array]:
-    """Iterate one tile (`pack`ed members) until none of its members is running."""
-    step, evaluate = _steps(value_and_grad, args, opts, jnp.real(tile).dtype, stall_test)
+def representation(
+    value_and_grad: ValueAndGrad, params: Params, args: tuple, opts: Options, stall_test: bool
+) -> _lanes.Representation:
+    """Lanes of `pack`ed members: one trip recomputes `x_n` from `x_{n-1}`, proposes
+    `x_{n+1}` and decides, in one loop over the lanes."""
 
-    def trip(state: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
-        packed, n, t = state  # running members have taken n steps
+    def trip(packed: Array, rates: Array) -> Array:
         before, code = unpack(packed)
+        step, evaluate = _steps(value_and_grad, args, opts, before.dtype, stall_test)
+        lane_params = params._replace(learning_rate=rates)
         go = code < 0
+        taken = jnp.where(go, -code - 1, 0)  # iterations taken: `before` is x_{taken - 1}
         grad_before = evaluate(before)[1]
-        last = step(before, grad_before, n, params)  # x_n again, from x_{n-1}
-        x = jnp.where(n >= 1, last.x, before)
-        grad = jnp.where(n >= 1, last.grad, grad_before)
-        n = n + 1
-        new = step(x, grad, n, params)
+        last = step(before, grad_before, taken, lane_params)  # x_taken again
+        x = jnp.where(taken >= 1, last.x, before)
+        grad = jnp.where(taken >= 1, last.grad, grad_before)
+        n = taken + 1
+        new = step(x, grad, n, lane_params)
         before = jnp.where(go & new.finite, x, before)
-        stop = go & (new.status != RUNNING)
-        # A diverged member keeps its last finite iterate and its iteration count.
-        code = jnp.where(stop, jnp.where(new.finite, n, n - 1) * 8 + new.status, code)
-        return pack(before, code), n, t + 1
+        return pack(before, _lanes.next_code(code, n, new.status, new.finite))
 
-    def body(state: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
-        return lax.fori_loop(0, CHECK_EVERY, lambda _, s: trip(s), state)
-
-    start = (tile, jnp.array(0, jnp.int32), trips)
-    packed, _, trips = lax.while_loop(lambda s: jnp.any(unpack(s[0])[1] < 0), body, start)
-    return packed, trips
+    return _lanes.Representation(
+        trip=trip,
+        code=lambda packed: unpack(packed)[1],
+        idle=lambda packed: pack(jnp.real(packed), jnp.zeros(packed.shape, jnp.int32)),
+    )
 
 
 def finish(
@@ -129,7 +116,7 @@ def finish(
     """The final kernel state of every member: its last iteration taken again, exactly."""
     before, code = unpack(packed)
     step, evaluate = _steps(value_and_grad, args, opts, before.dtype, stall_test)
-    iterations = code >> 3
+    iterations = _lanes.code_iterations(code)
     cost_before, grad_before = evaluate(before)
     last = step(before, grad_before, iterations, params)
     stepped = iterations >= 1  # else `before` is the initial guess

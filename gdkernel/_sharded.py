@@ -25,7 +25,14 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _devices, _progress
-from ._batch import compiler_options, shared_params, solve_batch, static_choices, to_grid
+from ._batch import (
+    compiler_options,
+    grid_members,
+    shared_params,
+    solve_batch,
+    static_choices,
+    to_grid,
+)
 from ._kernel import Options, Params, make_value_and_grad
 from ._result import Result
 
@@ -68,8 +75,7 @@ def _grid_solver(
     """The whole grid on the devices of `mesh`, in one program that stays on the devices.
 
     Every device takes the guesses and learning rates whole, builds its own contiguous block of
-    members (learning-rate-major, the last block padded with members of learning rate 0,
-    which are `INVALID` at `init` and never step) and runs its own loop; the result is laid
+    members (`grid_members`; the last block padded) and runs its own loop; the result is laid
     out over the devices, with the grid axes `(n_lr, n_g)` in front.
     """
     names = _devices.axis_names(mesh)
@@ -82,10 +88,8 @@ def _grid_solver(
         per = -(-n // n_devices)
 
         def local(guesses: PyTree, rates: jax.Array, shared: Params, args: tuple) -> Result:
-            k = lax.axis_index(names) * per + jnp.arange(per)
-            real = jnp.minimum(k, n - 1)
-            x0 = jax.tree.map(lambda leaf: leaf[real % n_g], guesses)
-            rate = jnp.where(k < n, rates[real // n_g], 0)
+            ids = lax.axis_index(names) * per + jnp.arange(per, dtype=jnp.int32)
+            x0, rate = grid_members(guesses, rates, ids)
             params = shared._replace(learning_rate=rate)
             return solve_batch(value_and_grad, x0, params, args, opts, packed, stall_test)
 

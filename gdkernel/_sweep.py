@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 
 from . import _chunks, _devices, _progress, _sharded, _store
 from . import _validate as v
-from ._batch import solve_grid, solve_members
+from ._batch import default_threads, solve_grid, solve_members
 from ._kernel import Options, Params
 from ._progress import Progress
 from ._result import SweepResult
@@ -114,6 +114,7 @@ def sweep(
     memory_budget: int | str | None = None,
     out: str | os.PathLike | None = None,
     progress: bool | Callable[[Progress], Any] | None = None,
+    threads: int | None = None,
 ) -> SweepResult:
     r"""Run `gradient_descent` for every learning rate from every starting point.
 
@@ -138,9 +139,10 @@ def sweep(
     processes, call `sweep` with the same arguments on every process: each computes its
     devices' share and every process gets the whole result.
 
-    CPU cores: one CPU device runs one program at a time, so on a multi-core CPU start JAX
-    with one CPU device per core (`jax.config.update("jax_num_cpu_devices", os.cpu_count())`
-    before anything else uses JAX) and `sweep` runs a loop on each.
+    CPU cores: on one CPU device (JAX's default) the grid is dealt to one host thread per
+    core, each running the same compiled program on its share of the members, so a sweep uses
+    every core with no JAX setting changed (`threads=1` runs one). With several CPU devices
+    configured, each device runs its own loop instead.
 
     Memory: a grid runs in chunks of `chunk_size` members, or as many as fit `memory_budget`
     bytes per device (by default half of the free device memory, or of the host's for CPU
@@ -164,6 +166,8 @@ def sweep(
         progress: a callable receiving a `Progress` (chunks, members running, converged and
             diverged, best cost) after every chunk and from inside the compiled loop, or True
             for a tqdm bar on stderr (extra `gdkernel[progress]`). Off by default.
+        threads: host threads that share a one-device grid run in one chunk: None (default)
+            for one per CPU core on a CPU device and one on an accelerator.
 
     Returns:
         A `SweepResult`: the fields of `Result` with the grid axes in front, the grid's
@@ -212,6 +216,7 @@ def sweep(
         raise ValueError("give `chunk_size` or `memory_budget`, not both")
     path = _store.as_out_path(out)
     report = _progress.as_report(progress)
+    threads = v.as_threads(threads)
     mesh = _devices.as_mesh(devices)
     pinned = _devices.single_device(devices)
     n_lr, n_g = lrs.shape[0], jax.tree.leaves(x0)[0].shape[0]
@@ -233,7 +238,7 @@ def sweep(
                 f"`{asked[0]}` needs concrete inputs: call `sweep` outside `jax.jit` "
                 "(traced inputs run as one batch on one device)"
             )
-        return _whole(cost_fn, grad_fn, x0, params, args, opts, None)
+        return _whole(cost_fn, grad_fn, x0, params, args, opts, None, 1)
 
     if path is not None:
         _store.check_storable(x0)
@@ -252,7 +257,7 @@ def sweep(
         _chunks.check_host(n, _chunks.result_bytes(x0, dtype, rows), rows)
     if plan.n_chunks == 1 and path is None and report is None:
         if mesh is None:
-            return _whole(cost_fn, grad_fn, x0, params, args, opts, pinned)
+            return _whole(cost_fn, grad_fn, x0, params, args, opts, pinned, threads)
         if not _devices.spans_processes(mesh):
             result = _sharded.solve_grid(
                 mesh, x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
@@ -271,11 +276,18 @@ def _whole(
     args: tuple,
     opts: Options,
     device: jax.Device | None,
+    threads: int | None,
 ) -> SweepResult:
-    """The grid as one batch on one device (JAX's default, or `device`): JAX arrays."""
+    """The grid as one batch on one device (JAX's default, or `device`), shared by `threads`
+    host threads (None: `default_threads`): JAX arrays."""
     if device is not None:
         x0, params, args = jax.device_put((x0, params, args), device)
-    result = solve_grid(x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)
+    if threads is None:
+        members = params.learning_rate.shape[0] * jax.tree.leaves(x0)[0].shape[0]
+        threads = default_threads(members, device)
+    result = solve_grid(
+        x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
+    )
     return SweepResult(*result, learning_rate=params.learning_rate, initial_guess=x0)
 
 

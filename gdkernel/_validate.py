@@ -293,6 +293,17 @@ def as_max_iter(value: Any) -> int:
     return int(value)
 
 
+def as_threads(value: Any) -> int | None:
+    """`threads=`: None (one per core on a CPU) or an int >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"`threads` must be a positive int or None, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"`threads` must be >= 1, got {value}")
+    return int(value)
+
+
 def as_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}")

@@ -84,13 +84,13 @@ fast_kw = dict(max_iter=2000, precision=1e-8)
 fast_one = gd.sweep(bowl, guesses, rates, devices=jax.devices()[:1], **fast_kw)
 fast_four = gd.sweep(bowl, guesses, rates, **fast_kw)
 
-# 671 members in tiles of 16: eleven tiles per device
-saved_layout, _batch._layout = _batch._layout, lambda size, *sizes: 16
+# 671 members on 16 lanes per device, refilled from each device's queue of 168
+saved_width, _batch._lane_width = _batch._lane_width, lambda size, *sizes: 16
 wide = np.stack([np.linspace(-3, 3, 61), np.linspace(2, -2, 61)], axis=1)
 wide_rates = np.logspace(-3, 0.2, 11)
 dealt_one = gd.sweep(bowl, wide, wide_rates, devices=jax.devices()[:1], **fast_kw)
 dealt_four = gd.sweep(bowl, wide, wide_rates, **fast_kw)
-_batch._layout = saved_layout
+_batch._lane_width = saved_width
 
 grid = Mesh(np.array(jax.devices()).reshape(2, 2), ("a", "b"))
 mesh = gd.sweep(bowl, guesses, rates, devices=grid, chunk_size=6, **kw)  # 3 chunks of 8

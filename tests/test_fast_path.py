@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gdkernel as gd
-from gdkernel import _batch, _kernel, _lagged, _progress
+from gdkernel import _batch, _kernel, _lagged, _lanes, _progress
 from gdkernel._solve import make_options, make_params
 
 FIELDS = ("x", "cost", "grad", "step_size", "iterations", "status")
@@ -41,15 +41,16 @@ def _reference(cost_fn, x0, params, opts, args=()):
     return jax.jit(jax.vmap(lambda x, p: one(x, p), in_axes=(0, _kernel.PARAM_AXES)))(x0, params)
 
 
-def _fast(cost_fn, x0, params, opts, args=(), tile=None, packed=True, stall_test=None):
-    """The fast path, traced afresh (params traced); `stall_test=None` keeps the stall test."""
+def _fast(cost_fn, x0, params, opts, args=(), lanes=None, packed=True, stall_test=None):
+    """The fast path, traced afresh (params traced); `stall_test=None` keeps the stall test;
+    `lanes` sets how many lanes run the batch."""
     vg = _kernel.make_value_and_grad(cost_fn, None)
 
     def run(x0, params, args):
-        if tile is None:
+        if lanes is None:
             return _batch.solve_batch(vg, x0, params, args, opts, packed, stall_test)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_batch, "_layout", lambda *a: tile)
+            mp.setattr(_batch, "_lane_width", lambda *a: lanes)
             return _batch.solve_batch(vg, x0, params, args, opts, packed, stall_test)
 
     return jax.jit(run, compiler_options=_batch.compiler_options())(x0, params, args)
@@ -190,25 +191,33 @@ def test_data_in_args_least_squares(x64):
 
 
 @pytest.mark.parametrize(
-    ("size", "tile"),
+    ("size", "lanes"),
     [
-        (1, 16),  # a batch of one, padded to a vector
-        (37, 16),  # padded to 48: three tiles, the last mostly padding
-        (37, 20),  # three tiles of 20 over 48; the last overlaps the second by 12
-        (64, 16),  # tiles that divide the batch exactly, no padding
-        (50, 96),  # one tile, narrower than asked for
-        (100, 1),  # a tile per member
+        (1, 16),  # a batch of one on a vector of lanes, 15 of them empty
+        (37, 16),  # each lane runs two or three members, one after another
+        (64, 16),  # a batch that divides into the lanes
+        (50, 96),  # more lanes than members
+        (300, 32),  # ten members a lane, refilled as they stop
     ],
 )
-def test_tile_boundaries(size, tile, dtype):
+def test_lanes_refilled_as_members_stop(size, lanes, dtype):
     rng = np.random.default_rng(size)
-    # learning-rate-major: neighbours finish together, but the rates span four decades
+    # learning-rate-major: the rates span four decades, so members stop at very different times
     x0 = rng.uniform(-5, 5, size).astype(dtype)
     rates = np.sort(10 ** rng.uniform(-3, 0.2, size))
     x0, params, opts = _inputs(x0, rates, precision=1e-5, max_iter=2000)
     want = _reference(_square, x0, params, opts)
-    got = _fast(_square, x0, params, opts, tile=tile, stall_test=False)  # grad_tol is inf
+    got = _fast(_square, x0, params, opts, lanes=lanes, stall_test=False)  # grad_tol is inf
     _assert_same(got, want)
+    if size == 1:
+        return  # a reference batch of one compiles to scalar code that contracts differently
+    # and on the general lanes (two leaves per member), with momentum
+    pair = {"a": x0, "b": -x0}
+    x0_, params_, opts_ = _inputs(pair, rates, precision=1e-5, max_iter=2000, method="momentum")
+    cost = lambda p: p["a"] ** 2 + 0.5 * p["b"] ** 2  # noqa: E731
+    _assert_same(
+        _fast(cost, x0_, params_, opts_, lanes=lanes), _reference(cost, x0_, params_, opts_)
+    )
     if size > 8:
         its = np.asarray(want.iterations)
         assert its.max() > 20 * its.min()  # members finish at very different times
@@ -246,16 +255,16 @@ def test_progress_counts_the_whole_batch(x64):
     seen = []
     x0, rates = _all_statuses_batch()
     x0, params, opts = _inputs(x0, rates, precision=1e-5, max_iter=400)
-    opts = opts._replace(progress_every=3)
+    opts = opts._replace(progress_every=3 * _lanes.CHECK_EVERY)  # every third look at the lanes
     previous, _progress._sink = _progress._sink, lambda *counts: seen.append(counts)
     try:
-        got = jax.block_until_ready(_fast(_square, x0, params, opts, tile=16))
+        got = jax.block_until_ready(_fast(_square, x0, params, opts, lanes=16))
     finally:
         _progress._sink = previous
     _assert_same(got, _reference(_square, x0, params, opts))
     assert len(seen) > 3
     size = x0.shape[0]
-    # the sink gets (device, trips, running, converged, diverged, best cost)
+    # the sink gets (device, looks, running, converged, diverged, best cost)
     running = [r for _, _, r, _, _, _ in seen]
     assert all(0 <= r <= size for r in running)
     assert running == sorted(running, reverse=True)  # members only ever stop

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tol
 from helpers import reference_gd, scalar_gd
 
 import gdkernel as gd
+from conftest import tol
 
 
 def test_tutorial_square_converges_in_40(dtype):

@@ -9,7 +9,7 @@ import pytest
 from helpers import reference_gd
 
 import gdkernel as gd
-from gdkernel import _progress
+from gdkernel import _lanes, _progress
 from gdkernel._batch import solve_batch
 from gdkernel._kernel import make_value_and_grad
 from gdkernel._solve import make_options, make_params
@@ -104,7 +104,8 @@ def test_reports_stay_throttled_under_vmap(monkeypatch, x64):
     """Under a user's vmap the trip test is batched: only due reports reach the host."""
     got = []
     monkeypatch.setattr(_progress, "_sink", lambda *counts: got.append(counts))
-    opts = make_options("l1", "gd", False, 1, 500)._replace(progress_every=3)
+    # a report every third look at the lanes
+    opts = make_options("l1", "gd", False, 1, 500)._replace(progress_every=3 * _lanes.CHECK_EVERY)
     value_and_grad = make_value_and_grad(square, None)
     x0 = jnp.linspace(1.0, 3.0, 4)
 
@@ -116,8 +117,8 @@ def test_reports_stay_throttled_under_vmap(monkeypatch, x64):
 
     result = jax.jit(jax.vmap(solve))(jnp.array([0.01, 0.3]))
     jax.effects_barrier()
-    trips = [counts[1] for counts in got]
-    assert trips and all(t % 3 == 0 for t in trips)
+    looks = [counts[1] for counts in got]
+    assert looks and all(t % 3 == 0 for t in looks)
     assert max(c[2] for c in got) <= 4  # counts are per vmapped batch of 4
     assert int(result.iterations[0].max()) == max(
         reference_gd(lambda x: 2 * x, x, 0.01, 1e-4, 500)[1] for x in np.linspace(1, 3, 4)

@@ -233,3 +233,46 @@ def test_sweep_members_agree_with_lone_runs_on_the_builtins(dtype, name):
                 np.testing.assert_allclose(
                     np.asarray(member.x), np.asarray(lone.x), rtol=rtol, atol=rtol
                 )
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_share_the_grid_member_by_member(threads, dtype):
+    """Members dealt to host threads in turn come back in place, bit for bit, against the plain
+    Python loop and against one thread; a vector problem with momentum likewise."""
+    guesses = np.linspace(-4, 4, 37).astype(dtype)
+    lrs = np.geomspace(1e-3, 0.95, 5)
+    kw = dict(precision=1e-5, max_iter=3000)
+    one = gd.sweep(tilted, guesses, lrs, threads=1, **kw)
+    many = gd.sweep(tilted, guesses, lrs, threads=threads, **kw)
+    for field in ("x", "cost", "grad", "step_size", "iterations", "status"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(many, field)), np.asarray(getattr(one, field))
+        )
+    if dtype == np.float64:  # the plain loop runs in Python floats
+        for i, lr in enumerate(lrs):
+            for j, x0 in enumerate(guesses):
+                x_ref, it_ref, _ = scalar_gd(lambda x: 2 * x - 2, x0, lr, 1e-5, 3000)
+                assert int(many.iterations[i, j]) == it_ref
+                assert abs(float(many.x[i, j]) - x_ref) <= 1e-12
+
+    def bowl(x):
+        return (x[0] - 1) ** 2 + 2 * (x[1] + 1) ** 2
+
+    pairs = np.stack([guesses, -guesses], axis=1)
+    one = gd.sweep(bowl, pairs, lrs[:3], method="momentum", momentum=0.5, threads=1, **kw)
+    many = gd.sweep(bowl, pairs, lrs[:3], method="momentum", momentum=0.5, threads=threads, **kw)
+    np.testing.assert_array_equal(np.asarray(many.x), np.asarray(one.x))
+    np.testing.assert_array_equal(np.asarray(many.iterations), np.asarray(one.iterations))
+    done = np.asarray(many.converged)
+    assert done.sum() > done.size // 2
+    # the step rule fires within lr * |grad| / (1 - momentum) < precision of the minimum
+    np.testing.assert_allclose(
+        np.asarray(many.x)[done], np.broadcast_to([1.0, -1.0], (done.sum(), 2)), atol=1e-2
+    )
+
+
+def test_threads_must_be_a_positive_int():
+    with pytest.raises(ValueError, match="`threads` must be >= 1"):
+        gd.sweep(tilted, 1.0, 0.1, threads=0)
+    with pytest.raises(TypeError, match="`threads` must be a positive int"):
+        gd.sweep(tilted, 1.0, 0.1, threads=2.0)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import scipy.special
 import sympy
-from conftest import tol
 from helpers import closed_form_square_iterations, reference_gd
 
 import gdkernel as gd
+from conftest import tol
 from gdkernel import _solve
 from gdkernel._sympy import lambdify_cost
 

@@ -3,9 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import tol
 
 import gdkernel as gd
+from conftest import tol
 
 
 def cost(x, a):

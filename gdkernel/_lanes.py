@@ -1,0 +1,191 @@
+"""A batch of members run on a fixed set of lanes, each lane refilled as its member stops.
+
+`jax.vmap` of a `while_loop` steps every member until the slowest one stops. Here a batch of
+`M` members runs on `w` lanes (`w` cache-sized on a CPU, the whole batch on an accelerator).
+Lane `j` runs members `j, j + w, j + 2w, ...` one after another: a trip takes one masked step
+on every lane, and once an eighth of the lanes have a stopped member with another one waiting,
+those lanes write their member back to the *home* arrays (`M` rows) and load their next one.
+A trip's cost then follows the members still running, not the slowest member of a fixed
+group: what is left is the spread of the lanes' totals at the end, and the trips a stopped
+member waits for its lane to be refilled.
+
+A member's `code` is `-(n + 1)` while it runs with `n` iterations taken, and
+`8 * iterations + status` once it stops. Members are stepped by the kernel's own arithmetic,
+masked by each member's stopping rule, so every member ends bit for bit where the plain
+per-member loop ends.
+
+A representation of the lanes (`_batch`'s `Carry` for any pytree problem, `_lagged`'s packed
+array for one scalar per member on a CPU) provides the trip; this module moves members
+between lanes and home.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array, lax
+
+from ._result import RUNNING
+
+PyTree = Any
+
+# Trips between two looks at how many lanes still run: the count is a reduction over the
+# lanes that costs about as much as a trip, while a trip after a member stopped changes
+# nothing for it (its step is masked).
+CHECK_EVERY = 8
+# Lanes are refilled once this share of them (1 / REFILL_SHARE) holds a stopped member with
+# another one waiting: a refill writes back and loads every lane, so it waits for enough work.
+REFILL_SHARE = 8
+
+
+def running_code(iterations: Array) -> Array:
+    """The code of a member still running after `iterations` steps."""
+    return -(iterations + 1)
+
+
+def pack_code(iterations: Array, status: Array) -> Array:
+    """The code of a member that stopped with `status` after `iterations` steps."""
+    return iterations * 8 + status
+
+
+def code_iterations(code: Array) -> Array:
+    """Iterations taken, running or stopped."""
+    return jnp.where(code < 0, -code - 1, code >> 3)
+
+
+def code_status(code: Array) -> Array:
+    """The `Status` of a stopped member, `RUNNING` for a running one."""
+    return jnp.where(code < 0, RUNNING, code & 7)
+
+
+def next_code(code: Array, n: Array, status: Array, finite: Array) -> Array:
+    """The code after a lane proposed its `n`-th iteration with `status` (`RUNNING` to go on).
+
+    A diverged member (non-finite proposal) keeps its last finite iterate, so its count stays
+    at `n - 1`.
+    """
+    go = code < 0
+    stopped = pack_code(jnp.where(finite, n, n - 1), status)
+    return jnp.where(go & (status != RUNNING), stopped, jnp.where(go, running_code(n), code))
+
+
+class Representation(NamedTuple):
+    """How one kind of lane carry is stepped and read.
+
+    Attributes:
+        trip: `(carry, learning_rate) -> carry`: one masked step of every lane.
+        code: `carry -> code`, the int32 code of every lane.
+        idle: `carry -> carry`, the carry with every lane marked stopped (an empty lane).
+        to_lanes, to_rows: from the home layout (a member per row of every leaf) to the lanes'
+            layout and back; the same by default.
+    """
+
+    trip: Callable[[PyTree, Array], PyTree]
+    code: Callable[[PyTree], Array]
+    idle: Callable[[PyTree], PyTree]
+    to_lanes: Callable[[PyTree], PyTree] = lambda rows: rows
+    to_rows: Callable[[PyTree], PyTree] = lambda carry: carry
+
+
+class Lanes(NamedTuple):
+    ids: Array  # int32 (w,): the member on each lane; `M` for an empty lane
+    carry: PyTree  # the lanes' state, leading axis w
+    learning_rate: Array  # (w,)
+
+
+def _take(home: PyTree, ids: Array) -> PyTree:
+    return jax.tree.map(lambda leaf: jnp.take(leaf, ids, axis=0, mode="clip"), home)
+
+
+def _put(home: PyTree, ids: Array, rows: PyTree) -> PyTree:
+    return jax.tree.map(lambda h, r: h.at[ids].set(r, mode="drop"), home, rows)
+
+
+def _load(rep: Representation, home: PyTree, ids: Array, members: int) -> PyTree:
+    """The rows `ids` of `home`; an id of `members` or more gives an empty lane."""
+    carry = rep.to_lanes(_take(home, ids))
+    empty = ids >= members
+    return jax.tree.map(
+        lambda a, b: jnp.where(empty.reshape(empty.shape + (1,) * (a.ndim - 1)), a, b),
+        rep.idle(carry),
+        carry,
+    )
+
+
+def _refill(rep: Representation, home: PyTree, rates: Array, lanes: Lanes) -> tuple[PyTree, Lanes]:
+    """Lanes whose member stopped write it home and load their next member."""
+    members, width = rates.shape[0], lanes.ids.shape[0]
+    done = (rep.code(lanes.carry) >= 0) & (lanes.ids < members)
+    home = _put(home, jnp.where(done, lanes.ids, members), rep.to_rows(lanes.carry))
+    ids = jnp.where(done, jnp.minimum(lanes.ids + width, members), lanes.ids)
+    fresh = _load(rep, home, ids, members)
+    carry = jax.tree.map(
+        lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b),
+        fresh,
+        lanes.carry,
+    )
+    return home, Lanes(ids, carry, jnp.take(rates, ids, mode="clip"))
+
+
+def run(
+    rep: Representation,
+    home: PyTree,
+    rates: Array,
+    lanes: int,
+    monitor: Callable[[PyTree, Lanes, Array], None] | None = None,
+) -> PyTree:
+    """Run every member of `home` (`M` rows, codes from `rep.code`) until all have stopped.
+
+    Args:
+        rep: the lane representation.
+        home: every member's state, the batch on the leading axis of every leaf.
+        rates: every member's learning rate, `(M,)`.
+        lanes: how many lanes.
+        monitor: called after every look at the lanes with `(home, lanes, looks)`, where `home`
+            is stale for the members on lanes (for progress reports).
+
+    Returns:
+        `home` with every member stopped.
+    """
+    members = rates.shape[0]
+    ids = jnp.minimum(jnp.arange(lanes, dtype=jnp.int32), members)
+    start = Lanes(ids, _load(rep, home, ids, members), jnp.take(rates, ids, mode="clip"))
+
+    def counts(ln: Lanes) -> tuple[Array, Array]:
+        """(lanes running, lanes with a stopped member and another waiting)."""
+        code, real = rep.code(ln.carry), ln.ids < members
+        waiting = real & (code >= 0) & (ln.ids + lanes < members)
+        return jnp.sum(real & (code < 0), dtype=jnp.int32), jnp.sum(waiting, dtype=jnp.int32)
+
+    def cond(s: tuple) -> Array:
+        live, waiting = s[3], s[4]
+        return (live > 0) | (waiting > 0)
+
+    def body(s: tuple) -> tuple:
+        home, ln, looks, live, waiting = s
+        home, ln = lax.cond(
+            (waiting * REFILL_SHARE >= lanes) | (live == 0),
+            lambda h, l_: _refill(rep, h, rates, l_),
+            lambda h, l_: (h, l_),
+            home,
+            ln,
+        )
+        carry = lax.fori_loop(0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.learning_rate), ln.carry)
+        ln = ln._replace(carry=carry)
+        looks = looks + 1
+        if monitor is not None:
+            monitor(home, ln, looks)
+        return (home, ln, looks, *counts(ln))
+
+    home, ln, *_ = lax.while_loop(
+        cond, body, (home, start, jnp.array(0, jnp.int32), *counts(start))
+    )
+    return merged(rep, home, ln)
+
+
+def merged(rep: Representation, home: PyTree, lanes: Lanes) -> PyTree:
+    """`home` with the lanes' current members written in."""
+    return _put(home, lanes.ids, rep.to_rows(lanes.carry))
