@@ -281,8 +281,10 @@ def _solve_fast(
     args: tuple,
     opts: Options,
     stall_test: bool = True,
+    part: Array | int = 0,
 ) -> State:
-    """Every member on refilled lanes (`_lanes.run`); the final kernel state, no history."""
+    """Every member on refilled lanes (`_lanes.run`); the final kernel state, no history.
+    `part` tags progress reports (the part of a chunk this program runs)."""
     state = init_batch(value_and_grad, x0, params, args, opts)
     code = _pack(state.status)
     step_dtype = state.step_size.dtype
@@ -302,7 +304,8 @@ def _solve_fast(
         every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
 
         def report(home: Carry, lanes: Any, looks: Array) -> None:
-            monitor(_ProgressView(value_and_grad, args, rep, home, lanes), looks, every)
+            view = _ProgressView(value_and_grad, args, rep, home, lanes)
+            monitor(view, looks, every, part)
 
     done = _lanes.run(rep, home, params.learning_rate, lanes, report)
     return State(
@@ -325,6 +328,7 @@ def solve_batch(
     opts: Options,
     packed: bool | None = None,
     stall_test: bool | None = None,
+    part: Array | int = 0,
 ) -> Result:
     """Every member of a flat batch, each stopping on its own rule. Pure and traceable.
 
@@ -347,13 +351,13 @@ def solve_batch(
         stall_test = stall_now if stall_test is None else stall_test
 
     def fast(x0: PyTree) -> State:
-        return _solve_fast(value_and_grad, x0, params, args, opts, stall_test)
+        return _solve_fast(value_and_grad, x0, params, args, opts, stall_test, part)
 
-    if opts.history_every:
+    if opts.history_every or packed is False:
         return to_result(plain(x0))
     if packed is None:
         return to_result(lax.cond(params.max_iter <= _MAX_PACKED_ITER, fast, plain, x0))
-    return to_result(fast(x0) if packed else plain(x0))
+    return to_result(_solve_fast(value_and_grad, x0, params, args, opts, stall_test, part))
 
 
 def fits_packed(max_iter: Any) -> bool:
@@ -410,6 +414,7 @@ def _members(
     x0: PyTree,
     params: Params,
     args: tuple,
+    part: Array,
     *,
     cost_fn: Callable,
     grad_fn: Callable | None,
@@ -418,7 +423,7 @@ def _members(
     stall_test: bool,
 ) -> Result:
     vg = make_value_and_grad(cost_fn, grad_fn)
-    return solve_batch(vg, x0, params, args, opts, packed, stall_test)
+    return solve_batch(vg, x0, params, args, opts, packed, stall_test, part)
 
 
 def _grid(
@@ -440,16 +445,9 @@ def _grid(
     `(n_lr, n_g)`; with several, it is flat, in the part's order (see `interleave`)."""
     n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
     xs, member_rates = grid_members(guesses, rates, part_ids(n_lr * n_g, part, parts))
-    flat = _members(
-        xs,
-        params._replace(learning_rate=member_rates),
-        args,
-        cost_fn=cost_fn,
-        grad_fn=grad_fn,
-        opts=opts,
-        packed=packed,
-        stall_test=stall_test,
-    )
+    vg = make_value_and_grad(cost_fn, grad_fn)
+    params = params._replace(learning_rate=member_rates)
+    flat = solve_batch(vg, xs, params, args, opts, packed, stall_test)
     return to_grid(flat, n_lr, n_g) if parts == 1 else flat
 
 
@@ -499,11 +497,40 @@ def solve_members(
     cost_fn: Callable,
     grad_fn: Callable | None,
     opts: Options,
+    threads: int = 1,
+    device: jax.Device | None = None,
 ) -> Result:
-    """The single-device entry point: a flat batch of members (batch on every leading axis of
-    `x0` and on `params.learning_rate`), solved to completion in one compiled program.
-    Returns a flat `Result`."""
-    return _call("members", params, x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)
+    """A flat batch of members on one device (JAX's default, or `device`; batch on every
+    leading axis of `x0` and on `params.learning_rate`), solved to completion. Returns a flat
+    `Result` of host arrays.
+
+    With `threads` > 1 the members are dealt in turn to that many parts (`part_ids`), each
+    solved by the same compiled program from its own host thread (as in `solve_grid`); the
+    batch size must then be a multiple of `threads`.
+    """
+    static = dict(cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)
+    size = np.shape(params.learning_rate)[0]
+
+    def part(p: int) -> Result:
+        pick = functools.partial(lambda leaf, p: np.asarray(leaf)[p::threads], p=p)
+        xs, rates = jax.tree.map(pick, x0), pick(params.learning_rate)
+        if device is not None:
+            xs, rates = jax.device_put((xs, rates), device)
+        inputs = (xs, params._replace(learning_rate=rates), args, np.int32(p))
+        return _call("members", params, *inputs, **static)
+
+    if threads == 1:
+        return jax.device_get(part(0))
+
+    parts = [jax.device_get(r) for r in run_parts(part, threads)]
+
+    def deal(*leaves: np.ndarray) -> np.ndarray:
+        out = np.empty((size, *leaves[0].shape[1:]), leaves[0].dtype)
+        for p, leaf in enumerate(leaves):
+            out[p::threads] = leaf
+        return out
+
+    return jax.tree.map(deal, *parts)
 
 
 def solve_grid(

@@ -79,18 +79,19 @@ def _deliver(
         sink(int(device), int(trips), int(running), int(converged), int(diverged), float(best_cost))
 
 
-def monitor(state: Any, trips: Array, every: int) -> None:
+def monitor(state: Any, trips: Array, every: int, part: Array | int = 0) -> None:
     """Inside the loop: every `every` trips, send counts of the batch `state` to the host.
 
     The counts are reduced over the batch on the device; only five numbers travel. Traced
-    under `shard_map` (inside `device_axes`), each device reports its own share with its index.
+    under `shard_map` (inside `device_axes`), each device reports its own share with its index;
+    else the report carries `part`, the part of a chunk that host threads share.
     Under a user's `jax.vmap` the trip test is batched, so the call runs every trip and the
     host drops the calls that are not due: reports stay correct, only slower.
     """
     axes = _axes
 
     def send() -> None:
-        device = lax.axis_index(axes) if axes else jnp.array(0, jnp.int32)
+        device = lax.axis_index(axes) if axes else jnp.asarray(part, jnp.int32)
         converged = state.status == Status.CONVERGED
         jax.debug.callback(
             _deliver,

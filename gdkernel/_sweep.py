@@ -166,8 +166,8 @@ def sweep(
         progress: a callable receiving a `Progress` (chunks, members running, converged and
             diverged, best cost) after every chunk and from inside the compiled loop, or True
             for a tqdm bar on stderr (extra `gdkernel[progress]`). Off by default.
-        threads: host threads that share a one-device grid run in one chunk: None (default)
-            for one per CPU core on a CPU device and one on an accelerator.
+        threads: host threads that share the grid (every chunk of it) on one device: None
+            (default) for one per CPU core on a CPU device, one on an accelerator.
 
     Returns:
         A `SweepResult`: the fields of `Result` with the grid axes in front, the grid's
@@ -263,8 +263,26 @@ def sweep(
                 mesh, x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
             )
             return SweepResult(*result, learning_rate=params.learning_rate, initial_guess=x0)
+    if mesh is None:  # the parts of every chunk, dealt to host threads
+        device = run_on[0]
+        threads = threads or default_threads(plan.chunk_size, device)
+        size = -(-plan.chunk_size // threads) * threads
+        plan = plan._replace(chunk_size=size, n_chunks=-(-n // size))
     return _chunked(
-        cost_fn, grad_fn, x0, params, args, opts, n_lr, n_g, mesh, pinned, plan, path, report
+        cost_fn,
+        grad_fn,
+        x0,
+        params,
+        args,
+        opts,
+        n_lr,
+        n_g,
+        mesh,
+        pinned,
+        plan,
+        path,
+        report,
+        threads or 1,
     )
 
 
@@ -305,10 +323,12 @@ def _chunked(
     plan: _chunks.Plan,
     path: Path | None,
     report: _progress.Report | None,
+    threads: int,
 ) -> SweepResult | None:
-    """The grid chunk by chunk, on one device or a mesh; results gathered on the host."""
+    """The grid chunk by chunk, on a mesh or on one device (each chunk shared by `threads`
+    host threads); results gathered on the host."""
     n = n_lr * n_g
-    n_devices = 1 if mesh is None else mesh.devices.size
+    n_devices = threads if mesh is None else mesh.devices.size
     x0_host = jax.device_get(x0)
     lrs_host = np.asarray(params.learning_rate)
     store: _store.HostStore
@@ -343,12 +363,15 @@ def _chunked(
                         mesh, xs, chunk_params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
                     )
                 else:
-                    if device is not None:
-                        xs, chunk_params = jax.device_put((xs, chunk_params), device)
-                    flat = jax.device_get(
-                        solve_members(
-                            xs, chunk_params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
-                        )
+                    flat = solve_members(
+                        xs,
+                        chunk_params,
+                        args,
+                        cost_fn=cost_fn,
+                        grad_fn=grad_fn,
+                        opts=opts,
+                        threads=threads,
+                        device=device,
                     )
                 flat = jax.tree.map(lambda leaf, k=stop - start: np.asarray(leaf)[:k], flat)
                 store.write(start, flat)

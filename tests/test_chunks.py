@@ -236,3 +236,32 @@ def test_out_refuses_custom_pytrees_before_running(tmp_path):
             out=tmp_path / "g.npz",
         )
     assert os.listdir(tmp_path) == []
+
+
+def test_chunks_shared_by_threads_equal_one_thread(tmp_path):
+    """Every chunk dealt to host threads in turn: the same members, bit for bit, streamed to a
+    file or reported as progress, as on one thread and as one chunk."""
+    guesses = np.linspace(-3, 3, 41)
+    rates = np.geomspace(1e-3, 0.9, 7)
+    kw = dict(precision=1e-5, max_iter=2000)
+    whole = gd.sweep(lambda x: x**2 - x, guesses, rates, threads=1, **kw)
+    reports = []
+    for threads in (1, 2, 3):
+        got = gd.sweep(
+            lambda x: x**2 - x,
+            guesses,
+            rates,
+            chunk_size=50,
+            threads=threads,
+            progress=reports.append,
+            out=tmp_path / f"s{threads}.npz",
+            **kw,
+        )
+        for field in ("x", "cost", "iterations", "status"):
+            np.testing.assert_array_equal(
+                np.asarray(getattr(got, field)), np.asarray(getattr(whole, field))
+            )
+        last = reports[-1]
+        assert (last.members_done, last.running) == (287, 0)
+        assert last.converged == int(np.sum(np.asarray(whole.status) == gd.Status.CONVERGED))
+    assert all(0 <= p.running <= p.members_total for p in reports)
