@@ -21,6 +21,8 @@ ORDER = (
     "gdkernel_1thread",
     "gradient_descent",
     "reference",
+    "lax_map",
+    "numba_lanes",
     "numba",
     "optax",
     "jaxopt",

@@ -374,9 +374,10 @@ def _numba_kernels() -> dict[str, Callable]:
     return {"scalar": scalar, "rosenbrock": rosenbrock, "line": line}
 
 
-def numba_runner(p: Problem) -> Runner:
-    """A compiled per-member loop over all cores: the practical CPU limit."""
-    kernels = _numba_kernels()
+def numba_runner(p: Problem, lanes: bool = False) -> Runner:
+    """A compiled per-member loop over all cores (`fastmath`), or with `lanes` the lock-step
+    groups vectorised across SIMD lanes (W1-W3): the CPU limit references."""
+    kernels = _numba_lanes_kernels() if lanes else _numba_kernels()
     x0, rates = p.members()
     dt = np.dtype(p.dtype).type
     prec, out_x, out_it = dt(p.precision), np.empty_like(x0), np.empty(p.size, np.int32)
@@ -391,11 +392,14 @@ def numba_runner(p: Problem) -> Runner:
         def call() -> None:
             kernels["rosenbrock"](x0, rates, prec, p.max_iter, out_x, out_it)
 
-    else:
+    elif not lanes:
         X, y = p.args
 
         def call() -> None:
             kernels["line"](x0, rates, prec, p.max_iter, X, y, out_x, out_it)
+
+    else:
+        raise ValueError("numba_lanes runs W1-W3")
 
     def run() -> tuple[np.ndarray, np.ndarray]:
         call()
@@ -461,39 +465,12 @@ def _numba_lanes_kernels() -> dict[str, Callable]:
     return {"scalar": scalar, "rosenbrock": rosenbrock}
 
 
-def numba_lanes_runner(p: Problem) -> Runner:
-    """numba, lock-step groups vectorised across SIMD lanes (W1-W3): the CPU limit reference."""
-    kernels = _numba_lanes_kernels()
-    x0, rates = p.members()
-    dt = np.dtype(p.dtype).type
-    prec, out_x, out_it = dt(p.precision), np.empty_like(x0), np.empty(p.size, np.int32)
-    if p.name in ("W1", "W3"):
-        a, b = {"W1": (6, -2), "W3": (2, 0)}[p.name]
-
-        def call() -> None:
-            kernels["scalar"](x0, rates, prec, p.max_iter, dt(a), dt(b), out_x, out_it)
-
-    elif p.name == "W2":
-
-        def call() -> None:
-            kernels["rosenbrock"](x0, rates, prec, p.max_iter, out_x, out_it)
-
-    else:
-        raise ValueError("numba_lanes runs W1-W3")
-
-    def run() -> tuple[np.ndarray, np.ndarray]:
-        call()
-        return out_x.copy(), out_it.copy()
-
-    return Runner(run, lambda out: (out[0], out[1], None))
-
-
 def prepare(name: str, p: Problem) -> Runner:
     """The runner of implementation `name` for problem `p` (not yet compiled or run)."""
     if name in ("gdkernel", "gdkernel_1thread"):
         return gdkernel_runner(p, one_thread=name == "gdkernel_1thread")
     if name == "numba_lanes":
-        return numba_lanes_runner(p)
+        return numba_runner(p, lanes=True)
     if name == "gradient_descent":
         return lone_runner(p)
     if name == "numpy":

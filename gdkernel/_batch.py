@@ -125,15 +125,6 @@ def run_batch(
 # ------------------------------------------------------------------------------ fast path
 
 
-def _where(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
-    """Per-member select: `pred` has the batch shape, leaves may have more axes."""
-
-    def one(a: Array, b: Array) -> Array:
-        return jnp.where(pred.reshape(pred.shape + (1,) * (a.ndim - pred.ndim)), a, b)
-
-    return jax.tree.map(one, on_true, on_false)
-
-
 def _pack(status: Array) -> Array:
     """The code of a state just out of `init`: no iteration has run yet."""
     return jnp.where(status == RUNNING, _lanes.running_code(0), _lanes.pack_code(0, status))
@@ -223,7 +214,7 @@ def _carry_representation(
         go = c.code < 0
         n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
         new = one(c.x, c.grad, c.velocity, n, rates)
-        x, grad, velocity, step_size = _where(
+        x, grad, velocity, step_size = _lanes.select(
             go & new.finite,
             (new.x, new.grad, new.velocity, new.step_size),
             (c.x, c.grad, c.velocity, c.step_size),

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from ._validate import as_count
+
 PyTree = Any
 
 # Device bytes of one member: the loop carry (state) exists as the carry in, the carry out
@@ -53,13 +55,7 @@ class Plan(NamedTuple):
 
 
 def as_chunk_size(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"`chunk_size` must be a positive int or None, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"`chunk_size` must be >= 1, got {value}")
-    return int(value)
+    return as_count(value, "chunk_size")
 
 
 def as_memory_budget(value: Any) -> int | None:

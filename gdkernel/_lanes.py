@@ -104,15 +104,19 @@ def _put(home: PyTree, ids: Array, rows: PyTree) -> PyTree:
     return jax.tree.map(lambda h, r: h.at[ids].set(r, mode="drop"), home, rows)
 
 
+def select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """Per-lane select: `pred` has the lanes' shape, the leaves may have more axes."""
+
+    def one(a: Array, b: Array) -> Array:
+        return jnp.where(pred.reshape(pred.shape + (1,) * (a.ndim - pred.ndim)), a, b)
+
+    return jax.tree.map(one, on_true, on_false)
+
+
 def _load(rep: Representation, home: PyTree, ids: Array, members: int) -> PyTree:
     """The rows `ids` of `home`; an id of `members` or more gives an empty lane."""
     carry = rep.to_lanes(_take(home, ids))
-    empty = ids >= members
-    return jax.tree.map(
-        lambda a, b: jnp.where(empty.reshape(empty.shape + (1,) * (a.ndim - 1)), a, b),
-        rep.idle(carry),
-        carry,
-    )
+    return select(ids >= members, rep.idle(carry), carry)
 
 
 def _refill(rep: Representation, home: PyTree, rates: Array, lanes: Lanes) -> tuple[PyTree, Lanes]:
@@ -121,12 +125,7 @@ def _refill(rep: Representation, home: PyTree, rates: Array, lanes: Lanes) -> tu
     done = (rep.code(lanes.carry) >= 0) & (lanes.ids < members)
     home = _put(home, jnp.where(done, lanes.ids, members), rep.to_rows(lanes.carry))
     ids = jnp.where(done, jnp.minimum(lanes.ids + width, members), lanes.ids)
-    fresh = _load(rep, home, ids, members)
-    carry = jax.tree.map(
-        lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b),
-        fresh,
-        lanes.carry,
-    )
+    carry = select(done, _load(rep, home, ids, members), lanes.carry)
     return home, Lanes(ids, carry, jnp.take(rates, ids, mode="clip"))
 
 

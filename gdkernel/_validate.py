@@ -293,15 +293,20 @@ def as_max_iter(value: Any) -> int:
     return int(value)
 
 
-def as_threads(value: Any) -> int | None:
-    """`threads=`: None (one per core on a CPU) or an int >= 1."""
+def as_count(value: Any, name: str) -> int | None:
+    """An optional count: None, or an int >= 1."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"`threads` must be a positive int or None, got {type(value).__name__}")
+        raise TypeError(f"`{name}` must be a positive int or None, got {type(value).__name__}")
     if value < 1:
-        raise ValueError(f"`threads` must be >= 1, got {value}")
+        raise ValueError(f"`{name}` must be >= 1, got {value}")
     return int(value)
+
+
+def as_threads(value: Any) -> int | None:
+    """`threads=`: None (one per core on a CPU) or an int >= 1."""
+    return as_count(value, "threads")
 
 
 def as_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
