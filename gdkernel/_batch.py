@@ -63,8 +63,6 @@ LANE_DATA_BYTES = 2**21
 # vectors where the CPU has them (LLVM caps the width at what the target supports). Only the
 # vector width changes, not the arithmetic of an element: the results stay bit for bit.
 CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
-# Members whose every leaf has at most this many coordinates run on lanes laid out in columns.
-COLUMNS = 8
 # Lanes come in whole multiples of this many (XLA compiles fewer to scalar code, whose
 # multiply-adds contract differently from the plain loop's).
 VECTOR = 16
@@ -134,62 +132,17 @@ class _ProgressView:
     """What `monitor` reads (`status` and `cost` of the whole batch), built only when sent:
     the members' home rows with the lanes' current members written in."""
 
-    def __init__(
-        self,
-        value_and_grad: ValueAndGrad,
-        args: tuple,
-        rep: _lanes.Representation,
-        home: Carry,
-        lanes: Any,
-    ):
-        self._vg, self._args = value_and_grad, args
-        self._rep, self._home, self._lanes = rep, home, lanes
+    def __init__(self, value_and_grad: ValueAndGrad, args: tuple, home: Carry, lanes: Any):
+        self._vg, self._args, self._home, self._lanes = value_and_grad, args, home, lanes
 
     @property
     def status(self) -> Array:
-        return _lanes.code_status(_lanes.merged(self._rep, self._home, self._lanes).code)
+        return _lanes.code_status(_lanes.merged(self._home, self._lanes).code)
 
     @property
     def cost(self) -> Array:
-        x = _lanes.merged(self._rep, self._home, self._lanes).x
+        x = _lanes.merged(self._home, self._lanes).x
         return jax.vmap(lambda x: self._vg(x, self._args)[0])(x)
-
-
-def _columns(like: PyTree) -> tuple[Callable[[Carry], Carry], Callable[[Carry], Carry]]:
-    """(to_lanes, to_rows) between `Carry` rows and columns: every coordinate of the iterate,
-    gradient and velocity as an array of its own over the lanes.
-
-    In rows, a member's coordinates lie side by side and each coordinate is a strided access;
-    in columns every array the step reads or writes is contiguous (`like`: the batched guesses,
-    for the leaves' shapes).
-    """
-    shapes = [jnp.shape(leaf)[1:] for leaf in jax.tree.leaves(like)]
-    treedef = jax.tree.structure(like)
-
-    def split(tree: PyTree) -> PyTree:
-        if tree is None:
-            return None
-        return [
-            tuple(leaf.reshape(leaf.shape[0], -1)[:, k] for k in range(math.prod(shape)))
-            for leaf, shape in zip(jax.tree.leaves(tree), shapes, strict=True)
-        ]
-
-    def join(columns: PyTree) -> PyTree:
-        if columns is None:
-            return None
-        leaves = [
-            jnp.stack(cols, axis=1).reshape(cols[0].shape[0], *shape)
-            for cols, shape in zip(columns, shapes, strict=True)
-        ]
-        return jax.tree.unflatten(treedef, leaves)
-
-    def to_lanes(c: Carry) -> Carry:
-        return c._replace(x=split(c.x), grad=split(c.grad), velocity=split(c.velocity))
-
-    def to_rows(c: Carry) -> Carry:
-        return c._replace(x=join(c.x), grad=join(c.grad), velocity=join(c.velocity))
-
-    return to_lanes, to_rows
 
 
 def _carry_representation(
@@ -199,10 +152,8 @@ def _carry_representation(
     opts: Options,
     step_dtype: Any,
     stall_test: bool,
-    columns: PyTree = None,
 ) -> _lanes.Representation:
-    """Lanes of `Carry`: any pytree problem, any method; with `columns` (the batched guesses)
-    laid out in columns (`_columns`)."""
+    """Lanes of `Carry`: any pytree problem, any method."""
 
     def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, rate: Array) -> Any:
         p = params._replace(learning_rate=rate)
@@ -213,7 +164,9 @@ def _carry_representation(
     def trip(c: Carry, rates: Array) -> Carry:
         go = c.code < 0
         n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
-        new = one(c.x, c.grad, c.velocity, n, rates)
+        # Materialised once: XLA on a CPU emits a fused loop per carried array, and without
+        # the barrier each of them recomputes the whole step (the bits stay the same).
+        new = lax.optimization_barrier(one(c.x, c.grad, c.velocity, n, rates))
         x, grad, velocity, step_size = _lanes.select(
             go & new.finite,
             (new.x, new.grad, new.velocity, new.step_size),
@@ -223,16 +176,10 @@ def _carry_representation(
             x, grad, velocity, step_size, _lanes.next_code(c.code, n, new.status, new.finite)
         )
 
-    idle = lambda c: c._replace(code=jnp.zeros_like(c.code))  # noqa: E731
-    if columns is None:
-        return _lanes.Representation(trip=trip, code=lambda c: c.code, idle=idle)
-    to_lanes, to_rows = _columns(columns)
     return _lanes.Representation(
-        trip=lambda c, rates: to_lanes(trip(to_rows(c), rates)),
+        trip=trip,
         code=lambda c: c.code,
-        idle=idle,
-        to_lanes=to_lanes,
-        to_rows=to_rows,
+        idle=lambda c: c._replace(code=jnp.zeros_like(c.code)),
     )
 
 
@@ -286,16 +233,13 @@ def _solve_fast(
         done = _lanes.run(rep, _lagged.pack(state.x, code), params.learning_rate, lanes)
         return _lagged.finish(value_and_grad, done, params, args, opts, stall_test)
     home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
-    small = all(math.prod(jnp.shape(leaf)[1:]) <= COLUMNS for leaf in jax.tree.leaves(x0))
-    rep = _carry_representation(
-        value_and_grad, shared, args, opts, step_dtype, stall_test, x0 if small else None
-    )
+    rep = _carry_representation(value_and_grad, shared, args, opts, step_dtype, stall_test)
     report = None
     if opts.progress_every:
         every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
 
         def report(home: Carry, lanes: Any, looks: Array) -> None:
-            view = _ProgressView(value_and_grad, args, rep, home, lanes)
+            view = _ProgressView(value_and_grad, args, home, lanes)
             monitor(view, looks, every, part)
 
     done = _lanes.run(rep, home, params.learning_rate, lanes, report)

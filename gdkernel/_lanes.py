@@ -79,15 +79,11 @@ class Representation(NamedTuple):
         trip: `(carry, learning_rate) -> carry`: one masked step of every lane.
         code: `carry -> code`, the int32 code of every lane.
         idle: `carry -> carry`, the carry with every lane marked stopped (an empty lane).
-        to_lanes, to_rows: from the home layout (a member per row of every leaf) to the lanes'
-            layout and back; the same by default.
     """
 
     trip: Callable[[PyTree, Array], PyTree]
     code: Callable[[PyTree], Array]
     idle: Callable[[PyTree], PyTree]
-    to_lanes: Callable[[PyTree], PyTree] = lambda rows: rows
-    to_rows: Callable[[PyTree], PyTree] = lambda carry: carry
 
 
 class Lanes(NamedTuple):
@@ -115,7 +111,7 @@ def select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
 
 def _load(rep: Representation, home: PyTree, ids: Array, members: int) -> PyTree:
     """The rows `ids` of `home`; an id of `members` or more gives an empty lane."""
-    carry = rep.to_lanes(_take(home, ids))
+    carry = _take(home, ids)
     return select(ids >= members, rep.idle(carry), carry)
 
 
@@ -123,7 +119,7 @@ def _refill(rep: Representation, home: PyTree, rates: Array, lanes: Lanes) -> tu
     """Lanes whose member stopped write it home and load their next member."""
     members, width = rates.shape[0], lanes.ids.shape[0]
     done = (rep.code(lanes.carry) >= 0) & (lanes.ids < members)
-    home = _put(home, jnp.where(done, lanes.ids, members), rep.to_rows(lanes.carry))
+    home = _put(home, jnp.where(done, lanes.ids, members), lanes.carry)
     ids = jnp.where(done, jnp.minimum(lanes.ids + width, members), lanes.ids)
     carry = select(done, _load(rep, home, ids, members), lanes.carry)
     return home, Lanes(ids, carry, jnp.take(rates, ids, mode="clip"))
@@ -182,9 +178,9 @@ def run(
     home, ln, *_ = lax.while_loop(
         cond, body, (home, start, jnp.array(0, jnp.int32), *counts(start))
     )
-    return merged(rep, home, ln)
+    return merged(home, ln)
 
 
-def merged(rep: Representation, home: PyTree, lanes: Lanes) -> PyTree:
+def merged(home: PyTree, lanes: Lanes) -> PyTree:
     """`home` with the lanes' current members written in."""
-    return _put(home, lanes.ids, rep.to_rows(lanes.carry))
+    return _put(home, lanes.ids, lanes.carry)
