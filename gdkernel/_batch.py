@@ -59,7 +59,7 @@ LANE_BYTES = 2**19
 # Bytes of the data in `args` times lanes, on a CPU: a trip's work then dwarfs its fixed cost.
 LANE_DATA_BYTES = 2**21
 # Compiler options for the fast path's programs on a CPU. XLA vectorises for 256-bit registers
-# by default; the masked loop bodies are elementwise over the tile and run faster with 512-bit
+# by default; the masked loop bodies are elementwise over the lanes and run faster with 512-bit
 # vectors where the CPU has them (LLVM caps the width at what the target supports). Only the
 # vector width changes, not the arithmetic of an element: the results stay bit for bit.
 CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}

@@ -1,8 +1,8 @@
-"""The fast path's loop for a scalar problem on a CPU: one array per tile, one fused loop.
+"""The lanes' trip for a scalar problem on a CPU: one array per lane set, one fused loop.
 
 XLA on a CPU fuses each output of a loop body into a loop of its own, and each of those loops
 recomputes what the outputs share. With the iterate, gradient, step size and status code
-carried as four arrays, every step runs four loops over the tile, each recomputing the whole
+carried as four arrays, every step runs four loops over the lanes, each recomputing the whole
 step, plus copies of the carry that the loops overwrite while others still read it.
 
 Here a member of a scalar problem (one scalar leaf, plain gradient descent) carries two
