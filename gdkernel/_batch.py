@@ -502,7 +502,7 @@ def solve_grid(
     return interleave(tuple(parts), n_lr, n_g)
 
 
-_POOL: list[ThreadPoolExecutor] = []
+_POOL: dict[int, ThreadPoolExecutor] = {}  # by size: the one pool of worker threads
 # JAX settings that context managers set per thread (`with jax.enable_x64(True):`): a worker
 # thread runs under the caller's values, so it traces and places arrays as the caller would.
 _THREAD_SETTINGS = (
@@ -519,8 +519,10 @@ _THREAD_SETTINGS = (
 def run_parts(call: Callable[[int], Any], parts: int) -> list[Any]:
     """`call(part)` for every part, each on its own host thread under the caller's JAX
     settings, waiting until all are done."""
-    if not _POOL or _POOL[0]._max_workers < parts:
-        _POOL[:] = [ThreadPoolExecutor(max_workers=parts, thread_name_prefix="gdkernel")]
+    if not _POOL or max(_POOL) < parts:
+        _POOL.clear()
+        _POOL[parts] = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="gdkernel")
+    pool = _POOL[max(_POOL)]
     settings = [
         (getattr(jax, name), getattr(jax.config, f"jax_{name}")) for name in _THREAD_SETTINGS
     ]
@@ -531,7 +533,7 @@ def run_parts(call: Callable[[int], Any], parts: int) -> list[Any]:
                 stack.enter_context(manager(value))
             return jax.block_until_ready(call(part))
 
-    return list(_POOL[0].map(one, range(parts)))
+    return list(pool.map(one, range(parts)))
 
 
 def cores() -> int:

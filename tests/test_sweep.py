@@ -276,3 +276,23 @@ def test_threads_must_be_a_positive_int():
         gd.sweep(tilted, 1.0, 0.1, threads=0)
     with pytest.raises(TypeError, match="`threads` must be a positive int"):
         gd.sweep(tilted, 1.0, 0.1, threads=2.0)
+
+
+def test_compile_sweep_on_threads_equals_sweep(dtype):
+    """The compiled program called from two threads: the same members as `sweep` on one."""
+    guesses = np.linspace(-4, 4, 33).astype(dtype)
+    lrs = np.geomspace(1e-3, 0.95, 4)
+    kw = dict(precision=1e-5, max_iter=3000)
+    run = gd.compile_sweep(tilted, guesses, lrs, threads=2, **kw)
+    for shift in (0.0, 0.5):
+        got = run(guesses + shift, lrs)
+        want = gd.sweep(tilted, guesses + shift, lrs, threads=1, **kw)
+        for field in ("x", "cost", "iterations", "status"):
+            np.testing.assert_array_equal(
+                np.asarray(getattr(got, field)), np.asarray(getattr(want, field))
+            )
+    if dtype == np.float64:
+        for i, lr in enumerate(lrs):
+            x_ref, it_ref, _ = scalar_gd(lambda x: 2 * x - 2, guesses[3] + 0.5, lr, 1e-5, 3000)
+            assert int(got.iterations[i, 3]) == it_ref
+            assert abs(float(got.x[i, 3]) - x_ref) <= 1e-12
