@@ -227,13 +227,12 @@ def _solve_fast(
     code = _pack(state.status)
     step_dtype = state.step_size.dtype
     lanes = _lane_width(params.learning_rate.shape[0], *_sizes(x0, opts, args))
-    shared = params
     if _lagged.applies(x0, opts):  # one scalar per member: the one-array loop
-        rep = _lagged.representation(value_and_grad, shared, args, opts, stall_test)
+        rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
         done = _lanes.run(rep, _lagged.pack(state.x, code), params.learning_rate, lanes)
         return _lagged.finish(value_and_grad, done, params, args, opts, stall_test)
     home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
-    rep = _carry_representation(value_and_grad, shared, args, opts, step_dtype, stall_test)
+    rep = _carry_representation(value_and_grad, params, args, opts, step_dtype, stall_test)
     report = None
     if opts.progress_every:
         every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
