@@ -18,7 +18,7 @@ from ._batch import (
     shared_params,
     static_choices,
 )
-from ._kernel import Params
+from ._kernel import DIVERGENCE, Params
 from ._result import SweepResult
 from ._sweep import as_guesses, prepare
 
@@ -102,6 +102,7 @@ def compile_sweep(
     grad_tol: float | None = None,
     method: str = "gd",
     momentum: float = 0.9,
+    divergence: float | None = DIVERGENCE,
     history: bool = False,
     history_every: int = 1,
     symbols: Any = None,
@@ -146,6 +147,7 @@ def compile_sweep(
         grad_tol=grad_tol,
         method=method,
         momentum=momentum,
+        divergence=divergence,
         history=history,
         history_every=history_every,
         symbols=symbols,

@@ -155,25 +155,25 @@ def _carry_representation(
 ) -> _lanes.Representation:
     """Lanes of `Carry`: any pytree problem, any method."""
 
-    def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, rate: Array) -> Any:
+    def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, rate: Array, top: Array) -> Any:
         p = params._replace(learning_rate=rate)
-        return propose(value_and_grad, x, g, v, n, p, args, opts, step_dtype, stall_test)
+        return propose(value_and_grad, x, g, v, n, p, args, opts, step_dtype, top, stall_test)
 
     one = jax.vmap(one_member)
 
-    def trip(c: Carry, rates: Array) -> Carry:
+    def trip(c: Carry, numbers: tuple[Array, Array]) -> Carry:
         go = c.code < 0
         n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
         # Materialised once: XLA on a CPU emits a fused loop per carried array, and without
         # the barrier each of them recomputes the whole step (the bits stay the same).
-        new = lax.optimization_barrier(one(c.x, c.grad, c.velocity, n, rates))
+        new = lax.optimization_barrier(one(c.x, c.grad, c.velocity, n, *numbers))
         x, grad, velocity, step_size = _lanes.select(
-            go & new.finite,
+            go & new.accepted,
             (new.x, new.grad, new.velocity, new.step_size),
             (c.x, c.grad, c.velocity, c.step_size),
         )
         return Carry(
-            x, grad, velocity, step_size, _lanes.next_code(c.code, n, new.status, new.finite)
+            x, grad, velocity, step_size, _lanes.next_code(c.code, n, new.status, new.accepted)
         )
 
     return _lanes.Representation(
@@ -227,10 +227,11 @@ def _solve_fast(
     code = _pack(state.status)
     step_dtype = state.step_size.dtype
     lanes = _lane_width(params.learning_rate.shape[0], *_sizes(x0, opts, args))
+    numbers = (params.learning_rate, state.ceiling)  # each member's own
     if _lagged.applies(x0, opts):  # one scalar per member: the one-array loop
         rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
-        done = _lanes.run(rep, _lagged.pack(state.x, code), params.learning_rate, lanes)
-        return _lagged.finish(value_and_grad, done, params, args, opts, stall_test)
+        done = _lanes.run(rep, _lagged.pack(state.x, code), numbers, lanes)
+        return _lagged.finish(value_and_grad, done, params, state.ceiling, args, opts, stall_test)
     home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
     rep = _carry_representation(value_and_grad, params, args, opts, step_dtype, stall_test)
     report = None
@@ -241,7 +242,7 @@ def _solve_fast(
             view = _ProgressView(value_and_grad, args, home, lanes)
             monitor(view, looks, every, part)
 
-    done = _lanes.run(rep, home, params.learning_rate, lanes, report)
+    done = _lanes.run(rep, home, numbers, lanes, report)
     return State(
         x=done.x,
         cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),
@@ -250,6 +251,7 @@ def _solve_fast(
         step_size=done.step_size,
         iterations=_lanes.code_iterations(done.code),
         status=done.code & 7,
+        ceiling=state.ceiling,
         history=None,
     )
 

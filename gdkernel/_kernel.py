@@ -22,6 +22,11 @@ ValueAndGrad = Callable[[PyTree, tuple], tuple[Array, PyTree]]
 
 NORMS = ("l1", "l2", "max")
 METHODS = ("gd", "momentum", "nesterov")
+# The default divergence factor (`ceiling`). On a quadratic, a stable run's cost rises above
+# its start by at most about 80 times the rule's scale (heavy ball with momentum 0.99 near the
+# edge of stability; plain and Nesterov steps far less): 1e4 leaves a wide margin, and a cost
+# that grows geometrically crosses it long before float32 overflows.
+DIVERGENCE = 1e4
 
 
 class Options(NamedTuple):
@@ -42,10 +47,13 @@ class Params(NamedTuple):
     grad_tol: Array  # +inf when the stall test is off
     momentum: Array
     max_iter: Array  # int32
+    divergence: Array  # +inf when only non-finite values count as diverging (see `ceiling`)
 
 
 # `jax.vmap` axes of a batch's `Params`: one learning rate per member, the rest shared.
-PARAM_AXES = Params(learning_rate=0, precision=None, grad_tol=None, momentum=None, max_iter=None)
+PARAM_AXES = Params(
+    learning_rate=0, precision=None, grad_tol=None, momentum=None, max_iter=None, divergence=None
+)
 
 
 class State(NamedTuple):
@@ -58,6 +66,7 @@ class State(NamedTuple):
     step_size: Array
     iterations: Array
     status: Array
+    ceiling: Array  # a cost above this is divergence (`ceiling`)
     history: History | None
 
 
@@ -95,6 +104,25 @@ def _all_finite(tree: PyTree) -> Array:
     return out
 
 
+def _sum_squares(tree: PyTree) -> Array:
+    return sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree))
+
+
+def ceiling(cost: Array, grad: PyTree, params: Params) -> Array:
+    r"""The cost above which a run has diverged: $f_0 + d \max(|f_0|, \eta \lVert\nabla f_0\rVert_2^2)$.
+
+    $f_0$ and $\nabla f_0$ are the cost and gradient at the initial guess, $\eta$ the learning
+    rate and $d$ `params.divergence`. The scale is the larger of the starting cost's magnitude
+    and the decrease the first step promises to first order (both scale with the cost, and
+    the second stays positive where the cost starts at 0). A run that converges stays near or
+    below its start; one whose cost climbs `d` times that scale above it is diverging.
+    $d = +\infty$ turns the rule off.
+    """
+    scale = jnp.maximum(jnp.abs(cost), params.learning_rate * _sum_squares(grad))
+    rise = jnp.where(jnp.isposinf(params.divergence), jnp.inf, params.divergence * scale)
+    return (cost + rise).astype(cost.dtype)
+
+
 def _select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
@@ -119,6 +147,7 @@ def init(
         & (params.grad_tol >= 0)
         & (params.momentum >= 0)
         & (params.momentum < 1)
+        & (params.divergence > 0)
         & _all_finite(x0)
     )
     status = jnp.where(
@@ -149,6 +178,7 @@ def init(
         step_size=jnp.array(jnp.inf, dtype=step_dtype),
         iterations=jnp.array(0, dtype=jnp.int32),
         status=status,
+        ceiling=ceiling(cost, grad, params),
         history=history,
     )
 
@@ -177,7 +207,7 @@ class Proposal(NamedTuple):
     grad: PyTree
     velocity: PyTree
     step_size: Array
-    finite: Array  # the new cost, gradient and iterate are all finite
+    accepted: Array  # finite, with the cost at most the ceiling: the member moves to it
     status: Array  # what the member's status becomes (RUNNING if it goes on)
 
 
@@ -191,9 +221,13 @@ def propose(
     args: tuple,
     opts: Options,
     step_dtype: Any,
+    cost_ceiling: Array,
     stall_test: bool = True,
 ) -> Proposal:
     """Update, re-evaluate, measure the step and decide the status of iteration `iterations`.
+
+    The iteration diverges when the new cost, gradient or iterate is not finite, or the cost
+    exceeds `cost_ceiling` (`ceiling`): the member then keeps its current iterate.
 
     The arithmetic of one iteration, shared by `step` and the batched fast path (`_batch.py`),
     so both give the same bits. `stall_test=False` skips the gradient norm when the caller
@@ -203,12 +237,13 @@ def propose(
     new_cost, new_grad = value_and_grad(new_x, args)
     step_size = tree_norm(_sub(new_x, x), opts.norm).astype(step_dtype)
     finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)
+    accepted = finite & ~(new_cost > cost_ceiling)
     small = step_size < params.precision
     steep = tree_norm(new_grad, opts.norm) > params.grad_tol if stall_test else False
     # Nested `where` rather than `jnp.select`: the same codes, without the argmax over a
     # stacked condition axis that `select` lowers to (it blocks fusion in the batched loop).
     status = jnp.where(
-        ~finite,
+        ~accepted,
         Status.DIVERGED,
         jnp.where(
             small,
@@ -216,7 +251,7 @@ def propose(
             jnp.where(iterations >= params.max_iter, Status.MAX_ITER, RUNNING),
         ),
     ).astype(jnp.int32)
-    return Proposal(new_x, new_cost, new_grad, new_velocity, step_size, finite, status)
+    return Proposal(new_x, new_cost, new_grad, new_velocity, step_size, accepted, status)
 
 
 def step(
@@ -243,15 +278,16 @@ def step(
         args,
         opts,
         state.step_size.dtype,
+        state.ceiling,
     )
-    finite, status, new_x, new_cost = new.finite, new.status, new.x, new.cost
+    taken, status, new_x, new_cost = new.accepted, new.status, new.x, new.cost
 
     history = state.history
     if history is not None:
         every = opts.history_every
         # Clamped: a stopped member's step (discarded) may point one row past the end.
         row = jnp.minimum(iterations // every, opts.history_rows - 1)
-        write = live & finite & (iterations % every == 0)
+        write = live & taken & (iterations % every == 0)
 
         def record(buffer: Array, value: Array) -> Array:
             return buffer.at[row].set(jnp.where(write, value, buffer[row]))
@@ -268,12 +304,13 @@ def step(
         step_size=new.step_size,
         iterations=iterations,
         status=status,
+        ceiling=state.ceiling,
         history=history,
     )
-    # A non-finite iterate is never taken: the member keeps its last finite one. The history
+    # A diverging iterate is never taken: the member keeps its last one before. The history
     # (already masked by `write`) stays out of the select: selecting it would touch every row.
     kept = state._replace(status=status, history=None)
-    return _select(finite, accepted._replace(history=None), kept)._replace(history=history)
+    return _select(taken, accepted._replace(history=None), kept)._replace(history=history)
 
 
 def running(state: State) -> Array:

@@ -12,7 +12,7 @@ numbers, packed into one complex array: the iterate *before* its last accepted o
 same numbers: the same bits), proposes `x_{k+1}` and decides, in one loop over the lanes that
 updates the array in place.
 A member that stops keeps the iterate before its final one (a diverged member: before its
-last finite one), so its final iterate, gradient, cost and step size are recomputed once at
+last accepted one), so its final iterate, gradient, cost and step size are recomputed once at
 the end, exactly as the plain loop (`_kernel.solve`) computed them.
 
 The code shares the complex number's second slot: bit-cast into a float32, or converted to
@@ -69,10 +69,10 @@ def _steps(
 ) -> tuple[Any, Any]:
     """(one iteration of every member from (x, grad), the cost and gradient of every member)."""
 
-    def one(x: Array, g: Array, n: Array, p: Params) -> Any:
-        return propose(value_and_grad, x, g, None, n, p, args, opts, dtype, stall_test)
+    def one(x: Array, g: Array, n: Array, p: Params, top: Array) -> Any:
+        return propose(value_and_grad, x, g, None, n, p, args, opts, dtype, top, stall_test)
 
-    step = jax.vmap(one, in_axes=(0, 0, 0, PARAM_AXES))
+    step = jax.vmap(one, in_axes=(0, 0, 0, PARAM_AXES, 0))
     evaluate = jax.vmap(lambda x: value_and_grad(x, args))
     return step, evaluate
 
@@ -83,20 +83,21 @@ def representation(
     """Lanes of `pack`ed members: one trip recomputes `x_n` from `x_{n-1}`, proposes
     `x_{n+1}` and decides, in one loop over the lanes."""
 
-    def trip(packed: Array, rates: Array) -> Array:
+    def trip(packed: Array, numbers: tuple[Array, Array]) -> Array:
         before, code = unpack(packed)
         step, evaluate = _steps(value_and_grad, args, opts, before.dtype, stall_test)
+        rates, tops = numbers
         lane_params = params._replace(learning_rate=rates)
         go = code < 0
         taken = jnp.where(go, -code - 1, 0)  # iterations taken: `before` is x_{taken - 1}
         grad_before = evaluate(before)[1]
-        last = step(before, grad_before, taken, lane_params)  # x_taken again
+        last = step(before, grad_before, taken, lane_params, tops)  # x_taken again
         x = jnp.where(taken >= 1, last.x, before)
         grad = jnp.where(taken >= 1, last.grad, grad_before)
         n = taken + 1
-        new = step(x, grad, n, lane_params)
-        before = jnp.where(go & new.finite, x, before)
-        return pack(before, _lanes.next_code(code, n, new.status, new.finite))
+        new = step(x, grad, n, lane_params, tops)
+        before = jnp.where(go & new.accepted, x, before)
+        return pack(before, _lanes.next_code(code, n, new.status, new.accepted))
 
     return _lanes.Representation(
         trip=trip,
@@ -109,6 +110,7 @@ def finish(
     value_and_grad: ValueAndGrad,
     packed: Array,
     params: Params,
+    tops: Array,
     args: tuple,
     opts: Options,
     stall_test: bool,
@@ -118,7 +120,7 @@ def finish(
     step, evaluate = _steps(value_and_grad, args, opts, before.dtype, stall_test)
     iterations = _lanes.code_iterations(code)
     cost_before, grad_before = evaluate(before)
-    last = step(before, grad_before, iterations, params)
+    last = step(before, grad_before, iterations, params, tops)
     stepped = iterations >= 1  # else `before` is the initial guess
     return State(
         x=jnp.where(stepped, last.x, before),
@@ -128,5 +130,6 @@ def finish(
         step_size=jnp.where(stepped, last.step_size, jnp.inf).astype(before.dtype),
         iterations=iterations,
         status=code & 7,
+        ceiling=tops,
         history=None,
     )

@@ -61,14 +61,14 @@ def code_status(code: Array) -> Array:
     return jnp.where(code < 0, RUNNING, code & 7)
 
 
-def next_code(code: Array, n: Array, status: Array, finite: Array) -> Array:
+def next_code(code: Array, n: Array, status: Array, accepted: Array) -> Array:
     """The code after a lane proposed its `n`-th iteration with `status` (`RUNNING` to go on).
 
-    A diverged member (non-finite proposal) keeps its last finite iterate, so its count stays
+    A diverged member (proposal not accepted) keeps its iterate before, so its count stays
     at `n - 1`.
     """
     go = code < 0
-    stopped = pack_code(jnp.where(finite, n, n - 1), status)
+    stopped = pack_code(jnp.where(accepted, n, n - 1), status)
     return jnp.where(go & (status != RUNNING), stopped, jnp.where(go, running_code(n), code))
 
 
@@ -76,12 +76,13 @@ class Representation(NamedTuple):
     """How one kind of lane carry is stepped and read.
 
     Attributes:
-        trip: `(carry, learning_rate) -> carry`: one masked step of every lane.
+        trip: `(carry, numbers) -> carry`: one masked step of every lane, `numbers` being
+            the per-member numbers (`run`'s `numbers`) of the lanes' members.
         code: `carry -> code`, the int32 code of every lane.
         idle: `carry -> carry`, the carry with every lane marked stopped (an empty lane).
     """
 
-    trip: Callable[[PyTree, Array], PyTree]
+    trip: Callable[[PyTree, PyTree], PyTree]
     code: Callable[[PyTree], Array]
     idle: Callable[[PyTree], PyTree]
 
@@ -89,11 +90,15 @@ class Representation(NamedTuple):
 class Lanes(NamedTuple):
     ids: Array  # int32 (w,): the member on each lane; `M` for an empty lane
     carry: PyTree  # the lanes' state, leading axis w
-    learning_rate: Array  # (w,)
+    numbers: PyTree  # the lanes' members' own numbers (learning rate, ...), leading axis w
 
 
 def _take(home: PyTree, ids: Array) -> PyTree:
     return jax.tree.map(lambda leaf: jnp.take(leaf, ids, axis=0, mode="clip"), home)
+
+
+def _count(numbers: PyTree) -> int:
+    return jax.tree.leaves(numbers)[0].shape[0]
 
 
 def _put(home: PyTree, ids: Array, rows: PyTree) -> PyTree:
@@ -115,20 +120,22 @@ def _load(rep: Representation, home: PyTree, ids: Array, members: int) -> PyTree
     return select(ids >= members, rep.idle(carry), carry)
 
 
-def _refill(rep: Representation, home: PyTree, rates: Array, lanes: Lanes) -> tuple[PyTree, Lanes]:
+def _refill(
+    rep: Representation, home: PyTree, numbers: PyTree, lanes: Lanes
+) -> tuple[PyTree, Lanes]:
     """Lanes whose member stopped write it home and load their next member."""
-    members, width = rates.shape[0], lanes.ids.shape[0]
+    members, width = _count(numbers), lanes.ids.shape[0]
     done = (rep.code(lanes.carry) >= 0) & (lanes.ids < members)
     home = _put(home, jnp.where(done, lanes.ids, members), lanes.carry)
     ids = jnp.where(done, jnp.minimum(lanes.ids + width, members), lanes.ids)
     carry = select(done, _load(rep, home, ids, members), lanes.carry)
-    return home, Lanes(ids, carry, jnp.take(rates, ids, mode="clip"))
+    return home, Lanes(ids, carry, _take(numbers, ids))
 
 
 def run(
     rep: Representation,
     home: PyTree,
-    rates: Array,
+    numbers: PyTree,
     lanes: int,
     monitor: Callable[[PyTree, Lanes, Array], None] | None = None,
 ) -> PyTree:
@@ -137,7 +144,8 @@ def run(
     Args:
         rep: the lane representation.
         home: every member's state, the batch on the leading axis of every leaf.
-        rates: every member's learning rate, `(M,)`.
+        numbers: every member's own numbers (its learning rate, ...), `M` on every leaf's
+            leading axis.
         lanes: how many lanes.
         monitor: called after every look at the lanes with `(home, lanes, looks)`, where `home`
             is stale for the members on lanes (for progress reports).
@@ -145,9 +153,9 @@ def run(
     Returns:
         `home` with every member stopped.
     """
-    members = rates.shape[0]
+    members = _count(numbers)
     ids = jnp.minimum(jnp.arange(lanes, dtype=jnp.int32), members)
-    start = Lanes(ids, _load(rep, home, ids, members), jnp.take(rates, ids, mode="clip"))
+    start = Lanes(ids, _load(rep, home, ids, members), _take(numbers, ids))
 
     def counts(ln: Lanes) -> tuple[Array, Array]:
         """(lanes running, lanes with a stopped member and another waiting)."""
@@ -163,12 +171,12 @@ def run(
         home, ln, looks, live, waiting = s
         home, ln = lax.cond(
             (waiting * REFILL_SHARE >= lanes) | (live == 0),
-            lambda h, l_: _refill(rep, h, rates, l_),
+            lambda h, l_: _refill(rep, h, numbers, l_),
             lambda h, l_: (h, l_),
             home,
             ln,
         )
-        carry = lax.fori_loop(0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.learning_rate), ln.carry)
+        carry = lax.fori_loop(0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers), ln.carry)
         ln = ln._replace(carry=carry)
         looks = looks + 1
         if monitor is not None:

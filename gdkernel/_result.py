@@ -19,7 +19,7 @@ class Status(enum.IntEnum):
     | --- | --- | --- |
     | 0 | `CONVERGED` | the step `norm(x_new - x_old)` fell below `precision` |
     | 1 | `MAX_ITER` | `max_iter` iterations ran without the step rule firing |
-    | 2 | `DIVERGED` | the cost, gradient or iterate became NaN or inf; `x` is the last finite iterate |
+    | 2 | `DIVERGED` | the cost climbed far above its start (`divergence`), or the cost, gradient or iterate became NaN or inf; `x` is the iterate before |
     | 3 | `STALLED` | the step rule fired while the gradient norm was still above `grad_tol` |
     | 4 | `INVALID` | a traced input was out of range (see the message); no iteration ran |
     """
@@ -42,8 +42,9 @@ _MESSAGES = {
     Status.CONVERGED: "converged: the step fell below `precision`",
     Status.MAX_ITER: "stopped after `max_iter` iterations without converging",
     Status.DIVERGED: (
-        "diverged: the cost, gradient or iterate became non-finite (NaN or inf); "
-        "`x` is the last finite iterate (try a smaller `learning_rate`)"
+        "diverged: the cost climbed above its start by more than `divergence` times its "
+        "scale, or the cost, gradient or iterate became NaN or inf; `x` is the iterate "
+        "before (try a smaller `learning_rate`)"
     ),
     Status.STALLED: (
         "stalled: the step fell below `precision` while the gradient norm was still "

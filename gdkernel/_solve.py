@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate as v
-from ._kernel import METHODS, NORMS, Options, Params, make_value_and_grad, solve
+from ._kernel import DIVERGENCE, METHODS, NORMS, Options, Params, make_value_and_grad, solve
 from ._result import Result
 
 PyTree = Any
@@ -31,7 +31,13 @@ def _run(
 
 
 def make_params(
-    dtype: Any, learning_rate: Any, precision: Any, grad_tol: Any, momentum: Any, max_iter: int
+    dtype: Any,
+    learning_rate: Any,
+    precision: Any,
+    grad_tol: Any,
+    momentum: Any,
+    max_iter: int,
+    divergence: Any = DIVERGENCE,
 ) -> Params:
     """The traced numbers as arrays of one fixed dtype, so their Python type never retraces."""
 
@@ -47,7 +53,9 @@ def make_params(
             f"`learning_rate` must stay a finite number > 0 in {np.dtype(dtype).name}, "
             f"got {learning_rate} (which is {rate} there)"
         )
-    return Params(rate, arr(precision), arr(grad_tol), arr(momentum), np.int32(max_iter))
+    return Params(
+        rate, arr(precision), arr(grad_tol), arr(momentum), np.int32(max_iter), arr(divergence)
+    )
 
 
 def make_options(
@@ -80,6 +88,7 @@ def gradient_descent(
     grad_tol: float | None = None,
     method: str = "gd",
     momentum: float = 0.9,
+    divergence: float | None = DIVERGENCE,
     history: bool = False,
     history_every: int = 1,
     symbols: Any = None,
@@ -91,9 +100,14 @@ def gradient_descent(
     $$x_{k+1} = x_k - \eta \nabla f(x_k), \qquad s_k = \lVert x_{k+1} - x_k \rVert$$
 
     and the run stops at the first $k$ with $s_k < \text{precision}$ (that iteration counts:
-    `CONVERGED`), or when `max_iter` iterations have run (`MAX_ITER`). If the cost, the
-    gradient or the iterate becomes NaN or inf the run stops with `DIVERGED` and keeps its
-    last finite iterate. With `grad_tol` set, a step-rule stop while
+    `CONVERGED`), or when `max_iter` iterations have run (`MAX_ITER`). The run stops with
+    `DIVERGED`, keeping its iterate before, at the first iteration whose cost, gradient or
+    iterate is NaN or inf, or whose cost climbs above
+
+    $$f(x_0) + d \cdot \max\bigl(|f(x_0)|,\ \eta \lVert\nabla f(x_0)\rVert_2^2\bigr)$$
+
+    ($d$ = `divergence`): the same in float32 and float64. With `grad_tol` set, a step-rule
+    stop while
     $\lVert\nabla f(x_{k+1})\rVert > \text{grad\_tol}$ is reported as `STALLED`.
 
     The loop is a `jax.lax.while_loop` compiled with `jax.jit`. `initial_guess`,
@@ -120,6 +134,9 @@ def gradient_descent(
             $v_{k+1} = \mu v_k + \nabla f(x_k)$, $x_{k+1} = x_k - \eta v_{k+1}$) or
             `"nesterov"` ($x_{k+1} = x_k - \eta(\nabla f(x_k) + \mu v_{k+1})$).
         momentum: $\mu \in [0, 1)$ for the momentum methods (default 0.9).
+        divergence: the factor $d > 0$ of the divergence rule above (default `1e4`: a
+            converging run, momentum included, stays far below it); None turns the rule off,
+            leaving only NaN and inf.
         history: record every iterate and cost inside the loop (`Result.history`).
         history_every: with `history`, keep every k-th iterate only; the buffer holds
             `max_iter // history_every + 1` rows.
@@ -152,6 +169,7 @@ def gradient_descent(
         v.as_grad_tol(grad_tol),
         v.as_momentum(momentum),
         max_iter,
+        v.as_divergence(divergence),
     )
     opts = make_options(norm, method, history, history_every, max_iter)
     v.warn_precision(precision, x0)

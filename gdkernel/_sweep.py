@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from . import _chunks, _devices, _progress, _sharded, _store
 from . import _validate as v
 from ._batch import default_threads, solve_grid, solve_members
-from ._kernel import Options, Params
+from ._kernel import DIVERGENCE, Options, Params
 from ._progress import Progress
 from ._result import SweepResult
 from ._solve import float_dtype, make_options, make_params
@@ -69,6 +69,7 @@ def prepare(
     grad_tol: Any,
     method: Any,
     momentum: Any,
+    divergence: Any,
     history: Any,
     history_every: Any,
     symbols: Any,
@@ -87,6 +88,7 @@ def prepare(
         v.as_grad_tol(grad_tol),
         v.as_momentum(momentum),
         max_iter,
+        v.as_divergence(divergence),
     )._replace(learning_rate=lrs if lrs.dtype == dtype else lrs.astype(dtype))
     opts = make_options(norm, method, history, history_every, max_iter)
     v.warn_precision(precision, x0)
@@ -106,6 +108,7 @@ def sweep(
     grad_tol: float | None = None,
     method: str = "gd",
     momentum: float = 0.9,
+    divergence: float | None = DIVERGENCE,
     history: bool = False,
     history_every: int = 1,
     symbols: Any = None,
@@ -153,8 +156,8 @@ def sweep(
         cost_fn: `cost_fn(x, *args) -> scalar`, as in `gradient_descent`.
         initial_guesses: the starting points, batched on the leading axis of every leaf.
         learning_rates: a scalar or a 1-D array of learning rates, all > 0.
-        precision, max_iter, args, grad_fn, norm, grad_tol, method, momentum, history,
-        history_every, symbols: as in `gradient_descent`, shared by every member.
+        precision, max_iter, args, grad_fn, norm, grad_tol, method, momentum, divergence,
+        history, history_every, symbols: as in `gradient_descent`, shared by every member.
         devices: None (default), a sequence of `jax.Device` or a `jax.sharding.Mesh` (members
             are split over all its axes). One device runs the grid as one batch.
         chunk_size: members per chunk (rounded up to a multiple of the device count).
@@ -204,6 +207,7 @@ def sweep(
         grad_tol=grad_tol,
         method=method,
         momentum=momentum,
+        divergence=divergence,
         history=history,
         history_every=history_every,
         symbols=symbols,

@@ -260,15 +260,29 @@ def as_learning_rates(value: Any, name: str = "learning_rates") -> Array:
 
 def as_precision(value: Any, name: str = "precision") -> Any:
     value = _scalar(value, name)
-    if not is_traced(value) and not value >= 0:  # also catches NaN
-        raise ValueError(f"`{name}` must be >= 0, got {value}")
+    # `inf` would stop every run after its first step, whatever the step
+    if not is_traced(value) and not 0 <= value < np.inf:  # also catches NaN
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value}")
     return value
 
 
 def as_grad_tol(value: Any) -> Any:
     if value is None:
         return float("inf")
-    return as_precision(value, "grad_tol")
+    value = _scalar(value, "grad_tol")
+    if not is_traced(value) and not value >= 0:  # also catches NaN; inf: no stall test
+        raise ValueError(f"`grad_tol` must be >= 0, got {value}")
+    return value
+
+
+def as_divergence(value: Any) -> Any:
+    """The divergence factor: None or `inf` turns the rule off (non-finite values only)."""
+    if value is None:
+        return float("inf")
+    value = _scalar(value, "divergence")
+    if not is_traced(value) and not value > 0:  # also catches NaN
+        raise ValueError(f"`divergence` must be a number > 0 (or None to turn it off), got {value}")
+    return value
 
 
 def as_momentum(value: Any) -> Any:

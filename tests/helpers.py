@@ -14,14 +14,30 @@ NORMS = {
 }
 
 
-def reference_gd(grad, x0, lr, precision, max_iter, norm="l1", method="gd", momentum=0.9):
+def reference_gd(
+    grad,
+    x0,
+    lr,
+    precision,
+    max_iter,
+    norm="l1",
+    method="gd",
+    momentum=0.9,
+    cost=None,
+    divergence=1e4,
+):
     """The tutorials' loop in plain Python/NumPy float64. Returns (x, iterations, status, series).
 
-    status is "converged" or "max_iter"; series holds every iterate, the initial guess first.
+    status is "converged", "max_iter" or (with `cost`) "diverged": the cost climbed above
+    `f0 + divergence * max(|f0|, lr * |g0|^2)`, and `x` is the iterate before. series holds
+    every iterate taken, the initial guess first.
     """
     x = np.asarray(x0, dtype=np.float64)
     v = np.zeros_like(x)
     series = [x.copy()]
+    if cost is not None:
+        f0, g0 = float(cost(x)), np.asarray(grad(x), dtype=np.float64)
+        ceiling = f0 + divergence * max(abs(f0), lr * float(np.sum(g0 * g0)))
     for it in range(1, max_iter + 1):
         g = np.asarray(grad(x), dtype=np.float64)
         if method == "gd":
@@ -33,6 +49,8 @@ def reference_gd(grad, x0, lr, precision, max_iter, norm="l1", method="gd", mome
             v = momentum * v + g
             new_x = x - lr * (g + momentum * v)
         step = NORMS[norm](new_x - x)
+        if cost is not None and float(cost(new_x)) > ceiling:
+            return x, it - 1, "diverged", series
         x = new_x
         series.append(x.copy())
         if step < precision:
