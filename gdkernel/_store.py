@@ -80,6 +80,62 @@ def check_storable(initial_guess: PyTree) -> None:
     _encode(initial_guess, [], "initial_guesses")
 
 
+# ------------------------------------------------------------------------------- writing
+
+
+def _pack(path: Path, fields: dict[str, Any], spooled: dict[int, Path]) -> None:
+    """Write the fields of a `SweepResult` to `path` (via `path.part`, replaced at the end).
+
+    A leaf whose `id` is in `spooled` is a memory-mapped `.npy` file, copied as it is (never
+    whole in memory); every other leaf is written from memory.
+    """
+    tree: dict[str, Any] = {}
+    part = path.with_name(path.name + ".part")
+    try:
+        with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for field in SweepResult._fields:
+                value = fields[field]
+                leaves: list[Any] = []
+                if field in _TREE_FIELDS:
+                    tree[field] = _encode(value, leaves, field)
+                elif value is not None:
+                    leaves = [value]
+                for key, leaf in zip(_keys(field, len(leaves)), leaves, strict=True):
+                    file = spooled.get(id(leaf))
+                    with zf.open(f"{key}.npy", "w", force_zip64=True) as dst:
+                        if file is not None:
+                            leaf.flush()
+                            with open(file, "rb") as src:
+                                shutil.copyfileobj(src, dst, 1 << 24)
+                        else:
+                            np.lib.format.write_array(dst, np.asarray(leaf))
+            meta = {"format": FORMAT, "tree": tree}
+            with zf.open("__tree__.npy", "w") as dst:
+                np.lib.format.write_array(dst, np.array(json.dumps(meta)))
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def save_sweep(grid: SweepResult, path: str | os.PathLike) -> None:
+    """Write a `SweepResult` to an `.npz` file in the layout of `sweep(..., out=path)`.
+
+    The one results file of gdkernel, whoever writes it (`sweep(out=...)`, the command line's
+    `--out FILE.npz`): `load_sweep` reads it back, `numpy.load` reads its arrays.
+
+    Args:
+        grid: the result of `sweep` (or a run given grid axes of length 1).
+        path: the file, ending in `.npz`.
+
+    Raises:
+        ValueError: `path` does not end in `.npz`, or its folder does not exist.
+    """
+    target = as_out_path(path)
+    assert target is not None
+    host = jax.device_get(grid)
+    _pack(target, host._asdict(), {})
+
+
 # ------------------------------------------------------------------------------- stores
 
 
@@ -129,37 +185,12 @@ class NpzStore(HostStore):
 
     def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
         assert self.flat is not None
-        leaves_of = dict(zip(Result._fields, self.flat, strict=True))
-        tree: dict[str, Any] = {}
-        part = self.path.with_name(self.path.name + ".part")
+        fields = dict(zip(Result._fields, self.flat, strict=True))
+        fields.update(learning_rate=learning_rate, initial_guess=initial_guess)
         try:
-            with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for field in SweepResult._fields:
-                    if field in leaves_of:
-                        value = leaves_of[field]
-                    else:
-                        value = learning_rate if field == "learning_rate" else initial_guess
-                    leaves: list[Any] = []
-                    if field in _TREE_FIELDS:
-                        tree[field] = _encode(value, leaves, field)
-                    elif value is not None:
-                        leaves = [value]
-                    for key, leaf in zip(_keys(field, len(leaves)), leaves, strict=True):
-                        spooled = self.files.get(id(leaf))
-                        with zf.open(f"{key}.npy", "w", force_zip64=True) as dst:
-                            if spooled is not None:
-                                leaf.flush()
-                                with open(spooled, "rb") as src:
-                                    shutil.copyfileobj(src, dst, 1 << 24)
-                            else:
-                                np.lib.format.write_array(dst, np.asarray(leaf))
-                meta = {"format": FORMAT, "tree": tree}
-                with zf.open("__tree__.npy", "w") as dst:
-                    np.lib.format.write_array(dst, np.array(json.dumps(meta)))
-            self.flat = None  # let go of the memory maps before removing their files
-            os.replace(part, self.path)
+            _pack(self.path, fields, self.files)
         finally:
-            part.unlink(missing_ok=True)
+            fields.clear()  # let go of the memory maps before removing their files
             self.abort()
         return load_sweep(self.path, mmap=True)
 
@@ -179,16 +210,29 @@ class NullStore(HostStore):
 
 
 def as_out_path(out: Any) -> Path | None:
-    """`out=` as a path ending in `.npz` (added when missing, as `numpy.savez` does)."""
+    """`out=` as a path ending in `.npz` (added when there is no suffix, as `numpy.savez`
+    does), checked before any work: the format, the folder, the permission to write there.
+
+    Raises:
+        TypeError: `out` is not a path.
+        ValueError: `out` ends in another suffix (only `.npz` is written), is a folder, or
+            its folder does not exist or cannot be written to.
+    """
     if out is None:
         return None
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"`out` must be a file path (str or os.PathLike), got {type(out).__name__}")
     path = Path(out)
-    if path.suffix != ".npz":
+    if not path.suffix:
         path = path.with_name(path.name + ".npz")
+    elif path.suffix.lower() != ".npz":
+        raise ValueError(f"`out` must end in .npz, the one format `sweep` writes; got {str(out)!r}")
+    if path.is_dir():
+        raise ValueError(f"`out` is a folder: {str(path)!r}")
     if not path.parent.is_dir():
         raise ValueError(f"`out`: the folder {str(path.parent)!r} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"`out`: the folder {str(path.parent)!r} is not writable")
     return path
 
 

@@ -1,0 +1,54 @@
+"""The one results file: what `sweep(..., out=...)` accepts, and `save_sweep`/`load_sweep`."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import gdkernel as gd
+from gdkernel import _store
+
+
+def _never_called(x):
+    raise AssertionError("the sweep ran")
+
+
+@pytest.mark.parametrize("name", ["s.csv", "s.json", "s.npy", "s.NPZ.txt"])
+def test_out_refuses_a_format_it_cannot_write_before_running(tmp_path, name):
+    # The cost raises if the sweep ever traces or runs it: the check comes first.
+    with pytest.raises(ValueError, match=r"`out` must end in \.npz.*" + name.replace(".", r"\.")):
+        gd.sweep(_never_called, np.ones(3), [0.1], out=tmp_path / name)
+    assert os.listdir(tmp_path) == []  # nothing written, not even `s.csv.npz`
+
+
+@pytest.mark.parametrize("name", ["g.npz", "g.NPZ", "g"])
+def test_out_writes_npz_named_so_or_without_a_suffix(tmp_path, name):
+    grid = gd.sweep(lambda x: x**2, np.array([1.0, -2.0]), [0.1], out=tmp_path / name)
+    written = name if name != "g" else "g.npz"  # no suffix: `.npz` added, as numpy.savez does
+    assert os.listdir(tmp_path) == [written]
+    # x**2 from 1 at rate 0.1: x_k = 0.8**k, the step 0.2 * 0.8**(k-1) drops below 1e-4 at k = 36.
+    assert int(gd.load_sweep(tmp_path / written).iterations[0, 0]) == int(grid.iterations[0, 0])
+    assert int(grid.iterations[0, 0]) == 1 + int(np.ceil(np.log(1e-4 / 0.2) / np.log(0.8)))
+
+
+def test_out_refuses_a_folder_as_the_file(tmp_path):
+    (tmp_path / "g.npz").mkdir()
+    with pytest.raises(ValueError, match="`out` is a folder"):
+        gd.sweep(_never_called, np.ones(3), [0.1], out=tmp_path / "g.npz")
+
+
+def test_save_sweep_writes_what_load_sweep_reads(tmp_path):
+    guesses = np.array([[0.0, 1.0], [2.0, -1.0], [3.0, 3.0]])
+    grid = gd.sweep(lambda x: (x**2).sum(), guesses, [0.1, 0.4])
+    _store.save_sweep(grid, tmp_path / "g.npz")
+    loaded = gd.load_sweep(tmp_path / "g.npz")
+    for got, want in zip(jax.tree.leaves(tuple(loaded)), jax.tree.leaves(tuple(grid)), strict=True):
+        np.testing.assert_array_equal(got, np.asarray(want))
+    # Independent fact: x**2 at rates 0.1 and 0.4 contracts x by 0.8 and 0.2 per step: every
+    # member converges.
+    assert loaded.counts()[gd.Status.CONVERGED] == 6
+    with pytest.raises(ValueError, match=r"`out` must end in \.npz"):
+        _store.save_sweep(grid, tmp_path / "g.csv")
