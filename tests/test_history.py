@@ -169,21 +169,28 @@ def test_pytree_history(x64):
     assert x0["a"] == 0.0 and not x0["b"].any()  # the input is untouched
 
 
-def divergent_series(x0: float, lr: float, max_iter: int):
-    """x**2 from x0: x_{k+1} = (1 - 2 lr) x_k, kept while the cost and gradient stay finite."""
+def divergent_series(x0: float, lr: float, max_iter: int, ceiling: float = np.inf):
+    """x**2 from x0: x_{k+1} = (1 - 2 lr) x_k, kept while the cost and gradient stay finite
+    and the cost at most `ceiling`."""
     series = [x0]
     with np.errstate(over="ignore"):
         for _ in range(max_iter):
             new = np.float64(series[-1]) * (1 - 2 * lr)
-            if not (np.isfinite(new) and np.isfinite(new * new) and np.isfinite(2 * new)):
+            finite = np.isfinite(new) and np.isfinite(new * new) and np.isfinite(2 * new)
+            if not finite or new * new > ceiling:
                 return np.array(series), "diverged"
             series.append(float(new))
     return np.array(series), "max_iter"
 
 
-def test_diverging_member(x64):
-    res = gd.gradient_descent(lambda x: x**2, 3.0, 1.5, max_iter=2000, history=True)
-    series, status = divergent_series(3.0, 1.5, 2000)  # x doubles and flips sign: exact
+@pytest.mark.parametrize("divergence", [None, 1e4, 1e100])
+def test_diverging_member(x64, divergence):
+    res = gd.gradient_descent(
+        lambda x: x**2, 3.0, 1.5, max_iter=2000, history=True, divergence=divergence
+    )
+    # the rule's ceiling: f0 + d * max(|f0|, lr * f'(x0)**2) = 9 + d * 54
+    ceiling = np.inf if divergence is None else 9 + divergence * 54
+    series, status = divergent_series(3.0, 1.5, 2000, ceiling)  # x doubles, flips sign: exact
     assert status == "diverged" and res.status == gd.Status.DIVERGED
     k = int(res.iterations)
     assert k == len(series) - 1
