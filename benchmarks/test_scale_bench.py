@@ -1,4 +1,4 @@
-"""Scale-out benchmarks: per-device loops vs a globally synchronised loop, dealing, progress.
+"""Scale-out benchmarks: per-device loops vs a globally synchronised loop, and dealing.
 
 W3 (the straggler workload): `x**2` over 256 log-spaced learning rates in [1e-4, 1] x 1,024
 starting points in [-3, 3], precision 1e-5, max_iter 10,000; run counts differ by orders of
@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -40,8 +39,6 @@ import gdkernel as gd
 ROOT = Path(__file__).resolve().parents[1]
 W3_FULL = (256, 1024, 10_000)
 W3_SMALL = (8, 32, 2_000)
-W1_FULL = 100_000
-W1_SMALL = 1_000
 
 
 # ----------------------------------------------------------------------- W3, 4 devices
@@ -172,68 +169,7 @@ def test_w3_four_devices(benchmark):
         print(json.dumps(found, indent=1))
 
 
-# ------------------------------------------------------------------- progress overhead
-
-
-def quadratic(x):
-    return 3 * x**2 - 2 * x - 3
-
-
-def _w1(batch: int, progress) -> gd.SweepResult:
-    guesses = jnp.linspace(-10.0, 10.0, batch)
-    grid = gd.sweep(
-        quadratic, guesses, 0.001, precision=1e-5, max_iter=500, chunk_size=batch, progress=progress
-    )
-    return jax.block_until_ready(grid)
-
-
-@pytest.mark.benchmark(group="scale-progress")
-@pytest.mark.parametrize("progress", ["off", "on"])
-def test_progress_overhead(benchmark, progress):
-    """W1 (one batch, lr 0.001): the sweep with in-loop progress reports on and off."""
-    batch = W1_SMALL if benchmark.disabled else W1_FULL
-    reports = []
-    callback = reports.append if progress == "on" else None
-    _w1(batch, callback)  # compile
-    grid = benchmark(_w1, batch, callback)
-    benchmark.extra_info.update(
-        batch=batch, member_iterations=int(np.asarray(grid.iterations).sum())
-    )
-    if progress == "on":
-        assert reports and reports[-1].members_done == batch
-    assert sum(grid.counts().values()) == batch
-
-
-def _progress_paired(batch: int, rounds: int) -> dict:
-    """Progress on vs off, alternating in one process; also with a report every trip."""
-    from gdkernel import _progress
-
-    variants = {"off": None, "on": lambda p: None}
-    for cb in variants.values():
-        _w1(batch, cb)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, cb in variants.items():
-            start = time.perf_counter()
-            _w1(batch, cb)
-            times[name].append(time.perf_counter() - start)
-    _progress.MEMBER_TRIPS_PER_REPORT["cpu"] = 1
-    _w1(batch, lambda p: None)
-    every_trip = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        _w1(batch, lambda p: None)
-        every_trip.append(time.perf_counter() - start)
-    out = {k: min(v) for k, v in times.items()}
-    out["on_every_trip"] = min(every_trip)
-    out["overhead"] = out["on"] / out["off"] - 1
-    out["overhead_every_trip"] = out["on_every_trip"] / out["off"] - 1
-    return out
-
-
 if __name__ == "__main__":
     if sys.argv[1] == "w3":
         n_lr, n_g, max_iter, rounds = map(int, sys.argv[2:6])
         print(json.dumps(_w3_measure(n_lr, n_g, max_iter, rounds)))
-    elif sys.argv[1] == "progress":
-        print(json.dumps(_progress_paired(int(sys.argv[2]), int(sys.argv[3]))))

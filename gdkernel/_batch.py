@@ -48,7 +48,7 @@ from ._kernel import (
     running,
     to_result,
 )
-from ._progress import monitor
+from ._progress import monitor, trips_between_reports
 from ._result import RUNNING, Result
 
 PyTree = Any
@@ -129,20 +129,44 @@ def _pack(status: Array) -> Array:
 
 
 class _ProgressView:
-    """What `monitor` reads (`status` and `cost` of the whole batch), built only when sent:
-    the members' home rows with the lanes' current members written in."""
+    """What `monitor` reads (`status` and `cost` of the whole batch), built only when a report
+    is sent: `read(members)` of the home rows with the lanes' current members written in."""
 
-    def __init__(self, value_and_grad: ValueAndGrad, args: tuple, home: Carry, lanes: Any):
-        self._vg, self._args, self._home, self._lanes = value_and_grad, args, home, lanes
+    def __init__(self, read: Callable[[Any], tuple[Array, Array]], home: Any, lanes: Any):
+        self._read, self._home, self._lanes = read, home, lanes
+
+    @functools.cached_property
+    def _status_cost(self) -> tuple[Array, Array]:
+        return self._read(_lanes.merged(self._home, self._lanes))
 
     @property
     def status(self) -> Array:
-        return _lanes.code_status(_lanes.merged(self._home, self._lanes).code)
+        return self._status_cost[0]
 
     @property
     def cost(self) -> Array:
-        x = _lanes.merged(self._home, self._lanes).x
-        return jax.vmap(lambda x: self._vg(x, self._args)[0])(x)
+        return self._status_cost[1]
+
+
+def _reporter(
+    read: Callable[[Any], tuple[Array, Array]], opts: Options, part: Array | int
+) -> Callable[[Any, Any, Array], None] | None:
+    """The lanes' `monitor`: a report every `opts.progress_every` trips (in whole looks)."""
+    if not opts.progress_every:
+        return None
+    every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
+
+    def report(home: Any, lanes: Any, looks: Array) -> None:
+        monitor(_ProgressView(read, home, lanes), looks, every, part)
+
+    return report
+
+
+def report_trips(members: int, x0: PyTree, opts: Options, args: tuple, platform: str) -> int:
+    """`Options.progress_every` for a batch of `members` like `x0` (batch on the leading
+    axis): trips between two reports, so that reports cost about 1% of the run."""
+    per_trip = members if opts.history_every else _lane_width(members, *_sizes(x0, opts, args))
+    return trips_between_reports(members, per_trip, platform)
 
 
 def _carry_representation(
@@ -229,20 +253,26 @@ def _solve_fast(
     lanes = _lane_width(params.learning_rate.shape[0], *_sizes(x0, opts, args))
     numbers = (params.learning_rate, state.ceiling)  # each member's own
     if _lagged.applies(x0, opts):  # one scalar per member: the one-array loop
+
+        def finish(packed: Array) -> State:
+            return _lagged.finish(
+                value_and_grad, packed, params, state.ceiling, args, opts, stall_test
+            )
+
+        def read_lagged(packed: Array) -> tuple[Array, Array]:
+            final = finish(packed)
+            return _lanes.code_status(_lagged.unpack(packed)[1]), final.cost
+
         rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
-        done = _lanes.run(rep, _lagged.pack(state.x, code), numbers, lanes)
-        return _lagged.finish(value_and_grad, done, params, state.ceiling, args, opts, stall_test)
+        report = _reporter(read_lagged, opts, part)
+        return finish(_lanes.run(rep, _lagged.pack(state.x, code), numbers, lanes, report))
+
+    def read(home: Carry) -> tuple[Array, Array]:
+        return _lanes.code_status(home.code), jax.vmap(lambda x: value_and_grad(x, args)[0])(home.x)
+
     home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
     rep = _carry_representation(value_and_grad, params, args, opts, step_dtype, stall_test)
-    report = None
-    if opts.progress_every:
-        every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
-
-        def report(home: Carry, lanes: Any, looks: Array) -> None:
-            view = _ProgressView(value_and_grad, args, home, lanes)
-            monitor(view, looks, every, part)
-
-    done = _lanes.run(rep, home, numbers, lanes, report)
+    done = _lanes.run(rep, home, numbers, lanes, _reporter(read, opts, part))
     return State(
         x=done.x,
         cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),

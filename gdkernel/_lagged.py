@@ -37,12 +37,10 @@ DTYPES = (jnp.float32, jnp.float64)
 
 def applies(x0: PyTree, opts: Options) -> bool:
     """Whether a batch of guesses `x0` (batch on the leading axis) takes this loop: a bare
-    array of one float32 or float64 number per member, plain gradient descent, on a CPU, no
-    progress reports."""
+    array of one float32 or float64 number per member, plain gradient descent, on a CPU."""
     return (
         jax.default_backend() == "cpu"
         and opts.method == "gd"
-        and not opts.progress_every
         and jax.tree_util.treedef_is_leaf(jax.tree.structure(x0))  # an array, not a container
         and jnp.ndim(x0) == 1
         and jnp.result_type(x0) in DTYPES

@@ -28,11 +28,13 @@ from jax import Array, lax
 
 from ._result import RUNNING, Status
 
-# The in-loop report comes every `k` trips, with `k * members_per_device` about this many
-# member-trips: a report costs a host round trip and a few reductions over the batch, so it is
-# spread over enough work to stay under 1% (measured in benchmarks/test_scale_bench.py).
-MEMBER_TRIPS_PER_REPORT = {"cpu": 2**22}
-MEMBER_TRIPS_PER_REPORT_ACCELERATOR = 2**26
+# Member-steps between two in-loop reports. A report costs a host round trip (a fixed cost,
+# covered by the floor below) and about one step of every member of the batch (their costs and
+# statuses, read from where they are): spreading it over `REPORT_SHARE` steps per member keeps
+# it near 1% of the run (measured in benchmarks/test_progress_bench.py).
+MEMBER_STEPS_PER_REPORT = {"cpu": 2**22}
+MEMBER_STEPS_PER_REPORT_ACCELERATOR = 2**26
+REPORT_SHARE = 100
 
 
 class Progress(NamedTuple):
@@ -118,10 +120,12 @@ def device_axes(names: tuple[str, ...]) -> Iterator[None]:
         _axes = previous
 
 
-def trips_between_reports(members_per_device: int, platform: str) -> int:
-    """`k` for `Options.progress_every`: enough trips that a report is a small cost."""
-    budget = MEMBER_TRIPS_PER_REPORT.get(platform, MEMBER_TRIPS_PER_REPORT_ACCELERATOR)
-    return max(1, math.ceil(budget / max(1, members_per_device)))
+def trips_between_reports(members: int, per_trip: int, platform: str) -> int:
+    """Trips between two reports of a loop over `members` that steps `per_trip` of them per
+    trip: enough that a report costs about 1% of the work."""
+    floor = MEMBER_STEPS_PER_REPORT.get(platform, MEMBER_STEPS_PER_REPORT_ACCELERATOR)
+    steps = max(floor, REPORT_SHARE * members)
+    return max(1, math.ceil(steps / max(1, per_trip)))
 
 
 class Tracker:

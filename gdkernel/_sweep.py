@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 
 from . import _chunks, _devices, _progress, _sharded, _store
 from . import _validate as v
-from ._batch import default_threads, solve_grid, solve_members
+from ._batch import default_threads, report_trips, solve_grid, solve_members
 from ._kernel import DIVERGENCE, Options, Params
 from ._progress import Progress
 from ._result import SweepResult
@@ -345,7 +345,7 @@ def _chunked(
     tracker = None
     if report is not None:
         first = mesh.devices.flat[0] if mesh is not None else device or jax.devices()[0]
-        every = _progress.trips_between_reports(plan.chunk_size // n_devices, first.platform)
+        every = report_trips(plan.chunk_size // n_devices, x0_host, opts, args, first.platform)
         opts = opts._replace(progress_every=every)
         tracker = _progress.Tracker(report, plan.n_chunks, n, plan.chunk_size, n_devices)
     if mesh is not None:

@@ -74,7 +74,8 @@ def spy(self, device, *counts):
     devices_seen.add(device)
     return in_loop(self, device, *counts)
 _progress.Tracker.in_loop = spy
-_progress.MEMBER_TRIPS_PER_REPORT["cpu"] = 1
+_progress.MEMBER_STEPS_PER_REPORT["cpu"] = 1
+_progress.REPORT_SHARE = 0
 reports = []
 four = gd.sweep(bowl, guesses, rates, progress=reports.append, **kw)  # default: all 4 devices
 

@@ -97,7 +97,7 @@ def test_scalar_problems_take_the_one_array_loop(dtype):
     assert not _lagged.applies(np.zeros((8, 2), dtype), gd_opts)  # a vector per member
     assert not _lagged.applies({"a": batch, "b": batch}, gd_opts)  # two leaves
     assert not _lagged.applies(batch, make_options("l1", "momentum", False, 1, 10))
-    assert not _lagged.applies(batch, gd_opts._replace(progress_every=2))
+    assert _lagged.applies(batch, gd_opts._replace(progress_every=2))  # reports too
     code = np.array([-1, 0, 8 * 17 + 2, 8 * (2**28 - 1) + 3], np.int32)
     x, back = _lagged.unpack(_lagged.pack(jnp.asarray(code, dtype) * 0.5, jnp.asarray(code)))
     np.testing.assert_array_equal(back, code)  # the code survives the packing bit for bit

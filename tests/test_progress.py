@@ -43,7 +43,8 @@ def test_a_report_after_every_chunk_with_exact_counts(x64):
 
 
 def test_reports_from_inside_the_loop(monkeypatch, x64):
-    monkeypatch.setitem(_progress.MEMBER_TRIPS_PER_REPORT, "cpu", 1)  # every trip
+    monkeypatch.setitem(_progress.MEMBER_STEPS_PER_REPORT, "cpu", 1)  # every trip
+    monkeypatch.setattr(_progress, "REPORT_SHARE", 0)
     reports = []
     rates = np.array([1e-3, 0.2])  # the first takes thousands of iterations
     gd.sweep(square, GUESSES, rates, max_iter=20_000, progress=reports.append)
@@ -86,7 +87,8 @@ def test_bad_progress_argument():
 @pytest.mark.parametrize("inside", [False, True])
 def test_an_error_in_the_callback_reaches_the_caller(monkeypatch, tmp_path, inside):
     if inside:
-        monkeypatch.setitem(_progress.MEMBER_TRIPS_PER_REPORT, "cpu", 1)
+        monkeypatch.setitem(_progress.MEMBER_STEPS_PER_REPORT, "cpu", 1)
+        monkeypatch.setattr(_progress, "REPORT_SHARE", 0)
 
     def fail(p):
         if p.running or p.chunks_done:  # past the first report, made before any work
@@ -126,6 +128,10 @@ def test_reports_stay_throttled_under_vmap(monkeypatch, x64):
 
 
 def test_trips_between_reports():
-    assert _progress.trips_between_reports(2**22, "cpu") == 1
-    assert _progress.trips_between_reports(1000, "cpu") == 4195  # ceil(2**22 / 1000)
-    assert _progress.trips_between_reports(2**20, "gpu") == 64
+    # a loop stepping every member per trip: the floor of member-steps, or 100 trips
+    assert _progress.trips_between_reports(2**22, 2**22, "cpu") == 100
+    assert _progress.trips_between_reports(1000, 1000, "cpu") == 4195  # ceil(2**22 / 1000)
+    assert _progress.trips_between_reports(2**20, 2**20, "gpu") == 100
+    assert _progress.trips_between_reports(2**14, 2**14, "gpu") == 4096  # 2**26 / 2**14
+    # lanes: 100 steps per member between reports, whatever the lanes
+    assert _progress.trips_between_reports(10**6, 2**15, "cpu") == -(-(10**8) // 2**15)
