@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -171,6 +172,39 @@ def momentum_value(text: str) -> float:
     return value
 
 
+def plot_suffixes() -> tuple[str, ...]:
+    """The file suffixes Matplotlib can save a figure as (`.png`, `.pdf`, `.svg`, ...).
+
+    Raises:
+        ImportError: Matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise ImportError("`--plot` needs matplotlib: pip install 'gdkernel[plot]'") from None
+    return tuple(f".{name}" for name in FigureCanvasBase.get_supported_filetypes())
+
+
+def output_path(text: str, option: str, suffixes: Sequence[str]) -> Path:
+    """A file to write, checked before any work: its suffix names a format in `suffixes`, it
+    is not a folder, and its folder exists and can be written to.
+
+    Raises:
+        UsageError: naming `option` and what is wrong.
+    """
+    path = Path(text)
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"`{option}` must end in {', '.join(suffixes)}; got {text!r}")
+    if path.is_dir():
+        raise UsageError(f"`{option}` {text!r} is a folder, not a file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"`{option}` {text!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"`{option}` {text!r}: no permission to write there")
+    return path
+
+
 # ------------------------------------------------------------------ the cost and the grid
 
 
@@ -240,6 +274,24 @@ def fill(coords: Sequence[Any], problem: Problem, option: str = "--x0") -> list[
         )
     assert problem.x0 is not None
     return list(coords) + list(problem.x0[len(coords) :])
+
+
+def filled_note(given: Sequence[Any], problem: Problem, option: str = "--x0") -> str | None:
+    """What `fill` took from a built-in's default starting point, in one line (None: nothing).
+
+    Example:
+        >>> filled_note([0.5], resolve_function("rosenbrock"))
+        "`--x0` gives 1 of rosenbrock's 2 coordinates; x[1] = 1 is its default"
+    """
+    if problem.dim is None or problem.x0 is None or len(given) >= problem.dim:
+        return None
+    rest = range(len(given), problem.dim)
+    shown = ", ".join(f"x[{k}] = {problem.x0[k]:g}" for k in rest)
+    verb = "is its default" if len(rest) == 1 else "are its defaults"
+    return (
+        f"`{option}` gives {len(given)} of {problem.name}'s {problem.dim} coordinates; "
+        f"{shown} {verb}"
+    )
 
 
 def compute_dtype() -> np.dtype:

@@ -7,15 +7,13 @@ from typing import Any
 
 from ._progress import Progress
 
-# Members per compiled call of a long sweep (`sweep(chunk_size=...)`): every chunk has the
-# same size, so the program compiles once, and the display advances at least once per chunk.
-CHUNK_MEMBERS = 4096
-
 
 class Display:
-    """Receives `Progress` reports from `sweep`; shows them on stderr when `enabled`.
+    """Receives `Progress` reports from `sweep` (after every chunk and from inside the
+    compiled loop); shows them on stderr when `enabled`.
 
-    It also remembers how many chunks the sweep ran in (`chunks`), for the summary.
+    A sweep whose first report is its last (it finished between reports) shows nothing. The
+    display remembers how many chunks the sweep ran in (`chunks`), for the summary.
     """
 
     def __init__(self, enabled: bool) -> None:
@@ -26,8 +24,10 @@ class Display:
 
     def __call__(self, p: Progress) -> None:
         self.chunks = p.chunks_total
-        if not self.enabled or p.chunks_total < 2 or p.members_done <= self.shown:
+        if not self.enabled or p.members_done <= self.shown:
             return
+        if self.bar is None and p.members_done >= p.members_total:
+            return  # done before the first report: nothing to show
         if self.bar is None:
             try:
                 from tqdm import tqdm

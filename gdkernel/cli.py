@@ -3,6 +3,7 @@ r"""The command line: `gdkernel run` (one problem) and `gdkernel sweep` (a grid 
 A thin layer over `gradient_descent` and `sweep`:
 
     gdkernel run --function quadratic --x0 8 --lr 0.001 --precision 1e-5 --max-iter 500
+    gdkernel run --function rosenbrock --out run.json --plot run.png
     gdkernel sweep --function rosenbrock --lr 1e-4:1e-2:32 --x0 -2:2:64 --out results.csv
     gdkernel sweep --plot sweep.png
 
@@ -11,9 +12,13 @@ user's own importable cost (imported with `importlib`; no text is ever evaluated
 `lo:hi:n`: learning rates log-spaced (`numpy.geomspace`), starting points linear
 (`numpy.linspace`). For a vector `x`, `--x0` takes comma-separated coordinates, each a number
 or a range; ranges are combined into a mesh, and coordinates left out take the built-in's
-default starting point (so `--x0 -2:2:64` for Rosenbrock varies `x[0]` with `x[1] = 1`).
+default starting point (so `--x0 -2:2:64` for Rosenbrock varies `x[0]` with `x[1] = 1`), as a
+one-line note on stderr says.
 
-Bad arguments exit with status 2 and one line on stderr.
+`--out` writes `.csv`, `.json` (the values run, one record per member) or `.npz`, the file of
+`sweep(..., out=...)` that `gdkernel.load_sweep` reads (a run is a grid of one member);
+`--plot` draws any format Matplotlib writes. Bad arguments, output files included, exit with
+status 2 and one line on stderr before any work starts; library messages name the flags.
 
 Example:
     >>> from gdkernel.cli import main
@@ -29,9 +34,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -49,11 +54,11 @@ from ._cli_args import (
     DEFAULTS,
     Axis,
     Problem,
-    UsageError,
     compute_dtype,
     describe_guesses,
     describe_range,
     fill,
+    filled_note,
     grid_guesses,
     learning_rate,
     learning_rates,
@@ -61,12 +66,14 @@ from ._cli_args import (
     need,
     nonnegative_float,
     nonnegative_int,
+    output_path,
+    plot_suffixes,
     positive_int,
     resolve_function,
     starting_point,
     starting_points,
 )
-from ._cli_progress import CHUNK_MEMBERS, Display
+from ._cli_progress import Display
 from ._result import Status, SweepResult
 from ._solve import gradient_descent
 from ._sweep import sweep
@@ -124,21 +131,63 @@ def _solver_options(ns: argparse.Namespace, problem: Problem) -> dict[str, Any]:
     }
 
 
+def _note(ns: argparse.Namespace, message: str | None) -> None:
+    if message is not None:
+        print(f"gdkernel {ns.command}: note: {message}", file=sys.stderr)
+
+
+def _plot_path(ns: argparse.Namespace) -> Path | None:
+    """`--plot`, checked before any work (Matplotlib can write its suffix)."""
+    if ns.plot is None:
+        return None
+    return output_path(ns.plot, "--plot", plot_suffixes())
+
+
+def _meta(problem: Problem, grid: SweepResult, options: dict[str, Any]) -> dict[str, Any]:
+    """What a JSON file records about the run: the values run, never the text typed."""
+    return {
+        "function": problem.name,
+        "dtype": str(np.asarray(grid.cost).dtype),
+        "learning_rates": [_export.json_value(v) for v in np.asarray(grid.learning_rate)],
+        "x0": [_export.json_value(v) for v in np.asarray(grid.initial_guess)],
+        "options": options,
+    }
+
+
+def _write(grid: SweepResult, paths: list[Path], meta: dict[str, Any], out: TextIO) -> None:
+    for path in paths:
+        _export.write(grid, path, meta)
+        print(f"wrote {path}", file=out)
+
+
 def command_run(ns: argparse.Namespace, out: TextIO) -> int:
     """`gdkernel run`: one `gradient_descent`, printed as the tutorial prints it."""
     problem = resolve_function(ns.function)
-    coords = fill(ns.x0 if ns.x0 is not None else need(problem.x0, "--x0", problem), problem)
+    given = ns.x0 if ns.x0 is not None else need(problem.x0, "--x0", problem)
+    coords = fill(given, problem)
     x0: Any = np.asarray(coords, dtype=compute_dtype())
     if problem.dim == 1 or (problem.dim is None and len(coords) == 1):
         x0 = x0[0]
     lr = ns.lr if ns.lr is not None else need(problem.lr, "--lr", problem)
-    res = gradient_descent(problem.fn, x0, lr, **_solver_options(ns, problem))
+    outs = [output_path(path, "--out", _export.SUFFIXES) for path in ns.out]
+    plot_path = _plot_path(ns)
+    if ns.x0 is not None:
+        _note(ns, filled_note(ns.x0, problem))
+
+    options = _solver_options(ns, problem)
+    res = gradient_descent(problem.fn, x0, lr, history=plot_path is not None, **options)
     status = Status(int(res.status))
     print(f"Minimum occurs at x-value: {_show(res.x)}", file=out)
     print(f"Slope at the minimum is: {_show(res.grad)}", file=out)
     print(f"Cost at the minimum is: {_show(res.cost)}", file=out)
     print(f"Iterations: {int(res.iterations)}", file=out)
     print(f"Status: {status.name} ({status.message})", file=out)
+    if outs:
+        grid = _export.as_grid(res, lr, x0)
+        _write(grid, outs, _meta(problem, grid, options), out)
+    if plot_path is not None:
+        _plot_run(res, problem, plot_path)
+        print(f"wrote {plot_path}", file=out)
     return 0
 
 
@@ -151,47 +200,78 @@ def command_sweep(ns: argparse.Namespace, out: TextIO) -> int:
     guesses, axes = grid_guesses(x0_axes, problem)
     lrs = lr_axis.values.astype(compute_dtype())
     options = _solver_options(ns, problem)
-    for path in ns.out:
-        if Path(path).suffix.lower() not in _export.SUFFIXES:
-            raise UsageError(f"`--out` must end in {', '.join(_export.SUFFIXES)}; got {path!r}")
-    if ns.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise ImportError("`--plot` needs matplotlib: pip install 'gdkernel[plot]'")
+    outs = [output_path(path, "--out", _export.SUFFIXES) for path in ns.out]
+    plot_path = _plot_path(ns)
+    if ns.x0 is not None:
+        _note(ns, filled_note(ns.x0, problem))
+    # The first .npz is streamed there by `sweep` itself: a grid too big for memory still runs.
+    npz = next((path for path in outs if path.suffix.lower() == ".npz"), None)
 
+    # The display only on a terminal: without a progress callback the sweep runs as one call.
     display = Display(enabled=not ns.quiet and sys.stderr.isatty())
     start = time.perf_counter()
     try:
         grid = sweep(
-            problem.fn, guesses, lrs, chunk_size=ns.chunk_size, progress=display, **options
+            problem.fn,
+            guesses,
+            lrs,
+            chunk_size=ns.chunk_size,
+            progress=display if display.enabled else None,
+            out=npz,
+            **options,
         )
         grid = jax.tree.map(np.asarray, grid)  # waits for the whole grid
     finally:
         display.close()
     wall = time.perf_counter() - start
-    n_chunks = display.chunks
 
-    print(_summary(grid, problem, lr_axis, axes, wall, n_chunks), file=out)
-    meta = {
-        "function": problem.name,
-        "dtype": str(guesses.dtype),
-        "learning_rates": lr_axis.text,
-        "x0": [a.text for a in axes],
-        "options": options,
-    }
-    for path in ns.out:
-        _export.write(grid, path, meta)
-        print(f"wrote {path}", file=out)
-    if ns.plot is not None:
-        _plot(grid, axes, problem, ns.plot)
-        print(f"wrote {ns.plot}", file=out)
+    calls = display.chunks if display.enabled else None
+    print(_summary(grid, problem, lr_axis, axes, wall, calls), file=out)
+    if npz is not None:
+        print(f"wrote {npz}", file=out)
+    meta = _meta(problem, grid, options)
+    for path in outs:
+        if npz is not None and path.suffix.lower() == ".npz" and path != npz:
+            shutil.copyfile(npz, path)  # the same file again, under another name
+            print(f"wrote {path}", file=out)
+        elif path.suffix.lower() != ".npz":
+            _write(grid, [path], meta, out)
+    if plot_path is not None:
+        _plot(grid, axes, problem, plot_path)
+        print(f"wrote {plot_path}", file=out)
     return 0
 
 
-def _plot(grid: SweepResult, axes: list[Axis], problem: Problem, path: str) -> None:
-    """`plot.sweep_map(grid)` saved to `path`. When only one coordinate of a vector starting
-    point varies, the map's starting-point axis shows that coordinate's values."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_run(res: Any, problem: Problem, path: Path) -> None:
+    """The run's path over its cost (one or two coordinates) beside its cost per iteration."""
+    plt = _pyplot()
+    from . import plot
+
+    if np.size(res.x) <= 2:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+        plot.trajectory(res, problem.fn, ax=left)
+    else:
+        fig, right = plt.subplots(figsize=(6, 4.2), layout="constrained")
+    plot.convergence(res, ax=right)
+    status = Status(int(res.status))
+    fig.suptitle(f"{problem.name}: {status.name} after {int(res.iterations)} iterations")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _plot(grid: SweepResult, axes: list[Axis], problem: Problem, path: Path) -> None:
+    """`plot.sweep_map(grid)` saved to `path`. When only one coordinate of a vector starting
+    point varies, the map's starting-point axis shows that coordinate's values."""
+    plt = _pyplot()
     from . import plot
 
     varying = [k for k, a in enumerate(axes) if a.values.size > 1]
@@ -203,10 +283,16 @@ def _plot(grid: SweepResult, axes: list[Axis], problem: Problem, path: str) -> N
     if shown is not grid:
         ax.set_ylabel(f"starting point x[{k}] ({problem.name})")
     ax.figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(ax.figure)
 
 
 def _summary(
-    grid: SweepResult, problem: Problem, lr_axis: Axis, axes: list[Axis], wall: float, chunks: int
+    grid: SweepResult,
+    problem: Problem,
+    lr_axis: Axis,
+    axes: list[Axis],
+    wall: float,
+    calls: int | None,
 ) -> str:
     n_lr, n_g = np.shape(grid.status)
     dtype = np.asarray(grid.cost).dtype
@@ -239,8 +325,8 @@ def _summary(
             f"  iterations     {int(res.iterations)}",
             f"  status         {Status(int(res.status)).name}",
         ]
-    chunk_note = "1 call" if chunks == 1 else f"{chunks} calls"
-    lines += ["", f"wall time  {wall:.2f} s ({chunk_note}, compilation included)"]
+    calls_note = "" if calls is None else "1 call, " if calls == 1 else f"{calls} calls, "
+    lines += ["", f"wall time  {wall:.2f} s ({calls_note}compilation included)"]
     return "\n".join(lines)
 
 
@@ -306,7 +392,12 @@ def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
         metavar="N",
         help=f"iteration cap (default for a built-in: see below; else {DEFAULT_MAX_ITER})",
     )
-    p.add_argument("--norm", choices=("l1", "l2", "max"), default="l1", help="step norm")
+    p.add_argument(
+        "--norm",
+        choices=("l1", "l2", "max"),
+        default="l1",
+        help="the norm of the step compared with --precision (default: %(default)s)",
+    )
     p.add_argument(
         "--grad-tol",
         type=nonnegative_float,
@@ -314,12 +405,29 @@ def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
         help="report a step-rule stop with a gradient norm above TOL as STALLED",
     )
     p.add_argument(
-        "--method", choices=("gd", "momentum", "nesterov"), default="gd", help="update rule"
+        "--method",
+        choices=("gd", "momentum", "nesterov"),
+        default="gd",
+        help="the update rule (default: %(default)s)",
     )
     p.add_argument(
-        "--momentum", type=momentum_value, default=0.9, help="for the momentum methods, in [0, 1)"
+        "--momentum",
+        type=momentum_value,
+        default=0.9,
+        help="for the momentum methods, in [0, 1) (default: %(default)s)",
     )
     p.add_argument("--x64", action="store_true", help="compute in float64 (default float32)")
+
+
+def _add_outputs(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--out",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=f"write {what} to FILE: .csv, .json, or .npz (read back with "
+        "gdkernel.load_sweep); may be repeated",
+    )
 
 
 def _defaults_table() -> str:
@@ -358,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
         "minimum is, the slope there, the iterations and the status.",
     )
     _add_common(run, sweep=False)
+    _add_outputs(run, "the run (one member, as a sweep writes it)")
+    run.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="draw the run's path over the cost and its cost per iteration to FILE (.png, "
+        ".pdf, .svg, ...); the run records its history for it",
+    )
     run.set_defaults(handler=command_run)
     sw = commands.add_parser(
         "sweep",
@@ -368,22 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
         "program and print a summary. Without options: Rosenbrock, 32 x 64 members.",
     )
     _add_common(sw, sweep=True)
+    _add_outputs(sw, "every member")
     sw.add_argument(
-        "--out",
-        action="append",
-        default=[],
+        "--plot",
         metavar="FILE",
-        help="write every member to FILE (.csv, .json or .npz); may be repeated",
-    )
-    sw.add_argument(
-        "--plot", metavar="FILE", help="draw the sweep map (gdkernel.plot.sweep_map) to FILE"
+        help="draw the sweep map (gdkernel.plot.sweep_map) to FILE (.png, .pdf, .svg, ...)",
     )
     sw.add_argument(
         "--chunk-size",
         type=positive_int,
-        default=CHUNK_MEMBERS,
         metavar="N",
-        help="members per compiled call; the progress bar advances per call (default: %(default)s)",
+        help="members per compiled call (default: as many as fit in memory)",
     )
     sw.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     sw.set_defaults(handler=command_sweep)
@@ -408,6 +518,43 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
 def _one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+# The library's argument names and the flags that set them, for its messages.
+_FLAGS = {
+    "cost_fn": "--function",
+    "initial_guess": "--x0",
+    "initial_guesses": "--x0",
+    "learning_rate": "--lr",
+    "learning_rates": "--lr",
+    "precision": "--precision",
+    "max_iter": "--max-iter",
+    "grad_tol": "--grad-tol",
+    "norm": "--norm",
+    "method": "--method",
+    "momentum": "--momentum",
+    "chunk_size": "--chunk-size",
+    "out": "--out",
+}
+_NAMED = re.compile(r"`(\w+)(?:=(?:'([^'`]*)'|([^`]*)))?`")
+
+
+def in_cli_terms(message: str) -> str:
+    """A library message with its argument names written as the flags that set them.
+
+    Example:
+        >>> in_cli_terms("stream it to a file with `out='sweep.npz'`")
+        'stream it to a file with `--out sweep.npz`'
+    """
+
+    def flag(match: re.Match[str]) -> str:
+        name, quoted, bare = match.groups()
+        if name not in _FLAGS:
+            return match.group(0)
+        value = quoted if quoted is not None else bare
+        return f"`{_FLAGS[name]}`" if value is None else f"`{_FLAGS[name]} {value}`"
+
+    return _NAMED.sub(flag, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -445,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError) as err:  # bad input, reported by gdkernel or the parser
-        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {in_cli_terms(_one_line(err))}", file=sys.stderr)
         return 2
     except (ImportError, OSError) as err:
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)

@@ -155,7 +155,6 @@ def test_sweep_summary_and_every_output_format(tmp_path):
     ref_counts = {s.name: sum(r[2] == s.name for r in ref) for s in gd.Status}
     assert ref_counts == {"CONVERGED": 6, "MAX_ITER": 3, "DIVERGED": 3, "STALLED": 0, "INVALID": 0}
     assert counts(out.stdout) == ref_counts
-    assert "4 calls" in out.stdout
     assert float(value(out.stdout, "cost")) == pytest.approx(-10 / 3, abs=1e-5)  # 6 digits shown
 
     def check(row, lr, x0, status, x, iterations):
@@ -177,28 +176,35 @@ def test_sweep_summary_and_every_output_format(tmp_path):
 
     doc = json.loads(outs[1].read_text())
     assert doc["function"] == "quadratic" and doc["dtype"] == "float64"
+    # The grid's values, not the ranges typed: `1e-3:1:4` log-spaced, `-4:4:3` linear.
+    np.testing.assert_allclose(doc["learning_rates"], lrs, rtol=1e-12)
+    np.testing.assert_allclose(doc["x0"], x0s, atol=1e-12)
     assert doc["counts"] == ref_counts
     for row, r in zip(doc["members"], ref, strict=True):
         check(row, *r)
 
-    with np.load(outs[2]) as npz:
-        assert npz["status"].shape == npz["x"].shape == (4, 3)
-        np.testing.assert_allclose(npz["learning_rate"], lrs, rtol=1e-12)
-        np.testing.assert_allclose(npz["x0"], x0s, atol=1e-12)
-        for i in range(len(lrs)):
-            for j in range(len(x0s)):
-                check(
-                    {
-                        "learning_rate": npz["learning_rate"][i],
-                        "x0": npz["x0"][j],
-                        "status": str(npz["status_name"][i, j]),
-                        "x": npz["x"][i, j],
-                        "cost": npz["cost"][i, j],
-                        "iterations": int(npz["iterations"][i, j]),
-                    },
-                    *ref[i * 3 + j],
-                )
-                assert gd.Status(int(npz["status"][i, j])).name == ref[i * 3 + j][2]
+    # One .npz layout, whoever writes it: the library reads the command line's file.
+    grid = gd.load_sweep(outs[2])
+    assert grid.status.shape == grid.cost.shape == (4, 3)
+    np.testing.assert_allclose(grid.learning_rate, lrs, rtol=1e-12)
+    np.testing.assert_allclose(grid.initial_guess, x0s, atol=1e-12)
+    assert {s.name: n for s, n in grid.counts().items()} == ref_counts
+    for i in range(len(lrs)):
+        for j in range(len(x0s)):
+            res = grid.member(i, j)
+            check(
+                {
+                    "learning_rate": grid.learning_rate[i],
+                    "x0": grid.initial_guess[j],
+                    "status": gd.Status(int(res.status)).name,
+                    "x": res.x,
+                    "cost": res.cost,
+                    "iterations": int(res.iterations),
+                },
+                *ref[i * 3 + j],
+            )
+    with np.load(outs[2]) as npz:  # plain arrays, readable without gdkernel
+        np.testing.assert_array_equal(npz["cost"], grid.cost)
 
 
 def test_sweep_without_options_runs_the_documented_default(capsys):
@@ -322,3 +328,215 @@ def test_sweep_plot_writes_the_sweep_map(tmp_path):
     # the diverged colour.
     red = np.array(matplotlib.colors.to_rgb(plot.STATUS_COLORS[gd.Status.DIVERGED]))
     assert np.any(np.all(np.abs(image - red) < 0.02, axis=-1))
+
+
+# ------------------------------------------------------- outputs checked before any work
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """The solvers fail the test if called: errors must come before any work."""
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the solver ran before the bad argument was reported")
+
+    monkeypatch.setattr(cli, "sweep", ran)
+    monkeypatch.setattr(cli, "gradient_descent", ran)
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+@pytest.mark.parametrize(
+    ("option", "name", "says"),
+    [
+        ("--out", "missing/r.csv", "the folder '{tmp}/missing' does not exist"),
+        ("--out", "r.txt", "`--out` must end in .csv, .json, .npz; got '{tmp}/r.txt'"),
+        ("--out", "folder.csv", "`--out` '{tmp}/folder.csv' is a folder"),
+        ("--plot", "r.txt", "`--plot` must end in "),
+        ("--plot", "missing/r.png", "the folder '{tmp}/missing' does not exist"),
+    ],
+)
+def test_output_paths_are_checked_before_any_work(
+    command, option, name, says, tmp_path, no_work, capsys
+):
+    (tmp_path / "folder.csv").mkdir()
+    args = [command, "--function", "quadratic", option, str(tmp_path / name)]
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.splitlines()) == 1, captured.err
+    assert captured.err.startswith(f"gdkernel {command}: error: `{option}`")
+    assert says.format(tmp=tmp_path) in captured.err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_folder_is_refused_before_any_work(tmp_path, no_work, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert cli.main(["sweep", "--out", str(locked / "r.csv")]) == 2
+    assert "no permission to write there" in capsys.readouterr().err
+
+
+def test_a_grid_too_big_for_memory_points_to_the_flag(monkeypatch, tmp_path, capsys):
+    from gdkernel import _chunks
+
+    monkeypatch.setattr(_chunks, "available_host_bytes", lambda: 10_000)
+    monkeypatch.setattr(_chunks, "SMALL", 0)
+    args = ["sweep", "--function", "quadratic", "--lr", "1e-3:1:4", "--x0", "-4:4:300"]
+    args += ["--precision", "1e-6", "--max-iter", "1000"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert "host memory" in err and "`--out sweep.npz`" in err and "out=" not in err
+    # What it says works: the grid streams to the file.
+    assert cli.main([*args, "--out", str(tmp_path / "sweep.npz")]) == 0
+    grid = gd.load_sweep(tmp_path / "sweep.npz")
+    lrs, x0s = np.geomspace(1e-3, 1, 4).astype(np.float32), np.linspace(-4, 4, 300)
+    ref = [reference_member(lr, x0, 1e-6, 1000)[0] for lr in lrs for x0 in x0s]
+    got = [gd.Status(int(c)).name for c in grid.status.ravel()]
+    # float32 against float64: members on a convergence boundary may differ.
+    assert sum(g != r for g, r in zip(got, ref, strict=True)) <= 3
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        (
+            "stream it to a file with `out='sweep.npz'`",
+            "stream it to a file with `--out sweep.npz`",
+        ),
+        ("`max_iter` must be >= 0", "`--max-iter` must be >= 0"),
+        ("`cost_fn` must output a real scalar", "`--function` must output a real scalar"),
+        ("`learning_rate` rounds to 0 in float32", "`--lr` rounds to 0 in float32"),
+        ("`history_every` is ignored", "`history_every` is ignored"),  # no flag: as it was
+    ],
+)
+def test_library_messages_name_the_flags(message, said):
+    assert cli.in_cli_terms(message) == said
+
+
+# ------------------------------------------------------------------- run: files and plot
+
+
+def test_run_writes_its_result_and_plot(tmp_path):
+    """Needs `gdkernel.plot` (the plot extra) for `--plot`."""
+    import matplotlib.image
+
+    files = [tmp_path / f"run.{ext}" for ext in ("json", "csv", "npz", "png")]
+    out = gdkernel(
+        "run", "--function", "quadratic", "--x0", "8", "--lr", "0.001", "--precision", "1e-5",
+        "--max-iter", "500", "--x64", "--out", str(files[0]), "--out", str(files[1]),
+        "--out", str(files[2]), "--plot", str(files[3]),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [f"wrote {f}" for f in files] == out.stdout.splitlines()[-4:]
+    ref_x, ref_it, _ = scalar_gd(lambda x: 6 * x - 2, 8.0, 0.001, 1e-5, 500)
+
+    def check(row):
+        assert row["learning_rate"] == pytest.approx(0.001, rel=1e-12)
+        assert row["x0"] == 8.0
+        assert row["x"] == pytest.approx(ref_x, rel=1e-12)
+        assert row["cost"] == pytest.approx(3 * ref_x**2 - 2 * ref_x - 3, rel=1e-12)
+        assert row["iterations"] == ref_it == 500
+        assert row["status"] == "MAX_ITER"
+
+    doc = json.loads(files[0].read_text())
+    assert doc["function"] == "quadratic" and doc["dtype"] == "float64"
+    assert doc["learning_rates"] == [0.001] and doc["x0"] == [8.0]
+    assert doc["counts"]["MAX_ITER"] == 1 and len(doc["members"]) == 1
+    check(doc["members"][0])
+    with files[1].open() as f:
+        (row,) = list(csv.DictReader(f))
+    check({k: (v if k == "status" else float(v)) for k, v in row.items()})
+    # The .npz is a sweep of one member; with --plot it carries the run's history.
+    grid = gd.load_sweep(files[2])
+    res = grid.member(0, 0)
+    check(
+        {
+            "learning_rate": grid.learning_rate[0],
+            "x0": grid.initial_guess[0],
+            "x": res.x,
+            "cost": res.cost,
+            "iterations": int(res.iterations),
+            "status": gd.Status(int(res.status)).name,
+        }
+    )
+    assert res.history.cost[0] == 3 * 8**2 - 2 * 8 - 3  # the cost at the start
+    assert np.all(np.isfinite(res.history.cost[: ref_it + 1]))  # one row per iteration
+    assert files[3].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(files[3]).ndim == 3
+
+
+def test_run_without_plot_records_no_history(tmp_path, capsys):
+    path = tmp_path / "run.npz"
+    assert cli.main(["run", "--max-iter", "20", "--out", str(path)]) == 0
+    assert f"wrote {path}" in capsys.readouterr().out
+    assert gd.load_sweep(path).history is None
+
+
+# ------------------------------------------------------------------ help and the notes
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_help_shows_the_defaults(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    # One entry per option: a line starting "  --name", then its indented continuation lines.
+    entries = re.split(r"\n(?=  -)", capsys.readouterr().out)
+    help_of = {e.split()[0]: " ".join(e.split()) for e in entries if e.startswith("  -")}
+    for option, default in (("--norm", "l1"), ("--method", "gd"), ("--momentum", "0.9")):
+        assert help_of[option].endswith(f"(default: {default})"), help_of[option]
+
+
+@pytest.mark.parametrize(
+    ("args", "note"),
+    [
+        (["run", "--function", "rosenbrock", "--x0", "-1.5"], "x[1] = 1 is its default"),
+        (["sweep", "--function", "rosenbrock", "--x0", "-2:2:3"], "x[1] = 1 is its default"),
+        (["run", "--function", "rosenbrock", "--x0", "-1.5,1"], None),
+        (["run", "--function", "rosenbrock"], None),  # no --x0: the documented default
+    ],
+)
+def test_coordinates_left_out_of_x0_are_noted(args, note, capsys):
+    assert cli.main([*args, "--lr", "1e-3", "--max-iter", "5"]) == 0
+    err = capsys.readouterr().err
+    if note is None:
+        assert err == ""
+        return
+    (line,) = err.splitlines()
+    # The filled value is the built-in's own default starting point.
+    default = functions.BUILTINS["rosenbrock"].x0[1]
+    assert note == f"x[1] = {default:g} is its default"
+    assert line == (
+        f"gdkernel {args[0]}: note: `--x0` gives 1 of rosenbrock's 2 coordinates; {note}"
+    )
+
+
+# ------------------------------------------------------------------------------ speed
+
+
+def test_sweep_off_a_terminal_runs_as_the_library_does(monkeypatch, capsys):
+    """No progress display to feed and no chunk size of its own: the grid runs as
+    `gd.sweep` runs it by default (one compiled call when it fits in memory)."""
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return gd.sweep(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "sweep", spy)
+    assert cli.main(["sweep", "--function", "quadratic", "--lr", "0.1", "--x0", "1:2:3"]) == 0
+    (kwargs,) = calls
+    assert kwargs["progress"] is None and kwargs["chunk_size"] is None
+
+
+def test_csv_and_json_write_the_shortest_float32_text(tmp_path, capsys):
+    # float32: 0.1 is 0.100000001490116..., written as the shortest text that reads back.
+    paths = [tmp_path / "r.csv", tmp_path / "r.json"]
+    args = ["sweep", "--function", "quadratic", "--lr", "0.1", "--x0", "0.3"]
+    assert cli.main([*args, "--out", str(paths[0]), "--out", str(paths[1])]) == 0
+    with paths[0].open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["learning_rate"] == "0.1" and row["x0"] == "0.3"
+    x = np.float32(row["x"])
+    assert str(x) == row["x"]  # NumPy's shortest round-trip text of a float32
+    member = json.loads(paths[1].read_text())["members"][0]
+    assert member["learning_rate"] == 0.1 and member["x0"] == 0.3 and member["x"] == float(row["x"])
