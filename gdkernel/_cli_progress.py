@@ -12,8 +12,9 @@ class Display:
     """Receives `Progress` reports from `sweep` (after every chunk and from inside the
     compiled loop); shows them on stderr when `enabled`.
 
-    A sweep whose first report is its last (it finished between reports) shows nothing. The
-    display remembers how many chunks the sweep ran in (`chunks`), for the summary.
+    The first report shows the display (at 0 members done when none has stopped yet), later
+    ones when more members have stopped; a sweep whose first report is its last shows
+    nothing. The display remembers how many chunks the sweep ran in (`chunks`), for the summary.
     """
 
     def __init__(self, enabled: bool) -> None:
@@ -24,11 +25,11 @@ class Display:
 
     def __call__(self, p: Progress) -> None:
         self.chunks = p.chunks_total
-        if not self.enabled or p.members_done <= self.shown:
+        if not self.enabled:
             return
-        if self.bar is None and p.members_done >= p.members_total:
-            return  # done before the first report: nothing to show
-        if self.bar is None:
+        if self.bar is None:  # the first report: show that the sweep runs, unless it is done
+            if p.members_done >= p.members_total:
+                return
             try:
                 from tqdm import tqdm
             except ImportError:
@@ -41,6 +42,8 @@ class Display:
                     file=sys.stderr,
                     leave=False,
                 )
+        elif p.members_done <= self.shown:
+            return
         if self.bar:
             self.bar.update(p.members_done - self.shown)
         else:

@@ -579,10 +579,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"gdkernel {ns.command}"
 
     def show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
-        print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+        print(f"{prog}: warning: {in_cli_terms(_one_line(message))}", file=sys.stderr)
 
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("default")  # shown as a line, whatever filters the caller set
             warnings.showwarning = show_warning
             return ns.handler(ns, sys.stdout)
     except BrokenPipeError:  # e.g. `gdkernel sweep | head`: stop quietly

@@ -299,11 +299,46 @@ def test_progress_on_a_terminal(mode, monkeypatch, capsys):
     if mode == "quiet":
         assert shown == ""
     elif mode == "counter":
+        # The first report says the sweep runs; then one line per finished call.
         assert shown.splitlines() == [
-            f"sweep: {n}/8 members ({100 * n // 8}%)" for n in (2, 4, 6, 8)
+            f"sweep: {n}/8 members ({100 * n // 8}%)" for n in (0, 2, 4, 6, 8)
         ]
     else:
         assert "sweep" in shown and "/8" in shown
+
+
+def test_progress_of_one_call_shows_from_its_first_report(monkeypatch):
+    """A grid run in one call reports from inside the loop: the display shows that it runs
+    before any member has stopped, then each advance; a sweep done by its first report
+    shows nothing."""
+    from gdkernel._cli_progress import Display
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+
+    def report(done, chunks_done=0):
+        return gd.Progress(chunks_done, 1, done, 8, 8 - done, done, 0, 0.0)
+
+    display = Display(enabled=True)
+    for p in (report(0), report(0), report(5), report(8, 1)):
+        display(p)
+    assert terminal.getvalue().splitlines() == [
+        "sweep: 0/8 members (0%)",
+        "sweep: 5/8 members (62%)",
+        "sweep: 8/8 members (100%)",
+    ]
+    quick = Display(enabled=True)
+    quick(report(8, 1))
+    assert terminal.getvalue().count("\n") == 3
+
+
+def test_library_warnings_name_the_flags(capsys):
+    # float32 cannot resolve steps below its epsilon: the library warns about `precision`.
+    args = ["run", "--function", "quadratic", "--precision", "1e-9", "--max-iter", "3"]
+    assert cli.main(args) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("gdkernel run: warning: `--precision`")
 
 
 # --------------------------------------------------------------------------- the plot
