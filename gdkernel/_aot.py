@@ -101,10 +101,10 @@ def compile_sweep(
     norm: str = "l1",
     grad_tol: float | None = None,
     method: str = "gd",
-    momentum: float = 0.9,
+    momentum: float | None = None,
     divergence: float | None = DIVERGENCE,
     history: bool = False,
-    history_every: int = 1,
+    history_every: int | None = None,
     symbols: Any = None,
     threads: int | None = None,
 ) -> CompiledSweep:

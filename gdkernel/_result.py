@@ -37,6 +37,13 @@ class Status(enum.IntEnum):
     def __repr__(self) -> str:
         return f"Status.{self.name}"
 
+    def __str__(self) -> str:
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        numeric = bool(spec) and spec[-1] in "bcdoxXneEfFgG%"  # a number format: the value
+        return format(int(self), spec) if numeric else format(self.name, spec.rstrip("s"))
+
 
 _MESSAGES = {
     Status.CONVERGED: "converged: the step fell below `precision`",
@@ -58,6 +65,45 @@ _MESSAGES = {
 
 # Internal value of a member that is still iterating. Never returned to the user.
 RUNNING = -1
+
+
+def _concrete(*trees: Any) -> bool:
+    """Whether every leaf holds values (not a tracer inside `jit` or `vmap`)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
+
+
+def _fields_repr(result: Any) -> str:
+    """The plain named-tuple form, field by field (for traced results)."""
+    fields = ", ".join(f"{name}={getattr(result, name)!r}" for name in result._fields)
+    return f"{type(result).__name__}({fields})"
+
+
+def _brief(value: Any) -> str:
+    arr = np.asarray(value)
+    if arr.size <= 6:
+        return np.array2string(arr, precision=6, separator=", ") if arr.ndim else f"{arr:.6g}"
+    return f"{arr.dtype}{list(arr.shape)}"
+
+
+def _summary(name: str, fields: Any, extra: str = "") -> str:
+    """One line: a lone member's status, iterations, x and cost; a batch's shape, status
+    counts, iteration range and lowest finite cost."""
+    status, iterations = np.asarray(fields.status), np.asarray(fields.iterations)
+    if status.ndim == 0:
+        x = jax.tree.map(_brief, fields.x)
+        x = x if isinstance(x, str) else str(x).replace("'", "")
+        return (
+            f"{name}({Status(int(status)).name} after {int(iterations)} iterations: "
+            f"x={x}, cost={float(fields.cost):.6g}{extra})"
+        )
+    counts = ", ".join(f"{int(n)} {s.name}" for s in Status if (n := np.sum(status == s)))
+    cost = np.asarray(fields.cost, dtype=np.float64)
+    finite = cost[np.isfinite(cost)]
+    best = f", lowest cost {finite.min():.6g}" if finite.size else ""
+    return (
+        f"{name}(shape {status.shape}: {counts}; iterations {iterations.min()}-"
+        f"{iterations.max()}{best}{extra})"
+    )
 
 
 def _messages(status: Any) -> str | np.ndarray:
@@ -127,6 +173,11 @@ class Result(NamedTuple):
         """The status message (an array of messages for a batch)."""
         return _messages(self.status)
 
+    def __repr__(self) -> str:
+        if not _concrete(self.status, self.iterations, self.cost, self.x):
+            return _fields_repr(self)
+        return _summary("Result", self)
+
 
 class Best(NamedTuple):
     """One member picked out of a sweep by `SweepResult.best`."""
@@ -163,6 +214,12 @@ class SweepResult(NamedTuple):
     diverged = Result.diverged
     stalled = Result.stalled
     message = Result.message
+
+    def __repr__(self) -> str:
+        if not _concrete(self.status, self.iterations, self.cost):
+            return _fields_repr(self)
+        n_lr, n_g = np.shape(self.status)[:2]
+        return _summary("SweepResult", self, f"; {n_lr} learning rates x {n_g} guesses")
 
     def member(self, i: int, j: int) -> Result:
         """The `Result` of learning rate `i` and starting point `j`.

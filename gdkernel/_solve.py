@@ -71,6 +71,35 @@ def make_options(
     )
 
 
+def checked(
+    dtype: Any,
+    learning_rate: Any,
+    *,
+    precision: Any,
+    max_iter: Any,
+    norm: Any,
+    grad_tol: Any,
+    method: Any,
+    momentum: Any,
+    divergence: Any,
+    history: Any,
+    history_every: Any,
+) -> tuple[Params, Options]:
+    """The options every run shares, checked: the traced numbers and the static options."""
+    max_iter = v.as_max_iter(max_iter)
+    opts = make_options(norm, method, history, history_every, max_iter)
+    params = make_params(
+        dtype,
+        learning_rate,
+        v.as_precision(precision),
+        v.as_grad_tol(grad_tol),
+        v.as_momentum(momentum, opts.method),
+        max_iter,
+        v.as_divergence(divergence),
+    )
+    return params, opts
+
+
 def float_dtype(guess: PyTree) -> Any:
     return jnp.result_type(*jax.tree.leaves(guess))
 
@@ -87,10 +116,10 @@ def gradient_descent(
     norm: str = "l1",
     grad_tol: float | None = None,
     method: str = "gd",
-    momentum: float = 0.9,
+    momentum: float | None = None,
     divergence: float | None = DIVERGENCE,
     history: bool = False,
-    history_every: int = 1,
+    history_every: int | None = None,
     symbols: Any = None,
 ) -> Result:
     r"""Minimise `cost_fn` by gradient descent from `initial_guess`.
@@ -161,16 +190,18 @@ def gradient_descent(
     cost_fn = v.cost_function(cost_fn, symbols)
     grad_fn = v.grad_function(grad_fn)
     x0 = v.as_guess(initial_guess, "initial_guess")
-    max_iter = v.as_max_iter(max_iter)
-    params = make_params(
+    params, opts = checked(
         float_dtype(x0),
         v.as_learning_rate(learning_rate),
-        v.as_precision(precision),
-        v.as_grad_tol(grad_tol),
-        v.as_momentum(momentum),
-        max_iter,
-        v.as_divergence(divergence),
+        precision=precision,
+        max_iter=max_iter,
+        norm=norm,
+        grad_tol=grad_tol,
+        method=method,
+        momentum=momentum,
+        divergence=divergence,
+        history=history,
+        history_every=history_every,
     )
-    opts = make_options(norm, method, history, history_every, max_iter)
     v.warn_precision(precision, x0)
     return _run(x0, params, v.as_args(args), cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)

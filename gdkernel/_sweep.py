@@ -18,7 +18,7 @@ from ._batch import default_threads, report_trips, solve_grid, solve_members
 from ._kernel import DIVERGENCE, Options, Params
 from ._progress import Progress
 from ._result import SweepResult
-from ._solve import float_dtype, make_options, make_params
+from ._solve import checked, float_dtype
 
 PyTree = Any
 
@@ -80,17 +80,20 @@ def prepare(
     x0, _ = as_guesses(initial_guesses)
     dtype = float_dtype(x0)
     lrs = v.as_learning_rates(learning_rates)
-    max_iter = v.as_max_iter(max_iter)
-    params = make_params(
+    params, opts = checked(
         dtype,
         1.0,
-        v.as_precision(precision),
-        v.as_grad_tol(grad_tol),
-        v.as_momentum(momentum),
-        max_iter,
-        v.as_divergence(divergence),
-    )._replace(learning_rate=lrs if lrs.dtype == dtype else lrs.astype(dtype))
-    opts = make_options(norm, method, history, history_every, max_iter)
+        precision=precision,
+        max_iter=max_iter,
+        norm=norm,
+        grad_tol=grad_tol,
+        method=method,
+        momentum=momentum,
+        divergence=divergence,
+        history=history,
+        history_every=history_every,
+    )
+    params = params._replace(learning_rate=lrs if lrs.dtype == dtype else lrs.astype(dtype))
     v.warn_precision(precision, x0)
     return Prepared(cost_fn, grad_fn, x0, params, opts, v.as_args(args))
 
@@ -107,10 +110,10 @@ def sweep(
     norm: str = "l1",
     grad_tol: float | None = None,
     method: str = "gd",
-    momentum: float = 0.9,
+    momentum: float | None = None,
     divergence: float | None = DIVERGENCE,
     history: bool = False,
-    history_every: int = 1,
+    history_every: int | None = None,
     symbols: Any = None,
     devices: Sequence[jax.Device] | Mesh | None = None,
     chunk_size: int | None = None,

@@ -7,7 +7,6 @@ time. Traced values cannot be checked before the run; the kernel turns them into
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import warnings
 from collections.abc import Callable
@@ -81,10 +80,27 @@ def grad_function(grad_fn: Any) -> Callable | None:
     return grad_fn
 
 
+def _needs_concrete(err: Exception) -> bool:
+    """Whether `err` says a function wanted a concrete value where JAX passed a traced one
+    (`math.sqrt(x)`, `float(x)`, `if x > 0:`, `os.system(x)`...)."""
+    if isinstance(err, jax.errors.ConcretizationTypeError | jax.errors.TracerArrayConversionError):
+        return True
+    return isinstance(err, TypeError) and "Tracer" in str(err)
+
+
 def _call(fn: Callable, name: str, x: PyTree, args: tuple) -> Any:
     try:
         return fn(x, *args)
     except Exception as err:  # re-raised with the call shown, without JAX's long trace
+        label = getattr(fn, "__qualname__", None) or type(fn).__name__
+        if getattr(fn, "__module__", None) not in (None, "__main__", "builtins"):
+            label = f"{fn.__module__}.{label}"
+        if _needs_concrete(err):
+            raise TypeError(
+                f"`{name}` ({label}) is not a JAX-traceable function of x: it needs a concrete "
+                "number where JAX passes a traced array; write it with jax.numpy "
+                "(jnp.sqrt, not math.sqrt) and jnp.where instead of `if` on x"
+            ) from None
         kind = TypeError if isinstance(err, TypeError) else ValueError
         call = f"{name}(x, *args) with x: {describe(x)}"
         if args:
@@ -129,8 +145,11 @@ def call_grad_fn(grad_fn: Callable, x: PyTree, args: tuple) -> PyTree:
         ) from None
     fixed = []
     for xl, gl in zip(x_leaves, g_leaves, strict=True):
-        gl = jnp.asarray(gl)
-        if gl.shape != xl.shape:
+        try:
+            gl = jnp.asarray(gl)
+        except (TypeError, ValueError):
+            gl = None
+        if gl is None or gl.shape != xl.shape:
             raise TypeError(
                 f"`grad_fn` must return a gradient shaped like x ({describe(x)}), got {describe(out)}"
             )
@@ -147,7 +166,7 @@ def default_float() -> np.dtype:
 
 
 def _float_leaf(leaf: Any, name: str) -> Any:
-    """One leaf as a floating-point array; integers and booleans are promoted."""
+    """One leaf as a floating-point array; integers are promoted, booleans refused."""
     if isinstance(leaf, jax.Array) or is_traced(leaf):
         dtype = leaf.dtype
         arr = leaf
@@ -161,6 +180,10 @@ def _float_leaf(leaf: Any, name: str) -> Any:
         dtype = arr.dtype
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(f"`{name}` must be real, got a complex {np.dtype(dtype).name} value")
+    if jnp.issubdtype(dtype, jnp.bool_):
+        raise TypeError(f"`{name}` must hold real numbers, got booleans")
+    if 0 in np.shape(arr):
+        raise ValueError(f"`{name}` must not be empty, got shape {np.shape(arr)}")
     host = not (isinstance(arr, jax.Array) or is_traced(arr))
     if jnp.issubdtype(dtype, jnp.floating):
         # Host input stays a NumPy copy (in JAX's dtype): the jit call moves it, at less cost
@@ -169,7 +192,7 @@ def _float_leaf(leaf: Any, name: str) -> Any:
             return arr
         with np.errstate(over="ignore"):  # past float32's range: inf, which callers reject
             return np.array(arr, dtype=jax.dtypes.canonicalize_dtype(dtype))
-    if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+    if jnp.issubdtype(dtype, jnp.integer):
         return np.array(arr, dtype=default_float()) if host else jnp.asarray(arr, default_float())
     raise TypeError(f"`{name}` must hold real numbers, got dtype {np.dtype(dtype).name}")
 
@@ -205,9 +228,14 @@ def as_guess(tree: PyTree, name: str) -> PyTree:
     if tree is None:
         raise TypeError(f"`{name}` must be a number, an array or a pytree of arrays, got None")
     if isinstance(tree, (list, tuple)) and tree and all(map(_is_number, jax.tree.leaves(tree))):
-        # a (nested) list of numbers is read as an array when it is rectangular
-        with contextlib.suppress(ValueError):
+        # a (nested) list of numbers is an array: it must be rectangular
+        try:
             tree = np.asarray(tree)
+        except ValueError:
+            raise ValueError(
+                f"`{name}` is a ragged nested list (rows of different lengths): give a "
+                "rectangular list, an array, or a pytree of arrays"
+            ) from None
     leaves, treedef = jax.tree.flatten(tree)
     if not leaves:
         raise TypeError(f"`{name}` must contain at least one number, got {tree!r}")
@@ -285,7 +313,18 @@ def as_divergence(value: Any) -> Any:
     return value
 
 
-def as_momentum(value: Any) -> Any:
+MOMENTUM = 0.9  # the momentum methods' default
+
+
+def as_momentum(value: Any, method: str) -> Any:
+    """The momentum coefficient; None: `MOMENTUM`. Only the momentum methods take one."""
+    if value is None:
+        return MOMENTUM
+    if method == "gd":
+        raise ValueError(
+            "`momentum` is used only by method='momentum' or 'nesterov'; method='gd' would "
+            "ignore it"
+        )
     value = _scalar(value, "momentum")
     if not is_traced(value) and not 0 <= value < 1:
         raise ValueError(f"`momentum` must be in [0, 1), got {value}")
@@ -330,6 +369,11 @@ def as_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 
 def as_history_every(history: bool, every: Any) -> int:
+    """Rows kept every `every` iterations; 0 without `history`. None: every iteration."""
+    if every is None:
+        return 1 if history else 0
+    if not history:
+        raise ValueError("`history_every` needs `history=True` (without it nothing is recorded)")
     if (
         isinstance(every, bool)
         or not isinstance(every, (numbers.Integral, np.integer))

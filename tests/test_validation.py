@@ -1,5 +1,7 @@
 """Bad input gets a clear, short error at call time that names the argument."""
 
+import math
+import os
 import re
 
 import jax
@@ -244,3 +246,71 @@ def test_traced_bad_values_never_come_back_converged():
         assert res.status == gd.Status.INVALID, (x0, lr, precision)
         assert int(res.iterations) == 0
         assert not bool(res.converged)
+
+
+# ------------------------------------------------------- inputs that used to slip through
+
+
+def test_infinite_precision_is_refused():
+    # it would stop every run after one step, whatever the step
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, precision=np.inf)
+    assert_short(e, "`precision`")
+
+
+@pytest.mark.parametrize("guess", [np.array([]), np.zeros((2, 0)), {"a": np.array([])}])
+def test_empty_guess_is_refused(guess):
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(lambda x: jnp.sum(jnp.asarray(jax.tree.leaves(x)[0])), guess, 0.1)
+    assert_short(e, "`initial_guess`")
+
+
+def test_ragged_list_is_blamed_on_the_guess():
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(lambda x: jnp.sum(x**2), [[1, 2], [3]], 0.1)
+    assert_short(e, "`initial_guess`")
+    assert "cost_fn" not in str(e.value)
+
+
+@pytest.mark.parametrize("guess", [True, np.array([True, False])])
+def test_boolean_guess_is_refused_like_a_boolean_learning_rate(guess):
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(square, guess, 0.1)
+    assert_short(e, "`initial_guess`")
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(square, 3.0, True)
+    assert_short(e, "`learning_rate`")
+
+
+def test_momentum_with_plain_gradient_descent_is_refused():
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, momentum=0.5)
+    assert_short(e, "`momentum`")
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(2), [0.1], method="gd", momentum=0.5)
+    assert_short(e, "`momentum`")
+    # the momentum methods take it, and default to 0.9 without it
+    a = gd.gradient_descent(square, 3.0, 0.01, method="momentum")
+    b = gd.gradient_descent(square, 3.0, 0.01, method="momentum", momentum=0.9)
+    assert int(a.iterations) == int(b.iterations) and float(a.x) == float(b.x)
+
+
+def test_history_every_without_history_is_refused():
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, history_every=5)
+    assert_short(e, "`history_every`")
+    assert gd.gradient_descent(square, 3.0, 0.1, history=True).history.cost.shape == (101,)
+
+
+def test_gradient_of_the_wrong_structure_names_grad_fn():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x: jnp.sum(x**2), jnp.ones(2), 0.1, grad_fn=lambda x: {"a": x})
+    assert_short(e, "`grad_fn`")
+
+
+@pytest.mark.parametrize("fn", [math.sqrt, os.system, lambda x: float(x) ** 2])
+def test_untraceable_cost_gets_one_line_in_plain_words(fn):
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(fn, 3.0, 0.1)
+    assert_short(e, "`cost_fn`")
+    assert "jax.numpy" in str(e.value) and "Tracer" not in str(e.value)
