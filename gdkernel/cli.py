@@ -229,7 +229,7 @@ def command_sweep(ns: argparse.Namespace, out: TextIO) -> int:
     print(_summary(grid, problem, lr_axis, axes, wall, calls), file=out)
     if npz is not None:
         print(f"wrote {npz}", file=out)
-    meta = _meta(problem, grid, options)
+    meta = _meta(problem, grid, options) if outs else {}
     for path in outs:
         if npz is not None and path.suffix.lower() == ".npz" and path != npz:
             shutil.copyfile(npz, path)  # the same file again, under another name
