@@ -4,7 +4,9 @@ The file is a plain NumPy `.npz` (uncompressed): `numpy.load(path)["cost"]` work
 gdkernel. Each field is one array with the grid axes in front; a pytree-valued field (`x`,
 `grad`, the history's `x`, `initial_guess`) is stored leaf by leaf as `x.0`, `x.1`, ... and its
 structure in the `__tree__` entry. `load_sweep` reads it back as a `SweepResult`, optionally
-memory-mapped so a grid larger than host memory can be read piece by piece.
+memory-mapped so a grid larger than host memory can be read piece by piece. It is gdkernel's
+one results file: `save_sweep` writes a `SweepResult` in memory the same way (the command
+line's `--out FILE.npz`), and `out=` refuses any other suffix before the sweep runs.
 
 While the sweep runs, every array is a memory-mapped `.npy` file in a hidden folder beside the
 target, written one chunk at a time; at the end they are packed into the `.npz` (streamed,
