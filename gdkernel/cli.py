@@ -54,6 +54,7 @@ from ._cli_args import (
     DEFAULTS,
     Axis,
     Problem,
+    UsageError,
     compute_dtype,
     describe_guesses,
     describe_range,
@@ -77,6 +78,7 @@ from ._cli_progress import Display
 from ._result import Status, SweepResult
 from ._solve import gradient_descent
 from ._sweep import sweep
+from ._validate import MOMENTUM
 from .functions import BUILTINS
 
 # Options that take a value which may start with "-" (e.g. `--x0 -2:2:64`).
@@ -121,14 +123,21 @@ def _solver_options(ns: argparse.Namespace, problem: Problem) -> dict[str, Any]:
         precision = problem.defaults.precision if problem.defaults else 1e-4
     if grad_tol is None and ns.precision is None and problem.defaults:
         grad_tol = problem.defaults.grad_tol
-    return {
+    options = {
         "precision": precision,
         "max_iter": max_iter,
         "norm": ns.norm,
         "grad_tol": grad_tol,
         "method": ns.method,
-        "momentum": ns.momentum,
     }
+    if ns.method != "gd":  # the value used, so that a JSON file records it
+        options["momentum"] = MOMENTUM if ns.momentum is None else ns.momentum
+    elif ns.momentum is not None:
+        raise UsageError(
+            "`--momentum` is used only by `--method momentum` or `--method nesterov`; "
+            "`--method gd` would ignore it"
+        )
+    return options
 
 
 def _note(ns: argparse.Namespace, message: str | None) -> None:
@@ -413,8 +422,7 @@ def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
     p.add_argument(
         "--momentum",
         type=momentum_value,
-        default=0.9,
-        help="for the momentum methods, in [0, 1) (default: %(default)s)",
+        help=f"for the momentum methods, in [0, 1) (default: {MOMENTUM})",
     )
     p.add_argument("--x64", action="store_true", help="compute in float64 (default float32)")
 

@@ -257,6 +257,7 @@ def test_bad_arguments_exit_2_with_one_line(args, says):
         (["run", "--max-iter", "-5"], "--max-iter: must be >= 0"),
         (["run", "--precision", "-1e-3"], "--precision: must be >= 0"),
         (["run", "--momentum", "1"], "--momentum: must be in [0, 1)"),
+        (["run", "--momentum", "0.5"], "`--momentum` is used only by `--method momentum`"),
         (["run", "--norm", "l3"], "invalid choice: 'l3'"),
         (["run", "--bogus"], "unrecognized arguments: --bogus"),
         (["run", "--function", "no_such_module_xyz:f"], "cannot import 'no_such_module_xyz'"),
