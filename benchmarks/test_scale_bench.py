@@ -59,7 +59,7 @@ def _w3_measure(n_lr: int, n_g: int, max_iter: int, rounds: int) -> dict:
     xs = np.tile(np.linspace(-3, 3, n_g).astype(np.float32), n_lr)
     member_lrs = np.repeat(lrs, n_g)
     n, n_dev = xs.size, len(jax.devices())
-    opts = make_options("l1", "gd", False, 1, max_iter)
+    opts = make_options("l1", "gd", False, None, max_iter)
     params = make_params(np.float32, 1.0, 1e-5, np.inf, 0.9, max_iter)
     shared = params._replace(learning_rate=np.zeros((), np.float32))
     mesh = Mesh(np.array(jax.devices()), ("members",))

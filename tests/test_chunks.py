@@ -129,7 +129,7 @@ def test_result_too_large_for_host_memory_points_to_out(monkeypatch, tmp_path):
 def test_memory_estimate_bounds_what_xla_allocates():
     batch = 256
     for history, method in [(False, "gd"), (True, "gd"), (False, "nesterov"), (True, "momentum")]:
-        opts = make_options("l1", method, history, 1, 200)
+        opts = make_options("l1", method, history, None, 200)
         x0 = np.zeros((batch, 3), np.float32)
         params = make_params(np.float32, 1.0, 1e-4, np.inf, 0.9, 200)._replace(
             learning_rate=np.ones(batch, np.float32)

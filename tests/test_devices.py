@@ -99,7 +99,7 @@ three = gd.sweep(bowl, guesses, rates, devices=jax.devices()[1:], **kw)  # 21 = 
 
 # The per-device program has no collective; jit + NamedSharding all-reduces the predicate.
 mesh4 = Mesh(np.array(jax.devices()), ("members",))
-opts = make_options("l1", "gd", False, 1, 50)
+opts = make_options("l1", "gd", False, None, 50)
 params = make_params(np.float64, 1.0, 1e-8, np.inf, 0.9, 50)
 x = np.zeros((8, 2)); lr = np.full(8, 0.1)
 shared = params._replace(learning_rate=np.zeros(()))

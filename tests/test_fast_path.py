@@ -29,7 +29,7 @@ def _inputs(x0, rates, *, precision=1e-6, max_iter=300, grad_tol=None, momentum=
         kw.get("norm", "l1"),
         kw.get("method", "gd"),
         kw.get("history", False),
-        kw.get("history_every", 1),
+        kw.get("history_every"),
         max_iter,
     )
     return x0, params, opts
@@ -92,11 +92,11 @@ def _log_barrier(x):
 
 def test_scalar_problems_take_the_one_array_loop(dtype):
     batch = np.zeros(8, dtype)
-    gd_opts = make_options("l1", "gd", False, 1, 10)
+    gd_opts = make_options("l1", "gd", False, None, 10)
     assert _lagged.applies(batch, gd_opts)
     assert not _lagged.applies(np.zeros((8, 2), dtype), gd_opts)  # a vector per member
     assert not _lagged.applies({"a": batch, "b": batch}, gd_opts)  # two leaves
-    assert not _lagged.applies(batch, make_options("l1", "momentum", False, 1, 10))
+    assert not _lagged.applies(batch, make_options("l1", "momentum", False, None, 10))
     assert _lagged.applies(batch, gd_opts._replace(progress_every=2))  # reports too
     code = np.array([-1, 0, 8 * 17 + 2, 8 * (2**28 - 1) + 3], np.int32)
     x, back = _lagged.unpack(_lagged.pack(jnp.asarray(code, dtype) * 0.5, jnp.asarray(code)))

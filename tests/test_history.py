@@ -283,7 +283,7 @@ def test_batched_loop_writes_rows_without_selecting_the_buffer():
     from gdkernel import _batch, _kernel, _solve
 
     members, max_iter = 7, 50
-    opts = _solve.make_options("l1", "gd", True, 1, max_iter)
+    opts = _solve.make_options("l1", "gd", True, None, max_iter)
     params = _solve.make_params(np.float32, 0.1, 1e-4, np.inf, 0.9, max_iter)
     params = params._replace(learning_rate=jnp.full(members, 0.1, dtype=jnp.float32))
     value_and_grad = _kernel.make_value_and_grad(lambda x: x**2, None)

@@ -107,7 +107,9 @@ def test_reports_stay_throttled_under_vmap(monkeypatch, x64):
     got = []
     monkeypatch.setattr(_progress, "_sink", lambda *counts: got.append(counts))
     # a report every third look at the lanes
-    opts = make_options("l1", "gd", False, 1, 500)._replace(progress_every=3 * _lanes.CHECK_EVERY)
+    opts = make_options("l1", "gd", False, None, 500)._replace(
+        progress_every=3 * _lanes.CHECK_EVERY
+    )
     value_and_grad = make_value_and_grad(square, None)
     x0 = jnp.linspace(1.0, 3.0, 4)
 
