@@ -50,7 +50,8 @@ def tutorial(x):
 
 
 def diverging_square_series(x0: float, lr: float) -> list[float]:
-    """x**2 from x0 in float64 until the cost overflows: the finite iterates only."""
+    """x**2 from x0 in float64 until the cost overflows: the finite iterates only (the plots
+    frame such members; the sweeps below turn the divergence rule off to make them)."""
     series = [x0]
     with np.errstate(over="ignore"):
         while True:
@@ -159,7 +160,14 @@ def test_trajectory_draws_one_path_per_member_of_a_sweep(x64, tmp_path):
 
 
 def test_trajectory_marks_a_diverged_member_and_frames_the_others(x64, tmp_path):
-    grid = gd.sweep(square, jnp.array([3.0]), jnp.array([0.1, 3.0]), max_iter=1000, history=True)
+    grid = gd.sweep(
+        square,
+        jnp.array([3.0]),
+        jnp.array([0.1, 3.0]),
+        max_iter=1000,
+        history=True,
+        divergence=None,
+    )
     assert int(grid.status[1, 0]) == Status.DIVERGED
     series = diverging_square_series(3.0, 3.0)
     ax = plot.trajectory(grid, square)
@@ -208,7 +216,14 @@ def test_convergence_draws_the_history_costs_one_line_per_member(x64, tmp_path):
 
 
 def test_convergence_marks_diverged_members(x64, tmp_path):
-    grid = gd.sweep(square, jnp.array([3.0]), jnp.array([0.1, 3.0]), max_iter=1000, history=True)
+    grid = gd.sweep(
+        square,
+        jnp.array([3.0]),
+        jnp.array([0.1, 3.0]),
+        max_iter=1000,
+        history=True,
+        divergence=None,
+    )
     series = diverging_square_series(3.0, 3.0)
     ax = plot.convergence(grid)
     save(ax, tmp_path, "convergence_diverged")
