@@ -130,14 +130,14 @@ def _pack(status: Array) -> Array:
 
 class _ProgressView:
     """What `monitor` reads (`status` and `cost` of the whole batch), built only when a report
-    is sent: `read(members)` of the home rows with the lanes' current members written in."""
+    is sent: `read(home)`."""
 
-    def __init__(self, read: Callable[[Any], tuple[Array, Array]], home: Any, lanes: Any):
-        self._read, self._home, self._lanes = read, home, lanes
+    def __init__(self, read: Callable[[Any], tuple[Array, Array]], home: Any):
+        self._read, self._home = read, home
 
     @functools.cached_property
     def _status_cost(self) -> tuple[Array, Array]:
-        return self._read(_lanes.merged(self._home, self._lanes))
+        return self._read(self._home)
 
     @property
     def status(self) -> Array:
@@ -148,18 +148,25 @@ class _ProgressView:
         return self._status_cost[1]
 
 
-def _reporter(
-    read: Callable[[Any], tuple[Array, Array]], opts: Options, part: Array | int
-) -> Callable[[Any, Any, Array], None] | None:
-    """The lanes' `monitor`: a report every `opts.progress_every` trips (in whole looks)."""
+def _run_lanes(
+    rep: _lanes.Representation,
+    home: Any,
+    numbers: Any,
+    lanes: int,
+    read: Callable[[Any], tuple[Array, Array]],
+    opts: Options,
+    part: Array | int,
+) -> Any:
+    """`_lanes.run`, with a progress report every `opts.progress_every` trips (in whole
+    looks) when it is set."""
     if not opts.progress_every:
-        return None
+        return _lanes.run(rep, home, numbers, lanes)
     every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
 
-    def report(home: Any, lanes: Any, looks: Array) -> None:
-        monitor(_ProgressView(read, home, lanes), looks, every, part)
+    def report(home: Any, looks: Array) -> None:
+        monitor(_ProgressView(read, home), looks, every, part)
 
-    return report
+    return _lanes.run(rep, home, numbers, lanes, report, every)
 
 
 def report_trips(members: int, x0: PyTree, opts: Options, args: tuple, platform: str) -> int:
@@ -264,15 +271,15 @@ def _solve_fast(
             return _lanes.code_status(_lagged.unpack(packed)[1]), final.cost
 
         rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
-        report = _reporter(read_lagged, opts, part)
-        return finish(_lanes.run(rep, _lagged.pack(state.x, code), numbers, lanes, report))
+        home = _lagged.pack(state.x, code)
+        return finish(_run_lanes(rep, home, numbers, lanes, read_lagged, opts, part))
 
     def read(home: Carry) -> tuple[Array, Array]:
         return _lanes.code_status(home.code), jax.vmap(lambda x: value_and_grad(x, args)[0])(home.x)
 
     home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
     rep = _carry_representation(value_and_grad, params, args, opts, step_dtype, stall_test)
-    done = _lanes.run(rep, home, numbers, lanes, _reporter(read, opts, part))
+    done = _run_lanes(rep, home, numbers, lanes, read, opts, part)
     return State(
         x=done.x,
         cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),

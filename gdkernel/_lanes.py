@@ -36,9 +36,11 @@ PyTree = Any
 # lanes that costs about as much as a trip, while a trip after a member stopped changes
 # nothing for it (its step is masked).
 CHECK_EVERY = 8
-# Lanes are refilled once this share of them (1 / REFILL_SHARE) holds a stopped member with
-# another one waiting: a refill writes back and loads every lane, so it waits for enough work.
-REFILL_SHARE = 8
+# What a refill costs, in trips of every lane: it writes back and loads every lane. Lanes are
+# refilled once the lane-trips lost to lanes that wait (a stopped member, another one waiting),
+# summed since the last refill, reach that cost: the waiting then never costs more than the
+# refills, however the members' run lengths mix.
+REFILL_TRIPS = 4
 
 
 def running_code(iterations: Array) -> Array:
@@ -137,7 +139,8 @@ def run(
     home: PyTree,
     numbers: PyTree,
     lanes: int,
-    monitor: Callable[[PyTree, Lanes, Array], None] | None = None,
+    monitor: Callable[[PyTree, Array], None] | None = None,
+    every: int = 0,
 ) -> PyTree:
     """Run every member of `home` (`M` rows, codes from `rep.code`) until all have stopped.
 
@@ -147,8 +150,11 @@ def run(
         numbers: every member's own numbers (its learning rate, ...), `M` on every leaf's
             leading axis.
         lanes: how many lanes.
-        monitor: called after every look at the lanes with `(home, lanes, looks)`, where `home`
-            is stale for the members on lanes (for progress reports).
+        monitor: called with `(home, looks)` every `every` looks at the lanes, just after a
+            refill (one is made then if none is due): `home` then holds every stopped member;
+            the members still on lanes show as running (for progress reports). The hot path
+            of the loop carries no extra branch for it.
+        every: looks between two calls of `monitor`.
 
     Returns:
         `home` with every member stopped.
@@ -167,25 +173,27 @@ def run(
         live, waiting = s[3], s[4]
         return (live > 0) | (waiting > 0)
 
+    # lane-looks of waiting worth a refill
+    threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
+
+    def refill(home: PyTree, ln: Lanes, looks: Array) -> tuple[PyTree, Lanes]:
+        home, ln = _refill(rep, home, numbers, ln)
+        if monitor is not None:
+            monitor(home, looks)
+        return home, ln
+
     def body(s: tuple) -> tuple:
-        home, ln, looks, live, waiting = s
-        home, ln = lax.cond(
-            (waiting * REFILL_SHARE >= lanes) | (live == 0),
-            lambda h, l_: _refill(rep, h, numbers, l_),
-            lambda h, l_: (h, l_),
-            home,
-            ln,
-        )
+        home, ln, looks, live, waiting, idle = s
+        due = (looks > 0) & (looks % every == 0) if monitor is not None else False
+        now = (idle + waiting >= threshold) | (live == 0) | due
+        home, ln = lax.cond(now, refill, lambda h, l_, _: (h, l_), home, ln, looks)
         carry = lax.fori_loop(0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers), ln.carry)
         ln = ln._replace(carry=carry)
-        looks = looks + 1
-        if monitor is not None:
-            monitor(home, ln, looks)
-        return (home, ln, looks, *counts(ln))
+        idle = jnp.where(now, 0, idle + waiting)  # lane-looks waited since the last refill
+        return (home, ln, looks + 1, *counts(ln), idle)
 
-    home, ln, *_ = lax.while_loop(
-        cond, body, (home, start, jnp.array(0, jnp.int32), *counts(start))
-    )
+    zero = jnp.array(0, jnp.int32)
+    home, ln, *_ = lax.while_loop(cond, body, (home, start, zero, *counts(start), zero))
     return merged(home, ln)
 
 

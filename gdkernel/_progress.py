@@ -82,7 +82,8 @@ def _deliver(
 
 
 def monitor(state: Any, trips: Array, every: int, part: Array | int = 0) -> None:
-    """Inside the loop: every `every` trips, send counts of the batch `state` to the host.
+    """Inside the loop: every `every` trips (not at 0), send counts of the batch `state` to
+    the host.
 
     The counts are reduced over the batch on the device; only five numbers travel. Traced
     under `shard_map` (inside `device_axes`), each device reports its own share with its index;
@@ -92,12 +93,14 @@ def monitor(state: Any, trips: Array, every: int, part: Array | int = 0) -> None
     """
     axes = _axes
 
+    due = (trips > 0) & (trips % every == 0)
+
     def send() -> None:
         device = lax.axis_index(axes) if axes else jnp.asarray(part, jnp.int32)
         converged = state.status == Status.CONVERGED
         jax.debug.callback(
             _deliver,
-            trips % every == 0,
+            due,
             device,
             trips,
             jnp.sum(state.status == RUNNING),
@@ -106,7 +109,7 @@ def monitor(state: Any, trips: Array, every: int, part: Array | int = 0) -> None
             jnp.min(jnp.where(converged, state.cost, jnp.inf)),
         )
 
-    lax.cond(trips % every == 0, send, lambda: None)
+    lax.cond(due, send, lambda: None)
 
 
 @contextlib.contextmanager
