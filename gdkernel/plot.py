@@ -14,6 +14,11 @@ A batch (a `sweep`, or `gradient_descent` under `jax.vmap`) draws one path or li
 member; `member=` picks one. Only the valid rows of a history are drawn: rows past a
 member's last iteration are NaN and skipped.
 
+Every plot says how each run ended. A path or a cost curve ends in the marker of its status
+(`STATUS_MARKERS`): a star only for `CONVERGED`, a grey diamond for `MAX_ITER`, an orange
+square for `STALLED`, a red cross for `DIVERGED`; the legend names the statuses drawn and
+the title counts them. A sweep map colours each non-converged cell by its status.
+
 Example:
     >>> import matplotlib
     >>> matplotlib.use("Agg")
@@ -39,7 +44,7 @@ from ._result import Result, Status, SweepResult
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["STATUS_COLORS", "convergence", "sweep_map", "trajectory"]
+__all__ = ["STATUS_COLORS", "STATUS_MARKERS", "convergence", "sweep_map", "trajectory"]
 
 PyTree = Any
 
@@ -57,10 +62,19 @@ _NORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "max": lambda d: np.max(np.abs(d), axis=-1),
 }
 
-# Start and end markers of a path.
+#: The marker that ends a path or a cost curve, for each status: a star only for a run that
+#: converged. A converged star takes the colour of its member's line; the other markers take
+#: the colour of their status (`STATUS_COLORS`).
+STATUS_MARKERS: dict[Status, dict[str, Any]] = {
+    Status.CONVERGED: {"marker": "*", "markersize": 13, "markeredgecolor": "black"},
+    Status.MAX_ITER: {"marker": "D", "markersize": 7, "markeredgecolor": "black"},
+    Status.STALLED: {"marker": "s", "markersize": 8, "markeredgecolor": "black"},
+    Status.DIVERGED: {"marker": "x", "markersize": 9, "markeredgewidth": 2.2},
+    Status.INVALID: {"marker": "p", "markersize": 8, "markeredgecolor": "black"},
+}
+
+# The start marker of a path.
 _START = {"marker": "o", "markersize": 9, "markerfacecolor": "none", "markeredgewidth": 1.8}
-_END = {"marker": "*", "markersize": 13, "markeredgecolor": "black", "markeredgewidth": 0.6}
-_DIVERGED = {"marker": "x", "markersize": 9, "markeredgewidth": 2.2, "linestyle": "none"}
 _MAX_LEGEND = 10
 # Costs are drawn clipped to this: Matplotlib's log ticks overflow near 1e308, where a float64
 # member that diverges ends.
@@ -209,6 +223,89 @@ def _box(paths: list[np.ndarray], status: list[int], pad: float) -> tuple[np.nda
     return lo - margin, hi + margin
 
 
+def _status_name(status: Status) -> str:
+    """The status as the legends write it: `max-iter`, `diverged`, ..."""
+    return status.name.lower().replace("_", "-")
+
+
+def _end_color(status: Status, color: Any) -> Any:
+    """A converged star takes its member's colour; other ends the colour of their status."""
+    return color if status == Status.CONVERGED else STATUS_COLORS[status]
+
+
+def _mark_end(ax: Axes, x: Any, y: Any, status: Status, color: Any, label: str) -> Any:
+    """Draw the marker of `status` at one point; returns the Line2D."""
+    style = STATUS_MARKERS[status]
+    fill = _end_color(status, color)
+    (line,) = ax.plot(
+        x,
+        y,
+        linestyle="none",
+        color=fill,
+        markerfacecolor=fill,
+        markeredgewidth=style.get("markeredgewidth", 0.6),
+        label=label,
+        zorder=5,
+        clip_on=False,
+        **{k: val for k, val in style.items() if k != "markeredgewidth"},
+    )
+    return line
+
+
+def _status_handles(statuses: list[Status]) -> list[Any]:
+    """Legend entries, one per status drawn, in `Status` order."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for status in Status:
+        if status in statuses:
+            style = STATUS_MARKERS[status]
+            fill = _end_color(status, "0.75")
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    color=fill,
+                    markerfacecolor=fill,
+                    markeredgewidth=style.get("markeredgewidth", 0.6),
+                    label=_status_name(status),
+                    **{k: val for k, val in style.items() if k != "markeredgewidth"},
+                )
+            )
+    return handles
+
+
+def _status_title(what: str, statuses: list[Status], iterations: list[int]) -> str:
+    """`what: CONVERGED after 40 iterations` for one member, else the count per status."""
+    if len(statuses) == 1:
+        return f"{what}: {statuses[0].name} after {iterations[0]} iterations"
+    counts = ", ".join(
+        f"{statuses.count(s)} {_status_name(s)}" for s in Status if statuses.count(s)
+    )
+    return f"{what}: {counts}"
+
+
+def _ends(
+    res: Result | SweepResult, indices: list[tuple[int, ...]]
+) -> tuple[list[Status], list[int]]:
+    """The status and the iterations of each member drawn."""
+    status, iterations = np.asarray(res.status), np.asarray(res.iterations)
+    return [Status(int(status[i])) for i in indices], [int(iterations[i]) for i in indices]
+
+
+def _legend(ax: Axes, ends: list[Status], single: bool, n: int) -> None:
+    """One member: its own entries. A batch: its members' lines (up to ten), then one entry
+    per status drawn."""
+    if single:
+        ax.legend(fontsize="small")
+        return
+    handles, _ = ax.get_legend_handles_labels()
+    if n > _MAX_LEGEND:
+        handles = [h for h in handles if h.get_label() == "cost"]
+    ax.legend(handles=handles + _status_handles(ends), fontsize="small")
+
+
 def _markevery(n: int) -> int:
     """Mark at most about 60 iterates of a long path."""
     return max(1, int(np.ceil(n / 60)))
@@ -230,8 +327,10 @@ def trajectory(
     With one parameter, the cost curve $f(x)$ over a range covering the iterates, with the
     iterates $(x_k, f(x_k))$ marked and joined on it; with two parameters (a vector of
     length 2, or a pytree of two scalars), contour lines of $f$ with the path
-    $x_0, x_1, \dots$ drawn over them. The start is a ring, the end a star; a diverged
-    member ends in a red cross.
+    $x_0, x_1, \dots$ drawn over them. The start is a ring; the end is the marker of the
+    member's status (`STATUS_MARKERS`: a star only for `CONVERGED`, a red cross for
+    `DIVERGED`), named in the legend; the title gives the status and the iterations (for a
+    batch, the count of each status).
 
     Args:
         res: a `Result` or `SweepResult` run with `history=True`.
@@ -270,8 +369,7 @@ def trajectory(
     ax = _axes(ax)
     evaluate = _vector_cost(cost, template, args)
     paths = [_path(res, index) for index in indices]
-    status = np.asarray(res.status)
-    ends = [int(status[index]) for index in indices]
+    ends, iterations = _ends(res, indices)
     colors = _colors(len(indices))
     names = _leaf_names(template)
     if dim == 1:
@@ -320,15 +418,10 @@ def trajectory(
             zorder=3,
         )
         ax.plot(px[:1], py[:1], color=color, label="start" if single else None, zorder=4, **_START)
-        if end != Status.DIVERGED:
-            ax.plot(
-                px[-1:], py[-1:], color=color, label="end" if single else None, zorder=5, **_END
-            )
-        else:
-            ax.plot(px[-1:], py[-1:], color=STATUS_COLORS[Status.DIVERGED], zorder=5, **_DIVERGED)
-    if len(indices) <= _MAX_LEGEND:
-        ax.legend(fontsize="small")
-    ax.set_title("gradient descent path")
+        end_label = f"end: {_status_name(end)}" if single else "_end"
+        _mark_end(ax, px[-1:], py[-1:], end, color, end_label)
+    _legend(ax, ends, single, len(indices))
+    ax.set_title(_status_title("path", ends, iterations))
     return ax
 
 
@@ -388,8 +481,11 @@ def convergence(
 
     Up to ten members get the default colour cycle and a legend; more are coloured along
     the batch order with viridis (for a sweep: dark for the smallest learning rate, yellow
-    for the largest). The view frames the members that did not diverge; a diverged member's line is cut at the
-    top of that frame and ends in a red cross at its last finite iterate.
+    for the largest). Each line ends in the marker of its member's status (`STATUS_MARKERS`:
+    a star only for `CONVERGED`), named in the legend; the title gives the status (for a batch,
+    the count of each status). The view frames the members that did not diverge; a diverged
+    member's line is cut at the top of that frame and ends in a red cross at its last finite
+    iterate.
 
     With `show_step`, the step sizes $\lVert x_k - x_{k-1} \rVert$ (what the stopping rule
     compares with `precision`; exact when `history_every` is 1) are drawn dashed against a
@@ -433,8 +529,8 @@ def convergence(
         raise ValueError(f"`minimum` must be a finite number, got {minimum!r}")
     indices = _members(res, member)
     paths = [_path(res, index) for index in indices]
-    status = np.asarray(res.status)
-    diverged = [status[index] == Status.DIVERGED for index in indices]
+    ends, iterations = _ends(res, indices)
+    diverged = [end == Status.DIVERGED for end in ends]
     values = [p[2] if minimum is None else p[2] - minimum for p in paths]
     if minimum is not None:
         values = [np.where(v > 0, v, np.nan) for v in values]
@@ -451,9 +547,8 @@ def convergence(
     single = len(indices) == 1
     step_ax = ax.twinx() if show_step else None
     all_steps: list[np.ndarray] = []
-    mark = None
-    for (rows, xs, _), drawn, index, color, gone in zip(
-        paths, values, indices, colors, diverged, strict=True
+    for (rows, xs, _), drawn, index, color, end in zip(
+        paths, values, indices, colors, ends, strict=True
     ):
         if not len(rows):
             continue
@@ -461,17 +556,11 @@ def convergence(
         drawn = np.clip(drawn, -_CEILING, top)
         label = ("cost" if minimum is None else "cost - minimum") if single else None
         ax.plot(its, drawn, color=color, lw=1.4, label=label or _label(res, index))
-        if gone:
-            (cross,) = ax.plot(
-                its[-1:],
-                drawn[-1:],
-                color=STATUS_COLORS[Status.DIVERGED],
-                label="_diverged" if mark else "diverged",
-                zorder=5,
-                clip_on=False,
-                **_DIVERGED,
-            )
-            mark = mark or cross
+        last = np.flatnonzero(np.isfinite(drawn))
+        if last.size:  # at the last cost drawn (an excess cost <= 0 is not drawn)
+            k = last[-1]
+            end_label = f"end: {_status_name(end)}" if single else "_end"
+            _mark_end(ax, its[k : k + 1], drawn[k : k + 1], end, color, end_label)
         if step_ax is not None and len(rows) > 1:
             steps = _NORMS[norm](np.diff(xs, axis=0))
             steps = np.where(steps > 0, steps, np.nan)
@@ -489,11 +578,8 @@ def convergence(
             step_ax.set_ylim(*step_limits)
         step_ax.set_yscale("log")
         step_ax.set_ylabel("step size (dashed)")
-    if len(indices) <= _MAX_LEGEND:
-        ax.legend(fontsize="small")
-    elif mark is not None:
-        ax.legend(handles=[mark], fontsize="small")
-    ax.set_title("convergence")
+    _legend(ax, ends, single, len(indices))
+    ax.set_title(_status_title("convergence", ends, iterations))
     return ax
 
 
@@ -540,7 +626,8 @@ def sweep_map(
     Each cell is one member. Converged cells are coloured by `value` (the iterations taken,
     or the final cost, on a log scale when positive and spread over more than two decades);
     the other cells get the colour of their status from `STATUS_COLORS` (max-iter grey,
-    diverged red, stalled orange, invalid black), named in a legend above the map.
+    diverged red, stalled orange, invalid black), named with their counts in a legend above
+    the map.
 
     The learning rates run along x on a log axis; scalar starting points run along y by
     value, others (vectors, pytrees) by member index.
@@ -598,7 +685,8 @@ def sweep_map(
         mesh = ax.pcolormesh(x_edges, y_edges, shown, cmap=cmap, norm=scale)
         if colorbar:
             label = "iterations" if value == "iterations" else "final cost"
-            ax.figure.colorbar(mesh, ax=ax, label=f"{label} (converged)")
+            n = int(np.sum(converged))
+            ax.figure.colorbar(mesh, ax=ax, label=f"{label} ({n} converged)")
     codes = [Status.CONVERGED, *STATUS_COLORS]
     colors = ListedColormap(["none", *STATUS_COLORS.values()])
     bounds = BoundaryNorm(np.arange(len(codes) + 1) - 0.5, len(codes))
@@ -614,7 +702,8 @@ def sweep_map(
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     present = [s for s in STATUS_COLORS if np.any(status == s)]
     handles = [
-        Patch(color=STATUS_COLORS[s], label=s.name.lower().replace("_", "-")) for s in present
+        Patch(color=STATUS_COLORS[s], label=f"{_status_name(s)} ({int(np.sum(status == s))})")
+        for s in present
     ]
     if handles:
         ax.legend(

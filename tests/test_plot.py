@@ -73,7 +73,9 @@ def test_trajectory_1d_draws_the_iterates_on_the_cost_curve(x64, tmp_path):
     np.testing.assert_allclose(path.get_xdata(), series, rtol=1e-12)
     np.testing.assert_allclose(path.get_ydata(), 3 * series**2 - 2 * series - 3, rtol=1e-12)
     np.testing.assert_allclose(labelled(ax, "start").get_xydata(), [[8.0, 3 * 64 - 16 - 3]])
-    np.testing.assert_allclose(labelled(ax, "end").get_xdata(), series[-1:], rtol=1e-12)
+    np.testing.assert_allclose(labelled(ax, "end: converged").get_xdata(), series[-1:], rtol=1e-12)
+    assert labelled(ax, "end: converged").get_marker() == "*"
+    assert ax.get_title() == f"path: CONVERGED after {iterations} iterations"
 
     curve = labelled(ax, "cost")
     cx = np.asarray(curve.get_xdata())
@@ -90,9 +92,10 @@ def test_trajectory_2d_draws_the_path_over_contours_of_the_cost(x64, tmp_path):
         return jnp.sum(weights * (x - centre) ** 2)
 
     res = gd.gradient_descent(bowl, jnp.array([-2.0, 1.5]), 0.05, precision=1e-6, history=True)
-    _, _, _, series = reference_gd(
+    _, _, status, series = reference_gd(
         lambda x: 2 * weights * (x - centre), [-2.0, 1.5], 0.05, 1e-6, 100
     )
+    assert status == "max_iter"  # 100 iterations are not enough for precision 1e-6
     series = np.array(series)
     ax = plot.trajectory(res, bowl)
     save(ax, tmp_path, "trajectory_2d")
@@ -100,7 +103,9 @@ def test_trajectory_2d_draws_the_path_over_contours_of_the_cost(x64, tmp_path):
     path = labelled(ax, "iterates")
     np.testing.assert_allclose(path.get_xydata(), series, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(labelled(ax, "start").get_xydata(), series[:1])
-    np.testing.assert_allclose(labelled(ax, "end").get_xydata(), series[-1:], rtol=1e-12)
+    end = labelled(ax, "end: max-iter")  # not the star of a minimum
+    np.testing.assert_allclose(end.get_xydata(), series[-1:], rtol=1e-12)
+    assert end.get_marker() == "D"
     (lo_x, hi_x), (lo_y, hi_y) = ax.get_xlim(), ax.get_ylim()
     assert lo_x < series[:, 0].min() and series[:, 0].max() < hi_x
     assert lo_y < series[:, 1].min() and series[:, 1].max() < hi_y
@@ -204,7 +209,9 @@ def test_convergence_draws_the_history_costs_one_line_per_member(x64, tmp_path):
     ax = plot.convergence(grid)
     save(ax, tmp_path, "convergence")
     lines = [line for line in ax.get_lines() if line.get_label().startswith("lr=")]
-    assert len(lines) == len(lrs) * len(guesses) == len(ax.get_lines())
+    ends = [line for line in ax.get_lines() if line.get_label() == "_end"]
+    assert len(lines) == len(ends) == len(lrs) * len(guesses)
+    assert len(ax.get_lines()) == 2 * len(lines)
     for lr in lrs:
         for x0 in guesses:
             _, iterations, _, series = reference_gd(lambda x: 2 * x, x0, lr, 1e-4, 100)
@@ -319,7 +326,11 @@ def test_sweep_map_colours_each_cell_by_status_and_iterations(tmp_path):
             want = to_rgba(plot.STATUS_COLORS[status])
         np.testing.assert_allclose(pixel(ax, lr, x0), want, atol=2 / 255, err_msg=f"{lr}, {x0}")
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["max-iter", "diverged"]
+    assert legend == [
+        f"max-iter ({counts[Status.MAX_ITER]})",
+        f"diverged ({counts[Status.DIVERGED]})",
+    ]
+    assert ax.figure.axes[-1].get_ylabel() == f"iterations ({counts[Status.CONVERGED]} converged)"
 
 
 def test_sweep_map_final_cost_and_vector_guesses(x64, tmp_path):
@@ -373,3 +384,93 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, x64):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"pip install 'gdkernel\[plot\]'"):
         plot.convergence(res)
+
+
+# x**2 from 3, max_iter 50, grad_tol 1e-3: one learning rate per status, by closed form.
+# lr 1e-6: the first step (6e-6) is below precision while the slope is 6: STALLED.
+# lr 1e-3: steps of about 0.006 * x stay above 1e-4 for 50 iterations: MAX_ITER.
+# lr 0.1: x shrinks by 0.8 until the step 0.2 x < 1e-4, where the slope is < 1e-3: CONVERGED.
+# lr 3: x grows by -5 each step, the cost by 25: DIVERGED.
+EVERY_STATUS = {
+    1e-6: Status.STALLED,
+    1e-3: Status.MAX_ITER,
+    0.1: Status.CONVERGED,
+    3.0: Status.DIVERGED,
+}
+
+
+def every_status_grid():
+    lrs = list(EVERY_STATUS)
+    grid = gd.sweep(
+        square, jnp.array([3.0]), jnp.array(lrs), max_iter=50, grad_tol=1e-3, history=True
+    )
+    assert [Status(int(s)) for s in grid.status[:, 0]] == list(EVERY_STATUS.values())
+    return grid
+
+
+def end_markers(ax) -> dict[str, list]:
+    """The status markers drawn, by marker shape."""
+    shapes = {style["marker"]: [] for style in plot.STATUS_MARKERS.values()}
+    for line in ax.get_lines():
+        if len(line.get_xdata()) == 1 and line.get_marker() in shapes:
+            shapes[line.get_marker()].append(line)
+    return shapes
+
+
+@pytest.mark.parametrize("draw", ["trajectory", "convergence"])
+def test_each_run_ends_in_the_marker_of_its_status(draw, x64, tmp_path):
+    grid = every_status_grid()
+    ax = plot.trajectory(grid, square) if draw == "trajectory" else plot.convergence(grid)
+    save(ax, tmp_path, f"{draw}_statuses")
+    shapes = end_markers(ax)
+    for i, status in enumerate(EVERY_STATUS.values()):
+        (mark,) = shapes[plot.STATUS_MARKERS[status]["marker"]]
+        last = int(grid.iterations[i, 0])
+        x_end = float(grid.history.x[i, 0, last])
+        if draw == "trajectory":
+            np.testing.assert_allclose(mark.get_xdata(), [x_end], rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(mark.get_xdata(), [last])
+        if status != Status.CONVERGED:
+            assert to_rgba(mark.get_color()) == to_rgba(plot.STATUS_COLORS[status])
+    # A star only where the run converged: one star, at the converged member's end.
+    assert len(shapes["*"]) == 1
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[-4:] == ["converged", "max-iter", "diverged", "stalled"]
+    assert ax.get_title().endswith("1 converged, 1 max-iter, 1 diverged, 1 stalled")
+
+
+def test_the_step_rule_trap_is_drawn_as_stalled_not_as_a_minimum(x64, tmp_path):
+    from gdkernel import functions
+
+    res = gd.gradient_descent(
+        functions.rosenbrock,
+        jnp.array([-1.2, 1.0]),
+        1e-3,
+        max_iter=5000,
+        grad_tol=1e-2,
+        history=True,
+    )
+    x, y = np.asarray(res.x)
+    # Rosenbrock's minimum is (1, 1); the slope where the step rule fired is still steep.
+    slope = np.array([-2 * (1 - x) - 400 * x * (y - x**2), 200 * (y - x**2)])
+    assert np.abs(slope).sum() > 1e-2 and np.hypot(x - 1, y - 1) > 0.1
+    assert res.status == Status.STALLED
+
+    ax = plot.trajectory(res, functions.rosenbrock)
+    save(ax, tmp_path, "rosenbrock_stalled")
+    shapes = end_markers(ax)
+    assert not shapes["*"]
+    (mark,) = shapes["s"]
+    np.testing.assert_allclose(mark.get_xydata(), [[x, y]], rtol=1e-6)
+    assert mark.get_label() == "end: stalled"
+    assert ax.get_title() == f"path: STALLED after {int(res.iterations)} iterations"
+
+
+def test_a_batch_of_many_members_keeps_the_status_legend(x64):
+    grid = gd.sweep(
+        square, jnp.linspace(-3, 3, 6), jnp.array([0.1, 3.0]), max_iter=50, history=True
+    )
+    ax = plot.convergence(grid)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["converged", "diverged"]
