@@ -1,38 +1,23 @@
-"""Every ```python block of the README runs, in order, as a user would paste it.
+"""The README runs as a reader would run it: its ```python blocks in order in one process,
+each printing what the README says, and its `gdkernel` commands as written (see
+tests/test_docs.py for the rules)."""
 
-Blocks marked ```py are illustrations that need more than one process (a multi-host recipe)
-and are not run here; tests/test_multihost.py covers that path.
-"""
-
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.test_docs import blocks, run_python_blocks, run_shell_blocks
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def python_blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+def test_readme_python_blocks_print_what_it_says(tmp_path):
+    page = blocks(README.read_text())
+    assert sum(b.lang == "python" for b in page) >= 4
+    run_python_blocks(README, tmp_path)
 
 
-def test_readme_python_blocks_run(tmp_path):
-    blocks = python_blocks()
-    assert len(blocks) >= 4
-    script = tmp_path / "readme.py"
-    script.write_text("\n\n".join(blocks))
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "Minimum occurs at x-value: 0.0003987" in out.stdout
-    assert "40 CONVERGED" in out.stdout
-    assert "CONVERGED 1" in out.stdout and "STALLED" in out.stdout
+def test_readme_commands_work_as_written(tmp_path):
+    assert run_shell_blocks(README, tmp_path) >= 3
+
+
+def test_readme_is_a_front_page():
+    assert len(README.read_text().splitlines()) <= 260
