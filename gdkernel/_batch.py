@@ -35,6 +35,7 @@ import numpy as np
 from jax import Array, lax
 
 from . import _lagged, _lanes
+from ._adjoint import differentiable
 from ._kernel import (
     PARAM_AXES,
     Options,
@@ -419,8 +420,12 @@ def _grid(
     n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
     xs, member_rates = grid_members(guesses, rates, part_ids(n_lr * n_g, part, parts))
     vg = make_value_and_grad(cost_fn, grad_fn)
+
+    def run(xs: PyTree, params: Params, args: tuple) -> Result:
+        return solve_batch(vg, xs, params, args, opts, packed, stall_test)
+
     params = params._replace(learning_rate=member_rates)
-    flat = solve_batch(vg, xs, params, args, opts, packed, stall_test)
+    flat = differentiable(run, vg, opts, batched=True)(xs, params, args)
     return to_grid(flat, n_lr, n_g) if parts == 1 else flat
 
 

@@ -37,6 +37,8 @@ class Options(NamedTuple):
     history_every: int = 0  # 0: no history
     history_rows: int = 0  # max_iter // history_every + 1 when recording
     progress_every: int = 0  # batched loop: report to the host every k trips; 0: never
+    adjoint: str = "implicit"  # how a solve is differentiated (`_adjoint.py`)
+    replay_steps: int = 0  # adjoint="unrolled": `max_iter`, the length of the replay
 
 
 class Params(NamedTuple):
@@ -183,7 +185,7 @@ def init(
     )
 
 
-def _update(
+def update(
     x: PyTree, grad: PyTree, velocity: PyTree, params: Params, method: str
 ) -> tuple[PyTree, PyTree]:
     """The new iterate and velocity. The velocity is None for plain gradient descent."""
@@ -233,7 +235,7 @@ def propose(
     so both give the same bits. `stall_test=False` skips the gradient norm when the caller
     knows `grad_tol` is +inf (then `norm > grad_tol` is always False: the same statuses).
     """
-    new_x, new_velocity = _update(x, grad, velocity, params, opts.method)
+    new_x, new_velocity = update(x, grad, velocity, params, opts.method)
     new_cost, new_grad = value_and_grad(new_x, args)
     step_size = tree_norm(_sub(new_x, x), opts.norm).astype(step_dtype)
     finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate as v
+from ._adjoint import ADJOINTS, differentiable
 from ._kernel import DIVERGENCE, METHODS, NORMS, Options, Params, make_value_and_grad, solve
 from ._result import Result
 
@@ -27,7 +28,12 @@ def _run(
     grad_fn: Callable | None,
     opts: Options,
 ) -> Result:
-    return solve(make_value_and_grad(cost_fn, grad_fn), x0, params, args, opts)
+    value_and_grad = make_value_and_grad(cost_fn, grad_fn)
+
+    def run(x0: PyTree, params: Params, args: tuple) -> Result:
+        return solve(value_and_grad, x0, params, args, opts)
+
+    return differentiable(run, value_and_grad, opts, batched=False)(x0, params, args)
 
 
 def make_params(
@@ -59,15 +65,29 @@ def make_params(
 
 
 def make_options(
-    norm: str, method: str, history: bool, history_every: Any, max_iter: int
+    norm: str,
+    method: str,
+    history: bool,
+    history_every: Any,
+    max_iter: int,
+    adjoint: str = "implicit",
 ) -> Options:
-    """The static options; `max_iter` is static only when a history buffer must be sized."""
+    """The static options; `max_iter` is static only when a history buffer must be sized or
+    the unrolled adjoint replays the steps."""
     every = v.as_history_every(history, history_every)
+    adjoint = v.as_choice(adjoint, "adjoint", ADJOINTS)
+    if adjoint == "unrolled" and every:
+        raise ValueError(
+            "`adjoint='unrolled'` replays x, cost and grad; `history` has no derivative: "
+            "differentiate a run without history=True"
+        )
     return Options(
         norm=v.as_choice(norm, "norm", NORMS),
         method=v.as_choice(method, "method", METHODS),
         history_every=every,
         history_rows=max_iter // every + 1 if every else 0,
+        adjoint=adjoint,
+        replay_steps=max_iter if adjoint == "unrolled" else 0,
     )
 
 
@@ -84,10 +104,11 @@ def checked(
     divergence: Any,
     history: Any,
     history_every: Any,
+    adjoint: Any,
 ) -> tuple[Params, Options]:
     """The options every run shares, checked: the traced numbers and the static options."""
     max_iter = v.as_max_iter(max_iter)
-    opts = make_options(norm, method, history, history_every, max_iter)
+    opts = make_options(norm, method, history, history_every, max_iter, adjoint)
     params = make_params(
         dtype,
         learning_rate,
@@ -121,6 +142,7 @@ def gradient_descent(
     history: bool = False,
     history_every: int | None = None,
     symbols: Any = None,
+    adjoint: str = "implicit",
 ) -> Result:
     r"""Minimise `cost_fn` by gradient descent from `initial_guess`.
 
@@ -170,6 +192,16 @@ def gradient_descent(
         history_every: with `history`, keep every k-th iterate only; the buffer holds
             `max_iter // history_every + 1` rows.
         symbols: for a SymPy `cost_fn` with several free symbols, their order in `x`.
+        adjoint: how `jax.grad`, `jax.jvp` and friends differentiate the run (its `x`,
+            `cost` and `grad`). `"implicit"` (default): at the returned point, by the implicit
+            function theorem, $\partial x^*/\partial\theta = -H^{-1}\,\partial^2 f /
+            \partial x\,\partial\theta$ for the arrays $\theta$ in `args` ($H$ the Hessian
+            in `x`); memory does not grow with the iterations; the derivatives with respect
+            to `initial_guess`, `learning_rate`, `precision` and `momentum` are zero, and a
+            run that did not converge has zero derivatives (its `status` says why).
+            `"unrolled"`: the exact derivative of the iterations run (their count held
+            fixed) with respect to everything, replayed with about
+            $3\sqrt{\text{max\_iter}}$ iterates stored. See `docs/derivatives.md`.
 
     Returns:
         A `Result` pytree: `x`, `cost`, `grad`, `step_size`, `iterations`, `status` (and
@@ -202,6 +234,7 @@ def gradient_descent(
         divergence=divergence,
         history=history,
         history_every=history_every,
+        adjoint=adjoint,
     )
     v.warn_precision(precision, x0)
     return _run(x0, params, v.as_args(args), cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)

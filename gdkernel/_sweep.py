@@ -73,6 +73,7 @@ def prepare(
     history: Any,
     history_every: Any,
     symbols: Any,
+    adjoint: Any = "implicit",
 ) -> Prepared:
     """Check a sweep's arguments and turn them into arrays and static options."""
     cost_fn = v.cost_function(cost_fn, symbols)
@@ -92,6 +93,7 @@ def prepare(
         divergence=divergence,
         history=history,
         history_every=history_every,
+        adjoint=adjoint,
     )
     params = params._replace(learning_rate=lrs if lrs.dtype == dtype else lrs.astype(dtype))
     v.warn_precision(precision, x0)
@@ -121,6 +123,7 @@ def sweep(
     out: str | os.PathLike | None = None,
     progress: bool | Callable[[Progress], Any] | None = None,
     threads: int | None = None,
+    adjoint: str = "implicit",
 ) -> SweepResult:
     r"""Run `gradient_descent` for every learning rate from every starting point.
 
@@ -174,6 +177,9 @@ def sweep(
             for a tqdm bar on stderr (extra `gdkernel[progress]`). Off by default.
         threads: host threads that share the grid (every chunk of it) on one device: None
             (default) for one per CPU core on a CPU device, one on an accelerator.
+        adjoint: how a sweep under `jax.grad` or `jax.jvp` (traced inputs) is
+            differentiated, member by member: `"implicit"` or `"unrolled"`, as in
+            `gradient_descent`.
 
     Returns:
         A `SweepResult`: the fields of `Result` with the grid axes in front, the grid's
@@ -214,6 +220,7 @@ def sweep(
         history=history,
         history_every=history_every,
         symbols=symbols,
+        adjoint=adjoint,
     )
     lrs = params.learning_rate
     dtype = float_dtype(x0)

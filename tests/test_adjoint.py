@@ -1,0 +1,280 @@
+"""Derivatives through a solve, against closed forms and finite differences."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gdkernel as gd
+
+N, D = 40, 3
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(N, D))
+Y = RNG.normal(size=N)
+C = RNG.normal(size=D)  # the outer loss is c . w*
+
+
+def ridge(w, lam, x, y):
+    return jnp.mean((x @ w - y) ** 2) + lam * jnp.sum(w**2)
+
+
+def closed_form(lam, y=Y):
+    """w*(lam), dw*/dlam and dw*/dy for ridge regression."""
+    a = X.T @ X / N + lam * np.eye(D)
+    w = np.linalg.solve(a, X.T @ y / N)
+    return w, -np.linalg.solve(a, w), np.linalg.solve(a, X.T) / N
+
+
+def solve(lam, y=Y, **kw):
+    opts = dict(precision=1e-13, max_iter=20_000, **kw)
+    return gd.gradient_descent(ridge, jnp.zeros(D), 0.2, args=(lam, X, y), **opts)
+
+
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov"])
+def test_implicit_ridge_against_the_closed_form(x64, method):
+    lam = 0.3
+    w, dw_dlam, dw_dy = closed_form(lam)
+    kw = {"method": method} if method == "gd" else {"method": method, "momentum": 0.5}
+    res = solve(lam, **kw)
+    assert res.status == gd.Status.CONVERGED
+    np.testing.assert_allclose(res.x, w, rtol=1e-9)
+
+    def loss(lam, y):
+        return C @ solve(lam, y, **kw).x
+
+    g_lam, g_y = jax.jit(jax.grad(loss, argnums=(0, 1)))(lam, jnp.asarray(Y))
+    np.testing.assert_allclose(g_lam, C @ dw_dlam, rtol=1e-6)
+    np.testing.assert_allclose(g_y, C @ dw_dy, rtol=1e-6, atol=1e-12)
+    _, tangent = jax.jvp(lambda lam: solve(lam, **kw).x, (lam,), (1.0,))
+    np.testing.assert_allclose(tangent, dw_dlam, rtol=1e-6)
+    lams = jnp.array([0.05, 0.3, 2.0])
+    got = jax.vmap(jax.grad(lambda lam: loss(lam, jnp.asarray(Y))))(lams)
+    want = [C @ closed_form(float(lam))[1] for lam in lams]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_implicit_ridge_in_float32():
+    lam = 0.3
+    _, dw_dlam, _ = closed_form(lam)
+    x32, y32 = X.astype(np.float32), Y.astype(np.float32)
+
+    def w(lam):
+        return gd.gradient_descent(
+            ridge, jnp.zeros(D), 0.2, args=(lam, x32, y32), precision=1e-6, max_iter=5000
+        ).x
+
+    np.testing.assert_allclose(jax.jacrev(w)(np.float32(lam)), dw_dlam, rtol=2e-3, atol=1e-4)
+
+
+def test_implicit_with_a_user_gradient(x64):
+    def grad_fn(w, lam, x, y):
+        return 2 * x.T @ (x @ w - y) / N + 2 * lam * w
+
+    lam = 0.7
+    _, dw_dlam, _ = closed_form(lam)
+    got = jax.jacfwd(lambda lam: solve(lam, grad_fn=grad_fn).x)(lam)
+    np.testing.assert_allclose(got, dw_dlam, rtol=1e-6)
+
+
+def test_implicit_past_the_direct_solve(x64, monkeypatch):
+    """Conjugate gradients on Hessian-vector products give the same derivative."""
+    from gdkernel import _adjoint
+
+    monkeypatch.setattr(_adjoint, "DIRECT_MAX", 1)
+    lam = 0.3
+    _, dw_dlam, _ = closed_form(lam)
+    got = jax.grad(lambda lam: C @ solve(lam).x)(lam)
+    np.testing.assert_allclose(got, C @ dw_dlam, rtol=1e-6)
+
+
+def test_envelope_theorem_through_sweep(x64):
+    """d cost(w*(lam), lam) / d lam = |w*|^2 for every converged member."""
+    lam = 0.4
+    w, _, _ = closed_form(lam)
+    guesses = jnp.asarray(RNG.normal(size=(3, D)))
+    rates = jnp.array([0.05, 0.2])
+
+    def costs(lam):
+        grid = gd.sweep(ridge, guesses, rates, args=(lam, X, Y), precision=1e-13, max_iter=20_000)
+        return grid.cost
+
+    grid_status = gd.sweep(
+        ridge, guesses, rates, args=(lam, X, Y), precision=1e-13, max_iter=20_000
+    ).status
+    assert (np.asarray(grid_status) == gd.Status.CONVERGED).all()
+    per_member = jax.jacrev(costs)(lam)
+    np.testing.assert_allclose(per_member, np.full((2, 3), w @ w), rtol=1e-6)
+    summed = jax.grad(lambda lam: costs(lam).sum())(lam)
+    np.testing.assert_allclose(summed, 6 * (w @ w), rtol=1e-6)
+
+
+def test_implicit_derivatives_of_the_start_and_rate_are_zero(x64):
+    def x_star(x0, lr):
+        return gd.gradient_descent(lambda x: (x - 2.0) ** 2, x0, lr, precision=1e-10).x
+
+    assert jax.grad(x_star, argnums=(0, 1))(3.0, 0.1) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("max_iter", [5, 30])
+def test_implicit_derivative_of_a_member_that_did_not_converge_is_zero(x64, max_iter):
+    def run(lam):
+        return gd.gradient_descent(
+            ridge, jnp.zeros(D), 0.01, args=(lam, X, Y), precision=1e-13, max_iter=max_iter
+        )
+
+    assert run(0.3).status == gd.Status.MAX_ITER
+    np.testing.assert_array_equal(jax.jacfwd(lambda lam: run(lam).x)(0.3), np.zeros(D))
+    assert jax.grad(lambda lam: run(lam).cost)(0.3) == 0.0
+
+
+# ------------------------------------------------------------------------------ unrolled
+
+
+def square_run(lr, x0, max_iter=100):
+    return gd.gradient_descent(lambda x: x**2, x0, lr, max_iter=max_iter, adjoint="unrolled")
+
+
+@pytest.mark.parametrize("max_iter", [100, 20])  # CONVERGED after 40; MAX_ITER after 20
+def test_unrolled_square_exactly(x64, max_iter):
+    res = square_run(0.1, 3.0, max_iter)
+    n = int(res.iterations)
+    assert n == min(40, max_iter)
+    d_lr, d_x0 = jax.grad(lambda lr, x0: square_run(lr, x0, max_iter).x, argnums=(0, 1))(0.1, 3.0)
+    # x_n = 3 (1 - 2 lr)^n
+    np.testing.assert_allclose(d_lr, 3 * n * 0.8 ** (n - 1) * (-2), rtol=1e-12)
+    np.testing.assert_allclose(d_x0, 0.8**n, rtol=1e-12)
+    _, t = jax.jvp(lambda lr: square_run(lr, 3.0, max_iter).x, (0.1,), (1.0,))
+    np.testing.assert_allclose(t, 3 * n * 0.8 ** (n - 1) * (-2), rtol=1e-12)
+
+
+def test_unrolled_through_a_sweep_each_member_its_own_count(x64):
+    rates = jnp.array([0.05, 0.1, 0.3])
+    guesses = jnp.array([3.0, -1.0])
+
+    def xs(rates):
+        return gd.sweep(lambda x: x**2, guesses, rates, adjoint="unrolled").x
+
+    grid = gd.sweep(lambda x: x**2, guesses, rates)
+    jac = jax.jacrev(xs)(rates)  # (3, 2, 3): d x_ij / d lr_k
+    for i, lr in enumerate(np.asarray(rates)):
+        for j, x0 in enumerate(np.asarray(guesses)):
+            n = int(grid.iterations[i, j])
+            want = x0 * n * (1 - 2 * lr) ** (n - 1) * (-2)
+            np.testing.assert_allclose(jac[i, j, i], want, rtol=1e-12)
+            assert np.count_nonzero(jac[i, j]) == 1
+
+
+@pytest.mark.parametrize("method", ["momentum", "nesterov"])
+def test_unrolled_momentum_against_finite_differences(x64, method):
+    def cost(x, a):
+        return jnp.sum(a * x**2) + jnp.sum(jnp.sin(x))
+
+    a = jnp.array([1.0, 3.0])
+
+    def final(lr, mu, x0, a):
+        return gd.gradient_descent(
+            cost,
+            x0,
+            lr,
+            args=(a,),
+            method=method,
+            momentum=mu,
+            precision=1e-6,
+            max_iter=300,
+            adjoint="unrolled",
+        ).x.sum()
+
+    point = (0.05, 0.6, jnp.array([1.0, -2.0]), a)
+    n = int(
+        gd.gradient_descent(
+            cost,
+            point[2],
+            0.05,
+            args=(a,),
+            method=method,
+            momentum=0.6,
+            precision=1e-6,
+            max_iter=300,
+        ).iterations
+    )
+    grads = jax.grad(final, argnums=(0, 1, 2, 3))(*point)
+
+    def fixed_n(lr, mu, x0, a):  # the same number of steps, by a plain loop
+        x, v = x0, jnp.zeros_like(x0)
+        for _ in range(n):
+            g = jax.grad(cost)(x, a)
+            v = mu * v + g
+            x = x - lr * (v if method == "momentum" else g + mu * v)
+        return x.sum()
+
+    eps = 1e-6
+    for k, g in enumerate(grads):
+        base = list(point)
+        flat = np.atleast_1d(np.asarray(point[k], dtype=float))
+        fd = []
+        for i in range(flat.size):
+            hi, lo = flat.copy(), flat.copy()
+            hi[i] += eps
+            lo[i] -= eps
+            up = base.copy()
+            down = base.copy()
+            up[k] = hi.reshape(np.shape(point[k]))
+            down[k] = lo.reshape(np.shape(point[k]))
+            fd.append((fixed_n(*up) - fixed_n(*down)) / (2 * eps))
+        np.testing.assert_allclose(np.ravel(g), fd, rtol=1e-5, atol=1e-8)
+
+
+def test_unrolled_memory_stays_within_its_budget(x64):
+    """100,000 iterations of a 1,000-parameter problem: reverse mode keeps about
+    3 sqrt(max_iter) iterates, not max_iter of them."""
+    n, max_iter = 1000, 100_000
+    scale = jnp.linspace(0.5, 1.5, n)
+
+    def loss(a):
+        return gd.gradient_descent(
+            lambda x, a: jnp.sum(a * scale * x**2),
+            jnp.ones(n),
+            1e-3,
+            args=(a,),
+            precision=0.0,
+            max_iter=max_iter,
+            adjoint="unrolled",
+        ).cost
+
+    compiled = jax.jit(jax.grad(loss)).lower(1.0).compile()
+    used = compiled.memory_analysis().temp_size_in_bytes
+    iterate = n * 8
+    budget = 6 * int(np.sqrt(max_iter)) * iterate  # twice the stated 3 sqrt(max_iter) iterates
+    assert used < budget, (used, budget)
+    assert used < max_iter * iterate / 50  # far from storing every iterate
+
+
+def test_unknown_adjoint_is_refused():
+    with pytest.raises(ValueError, match="`adjoint`"):
+        gd.gradient_descent(lambda x: x**2, 3.0, 0.1, adjoint="checkpoint")
+    with pytest.raises(ValueError, match="`adjoint`"):
+        gd.sweep(lambda x: x**2, np.ones(2), [0.1], adjoint="backprop")
+
+
+def test_adjoint_leaves_the_values_unchanged(x64):
+    for adjoint in ("implicit", "unrolled"):
+        a = gd.gradient_descent(lambda x: x**2 - x, 3.0, 0.1, adjoint=adjoint)
+        b = gd.gradient_descent(lambda x: x**2 - x, 3.0, 0.1)
+        for field in ("x", "cost", "grad", "iterations", "status"):
+            assert getattr(a, field) == getattr(b, field)
+
+
+def test_a_run_with_history_is_never_differentiated_silently(x64):
+    def loss(lam, adjoint):
+        return gd.gradient_descent(
+            ridge, jnp.zeros(D), 0.2, args=(lam, X, Y), history=True, adjoint=adjoint
+        ).history.cost[0]
+
+    with pytest.raises(ValueError, match="`adjoint`"):
+        jax.grad(loss)(0.3, "implicit")
+    with pytest.raises(ValueError, match="`adjoint"):
+        jax.grad(loss)(0.3, "unrolled")
+    # without differentiation, history runs as before
+    assert np.isfinite(loss(0.3, "implicit"))
