@@ -180,7 +180,7 @@ def run_shell_blocks(path: Path, where: Path) -> int:
                 command, _, want = shown.partition("\n")
                 done = run_command(command, where)
                 ran += 1
-                got = done.stdout + done.stderr
+                got = done.stderr + done.stdout  # a note comes before the output
                 assert matches(want, got), (
                     f"{path.name}: {command}: the page says\n{want}\ngot\n{got}"
                 )
