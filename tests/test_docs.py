@@ -12,8 +12,9 @@ chained with `&&` behind an install keep their `gdkernel` part); a ```text block
 the ```bash block is their output. In a ```text block, a line `$ gdkernel ...` is a command
 and the lines after it are what it prints (stdout and stderr).
 
-Blocks marked ```py are illustrations that need more than one process (a multi-host recipe)
-and are not run; tests/test_multihost.py covers that path.
+Blocks marked ```py or ```sh are illustrations that need more than one process (a multi-host
+recipe) and are not run; tests/test_multihost.py covers that path. Install, test, benchmark
+and docs commands (`pip`, `pytest`, `mkdocs`) are not run either.
 """
 
 from __future__ import annotations
