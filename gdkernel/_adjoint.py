@@ -136,30 +136,36 @@ def _unrolled(
     segment = max(1, math.isqrt(max(max_iter - 1, 0)) + 1)  # ceil(sqrt(max_iter))
     segments = max(1, -(-max_iter // segment))
 
+    def one_step(x: PyTree, velocity: PyTree, params: Params, args: tuple) -> tuple:
+        return update(x, value_and_grad(x, args)[1], velocity, params, method)
+
+    if batched:
+        one_step = jax.vmap(one_step, in_axes=(0, 0, PARAM_AXES, None))
+
     def replay(x0: PyTree, params: Params, args: tuple, n: Array) -> PyTree:
-        """The iterate after the first `n` steps from `x0`, differentiably."""
+        """The iterate after the first `n` steps from `x0` (per member), differentiably."""
         velocity0 = None if method == "gd" else jax.tree.map(jnp.zeros_like, x0)
 
-        def one_step(carry: tuple, k: Array) -> tuple[tuple, None]:
-            x, velocity = carry
-            grad = value_and_grad(x, args)[1]
-            new = update(x, grad, velocity, params, method)
-            go = k < n
-            return jax.tree.map(lambda a, b: jnp.where(go, a, b), new, carry), None
+        def scan_step(carry: tuple, k: Array) -> tuple[tuple, None]:
+            new = one_step(*carry, params, args)
+            go = k < n  # per member
+
+            def keep(a: Array, b: Array) -> Array:
+                return jnp.where(go.reshape(go.shape + (1,) * (a.ndim - go.ndim)), a, b)
+
+            return jax.tree.map(keep, new, carry), None
 
         @jax.checkpoint
         def run_segment(carry: tuple, start: Array) -> tuple:
-            return lax.scan(one_step, carry, start + jnp.arange(segment))[0]
+            return lax.scan(scan_step, carry, start + jnp.arange(segment))[0]
+
+        last = jnp.max(n)  # segments past every member's count are skipped
 
         def outer(carry: tuple, start: Array) -> tuple[tuple, None]:
-            # segments past the member's count are skipped (a select under `vmap`)
-            return lax.cond(start < n, run_segment, lambda c, _: c, carry, start), None
+            return lax.cond(start < last, run_segment, lambda c, _: c, carry, start), None
 
         starts = segment * jnp.arange(segments)
         return lax.scan(outer, (x0, velocity0), starts)[0][0]
-
-    if batched:
-        replay = jax.vmap(replay, in_axes=(0, PARAM_AXES, None, 0))
 
     def solved(x0: PyTree, params: Params, args: tuple) -> Result:
         result = run(*lax.stop_gradient((x0, params, args)))

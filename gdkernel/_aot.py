@@ -122,8 +122,8 @@ def compile_sweep(
         `SweepResult`.
 
     Raises:
-        Everything `sweep` raises, at compile time; `ValueError` at call time when the shapes
-        or dtypes differ from the compiled ones.
+        ValueError: at call time, when the shapes or dtypes differ from the compiled ones;
+            at compile time, everything `sweep` raises (its `TypeError` too).
 
     Example:
         >>> import numpy as np

@@ -158,12 +158,14 @@ def sweep(
     devices). Every chunk has the same size, so it compiles once. The results stream into
     host arrays, or with `out=` into an `.npz` file (see `load_sweep`).
 
+    The options `precision`, `max_iter`, `args`, `grad_fn`, `norm`, `grad_tol`, `method`,
+    `momentum`, `divergence`, `history`, `history_every` and `symbols` are those of
+    `gradient_descent`, shared by every member.
+
     Args:
         cost_fn: `cost_fn(x, *args) -> scalar`, as in `gradient_descent`.
         initial_guesses: the starting points, batched on the leading axis of every leaf.
         learning_rates: a scalar or a 1-D array of learning rates, all > 0.
-        precision, max_iter, args, grad_fn, norm, grad_tol, method, momentum, divergence,
-        history, history_every, symbols: as in `gradient_descent`, shared by every member.
         devices: None (default), a sequence of `jax.Device` or a `jax.sharding.Mesh` (members
             are split over all its axes). One device runs the grid as one batch.
         chunk_size: members per chunk (rounded up to a multiple of the device count).
