@@ -136,11 +136,12 @@ def _unrolled(
     segment = max(1, math.isqrt(max(max_iter - 1, 0)) + 1)  # ceil(sqrt(max_iter))
     segments = max(1, -(-max_iter // segment))
 
-    def one_step(x: PyTree, velocity: PyTree, params: Params, args: tuple) -> tuple:
+    def member_step(x: PyTree, velocity: PyTree, params: Params, args: tuple) -> tuple:
         return update(x, value_and_grad(x, args)[1], velocity, params, method)
 
+    one_step: Callable[..., tuple] = member_step
     if batched:
-        one_step = jax.vmap(one_step, in_axes=(0, 0, PARAM_AXES, None))
+        one_step = jax.vmap(member_step, in_axes=(0, 0, PARAM_AXES, None))
 
     def replay(x0: PyTree, params: Params, args: tuple, n: Array) -> PyTree:
         """The iterate after the first `n` steps from `x0` (per member), differentiably."""

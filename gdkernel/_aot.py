@@ -72,7 +72,7 @@ class CompiledSweep:
                 self._threads,
             )
             result = interleave(tuple(parts), rates.shape[0], jax.tree.leaves(x0)[0].shape[0])
-        return SweepResult(*result, learning_rate=rates, initial_guess=x0)
+        return SweepResult(**result._asdict(), learning_rate=rates, initial_guess=x0)
 
 
 def _spec(x0: PyTree, rates: Any, args: tuple) -> tuple:

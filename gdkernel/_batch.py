@@ -126,7 +126,8 @@ def run_batch(
 
 def _pack(status: Array) -> Array:
     """The code of a state just out of `init`: no iteration has run yet."""
-    return jnp.where(status == RUNNING, _lanes.running_code(0), _lanes.pack_code(0, status))
+    zero = jnp.int32(0)
+    return jnp.where(status == RUNNING, _lanes.running_code(zero), _lanes.pack_code(zero, status))
 
 
 class _ProgressView:
@@ -272,8 +273,8 @@ def _solve_fast(
             return _lanes.code_status(_lagged.unpack(packed)[1]), final.cost
 
         rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
-        home = _lagged.pack(state.x, code)
-        return finish(_run_lanes(rep, home, numbers, lanes, read_lagged, opts, part))
+        packed = _lagged.pack(state.x, code)
+        return finish(_run_lanes(rep, packed, numbers, lanes, read_lagged, opts, part))
 
     def read(home: Carry) -> tuple[Array, Array]:
         return _lanes.code_status(home.code), jax.vmap(lambda x: value_and_grad(x, args)[0])(home.x)
@@ -441,14 +442,18 @@ def interleave(results: tuple[Result, ...], n_lr: int, n_g: int) -> Result:
 
 _STATIC = ("cost_fn", "grad_fn", "opts", "packed", "stall_test")
 _STATIC_GRID = (*_STATIC, "parts")
+_BACKENDS: tuple[tuple[str, dict[str, Any] | None], ...] = (
+    ("cpu", CPU_COMPILER_OPTIONS),
+    ("other", None),
+)
 _PROGRAMS = {
-    (kind, backend): jax.jit(fn, static_argnames=static, **extra)
+    (kind, backend): jax.jit(fn, static_argnames=static, compiler_options=options)
     for kind, fn, static in (("members", _members, _STATIC), ("grid", _grid, _STATIC_GRID))
-    for backend, extra in (("cpu", {"compiler_options": CPU_COMPILER_OPTIONS}), ("other", {}))
+    for backend, options in _BACKENDS
 }
 
 
-def _program(kind: str, inputs: PyTree = ()) -> Callable:
+def _program(kind: str, inputs: PyTree = ()) -> Any:
     """The jitted program `kind` for the default backend (its cache is per backend). Inside
     the user's own `jax.jit` (traced `inputs`) it is the one without compiler options, which
     only a top-level `jax.jit` may take."""
@@ -456,7 +461,7 @@ def _program(kind: str, inputs: PyTree = ()) -> Callable:
     return _PROGRAMS[kind, "cpu" if jax.default_backend() == "cpu" and not traced else "other"]
 
 
-def grid_program(inputs: PyTree = ()) -> Callable:
+def grid_program(inputs: PyTree = ()) -> Any:
     """The jitted `solve_grid` program (see `_program`)."""
     return _program("grid", inputs)
 

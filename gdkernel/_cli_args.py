@@ -295,7 +295,7 @@ def filled_note(given: Sequence[Any], problem: Problem, option: str = "--x0") ->
 
 
 def compute_dtype() -> np.dtype:
-    return np.dtype(np.float64 if jax.config.jax_enable_x64 else np.float32)
+    return np.dtype(np.float64 if jax.config.read("jax_enable_x64") else np.float32)
 
 
 def grid_guesses(axes: list[Axis], problem: Problem) -> tuple[np.ndarray, list[Axis]]:

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from ._result import RUNNING, History, Result, Status
+from ._types import Numbers, PyTree
 from ._validate import call_cost_fn, call_grad_fn
 
-PyTree = Any
 ValueAndGrad = Callable[[PyTree, tuple], tuple[Array, PyTree]]
 
 NORMS = ("l1", "l2", "max")
@@ -44,18 +44,16 @@ class Options(NamedTuple):
 class Params(NamedTuple):
     """The traced numbers of a run: changing them never recompiles."""
 
-    learning_rate: Array
-    precision: Array
-    grad_tol: Array  # +inf when the stall test is off
-    momentum: Array
-    max_iter: Array  # int32
-    divergence: Array  # +inf when only non-finite values count as diverging (see `ceiling`)
+    learning_rate: Numbers
+    precision: Numbers
+    grad_tol: Numbers  # +inf when the stall test is off
+    momentum: Numbers
+    max_iter: Numbers  # int32
+    divergence: Numbers  # +inf when only non-finite values count as diverging (see `ceiling`)
 
 
 # `jax.vmap` axes of a batch's `Params`: one learning rate per member, the rest shared.
-PARAM_AXES = Params(
-    learning_rate=0, precision=None, grad_tol=None, momentum=None, max_iter=None, divergence=None
-)
+PARAM_AXES = Params._make((0, None, None, None, None, None))
 
 
 class State(NamedTuple):
@@ -91,7 +89,7 @@ def tree_norm(tree: PyTree, kind: str) -> Array:
     """The `l1`, `l2` or `max` norm over every element of every leaf."""
     leaves = [jnp.abs(leaf) for leaf in jax.tree.leaves(tree)]
     if kind == "l1":
-        return sum(jnp.sum(leaf) for leaf in leaves)
+        return jnp.asarray(sum(jnp.sum(leaf) for leaf in leaves))
     if kind == "l2":
         return jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in leaves))
     if kind == "max":
@@ -107,7 +105,7 @@ def _all_finite(tree: PyTree) -> Array:
 
 
 def _sum_squares(tree: PyTree) -> Array:
-    return sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree))
+    return jnp.asarray(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree)))
 
 
 def ceiling(cost: Array, grad: PyTree, params: Params) -> Array:
@@ -129,7 +127,7 @@ def _select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def _scaled(tree: PyTree, scale: Array) -> PyTree:
+def _scaled(tree: PyTree, scale: Numbers) -> PyTree:
     return jax.tree.map(lambda leaf: scale.astype(leaf.dtype) * leaf, tree)
 
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from jax import Array
 
-PyTree = Any
+from ._types import Numbers, PyTree
 
 
 class Status(enum.IntEnum):
@@ -182,9 +182,9 @@ class Result(NamedTuple):
 class Best(NamedTuple):
     """One member picked out of a sweep by `SweepResult.best`."""
 
-    learning_rate: Array
+    learning_rate: Numbers
     initial_guess: PyTree
-    index: tuple[int, int]
+    index: tuple[int, int]  # type: ignore[assignment]  # (i, j) in the grid, not tuple.index
     result: Result
 
 
@@ -207,13 +207,28 @@ class SweepResult(NamedTuple):
     iterations: Array
     status: Array
     history: History | None
-    learning_rate: Array
+    learning_rate: Numbers
     initial_guess: PyTree
 
-    converged = Result.converged
-    diverged = Result.diverged
-    stalled = Result.stalled
-    message = Result.message
+    @property
+    def converged(self) -> Array:
+        """`status == Status.CONVERGED`."""
+        return self.status == Status.CONVERGED
+
+    @property
+    def diverged(self) -> Array:
+        """`status == Status.DIVERGED`."""
+        return self.status == Status.DIVERGED
+
+    @property
+    def stalled(self) -> Array:
+        """`status == Status.STALLED`."""
+        return self.status == Status.STALLED
+
+    @property
+    def message(self) -> str | np.ndarray:
+        """The status message (an array of messages for a batch)."""
+        return _messages(self.status)
 
     def __repr__(self) -> str:
         if not _concrete(self.status, self.iterations, self.cost):

@@ -60,7 +60,12 @@ def make_params(
             f"got {learning_rate} (which is {rate} there)"
         )
     return Params(
-        rate, arr(precision), arr(grad_tol), arr(momentum), np.int32(max_iter), arr(divergence)
+        rate,
+        arr(precision),
+        arr(grad_tol),
+        arr(momentum),
+        np.asarray(max_iter, np.int32),
+        arr(divergence),
     )
 
 
@@ -201,7 +206,7 @@ def gradient_descent(
             run that did not converge has zero derivatives (its `status` says why).
             `"unrolled"`: the exact derivative of the iterations run (their count held
             fixed) with respect to everything, replayed with about
-            $3\sqrt{\text{max\_iter}}$ iterates stored. See `docs/derivatives.md`.
+            $3\sqrt{\text{max\_iter}}$ iterates stored. See the docs' "Differentiating through a solve".
 
     Returns:
         A `Result` pytree: `x`, `cost`, `grad`, `step_size`, `iterations`, `status` (and

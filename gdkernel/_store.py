@@ -161,7 +161,9 @@ class HostStore:
     def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
         assert self.flat is not None
         grid = jax.tree.map(lambda a: a.reshape(*self.shape, *a.shape[1:]), self.flat)
-        return SweepResult(*grid, learning_rate=learning_rate, initial_guess=initial_guess)
+        return SweepResult(
+            **grid._asdict(), learning_rate=learning_rate, initial_guess=initial_guess
+        )
 
     def abort(self) -> None:
         self.flat = None

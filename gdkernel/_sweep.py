@@ -32,8 +32,8 @@ def as_guesses(tree: PyTree, name: str = "initial_guesses") -> tuple[PyTree, int
     leaves = jax.tree.leaves(guesses)
     if all(jnp.ndim(leaf) == 0 for leaf in leaves):
         return jax.tree.map(lambda leaf: leaf[None], guesses), 1
-    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
-    if len(sizes) != 1 or None in sizes:
+    sizes = {jnp.shape(leaf)[0] for leaf in leaves if jnp.ndim(leaf)}
+    if len(sizes) != 1 or any(jnp.ndim(leaf) == 0 for leaf in leaves):
         shapes = ", ".join(str(jnp.shape(leaf)) for leaf in leaves)
         raise ValueError(
             f"`{name}` needs the batch of starting points on the leading axis of every leaf; "
@@ -278,13 +278,17 @@ def sweep(
             result = _sharded.solve_grid(
                 mesh, x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
             )
-            return SweepResult(*result, learning_rate=params.learning_rate, initial_guess=x0)
+            return SweepResult(
+                **result._asdict(), learning_rate=params.learning_rate, initial_guess=x0
+            )
     if mesh is None:  # the parts of every chunk, dealt to host threads
         device = run_on[0]
         threads = threads or default_threads(plan.chunk_size, device)
         size = -(-plan.chunk_size // threads) * threads
         plan = plan._replace(chunk_size=size, n_chunks=-(-n // size))
-    return _chunked(
+    # None only on the processes other than 0 of a multi-process sweep with `out=` (the
+    # documented exception; every single-process call gets its result)
+    return _chunked(  # type: ignore[return-value]
         cost_fn,
         grad_fn,
         x0,
@@ -322,7 +326,7 @@ def _whole(
     result = solve_grid(
         x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
     )
-    return SweepResult(*result, learning_rate=params.learning_rate, initial_guess=x0)
+    return SweepResult(**result._asdict(), learning_rate=params.learning_rate, initial_guess=x0)
 
 
 def _chunked(

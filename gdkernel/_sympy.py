@@ -18,7 +18,7 @@ SymPy is imported only here, and only when an expression is passed.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -47,7 +47,7 @@ def _import_sympy() -> Any:
     return sympy
 
 
-def _names(symbols: tuple) -> str:
+def _names(symbols: Sequence[Any]) -> str:
     return ", ".join(str(s) for s in symbols)
 
 

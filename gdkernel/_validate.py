@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-PyTree = Any
+from ._types import Numbers, PyTree
 
 
 def is_traced(value: Any) -> bool:
@@ -36,7 +36,7 @@ def describe(tree: PyTree) -> str:
 
     leaves, treedef = jax.tree.flatten(tree)
     described = [one(leaf) for leaf in leaves]
-    if treedef.num_leaves == 1 and treedef.num_nodes == 1:
+    if jax.tree_util.treedef_is_leaf(treedef):
         return described[0]
     return str(jax.tree.unflatten(treedef, described)).replace("'", "")
 
@@ -138,7 +138,7 @@ def call_grad_fn(grad_fn: Callable, x: PyTree, args: tuple) -> PyTree:
     out = _call(grad_fn, "grad_fn", x, args)
     x_leaves, x_def = jax.tree.flatten(x)
     try:
-        g_leaves = x_def.flatten_up_to(out)
+        g_leaves = x_def.flatten_up_to(out)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise TypeError(
             f"`grad_fn` must return a gradient shaped like x ({describe(x)}), got {describe(out)}"
@@ -266,7 +266,7 @@ def as_learning_rate(value: Any, name: str = "learning_rate") -> Any:
     return value
 
 
-def as_learning_rates(value: Any, name: str = "learning_rates") -> Array:
+def as_learning_rates(value: Any, name: str = "learning_rates") -> Numbers:
     """A 1-D array of learning rates; a scalar becomes an axis of length 1."""
     if is_traced(value):
         return jnp.atleast_1d(value)
@@ -339,6 +339,7 @@ def as_max_iter(value: Any) -> int:
         raise TypeError("`max_iter` must be a concrete Python int (under jax.jit, mark it static)")
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"`max_iter` must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
     if value < 0:
         raise ValueError(f"`max_iter` must be >= 0, got {value}")
     if value > MAX_ITER:

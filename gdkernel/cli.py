@@ -291,8 +291,10 @@ def _plot(grid: SweepResult, axes: list[Axis], problem: Problem, path: Path) -> 
     ax = plot.sweep_map(shown)
     if shown is not grid:
         ax.set_ylabel(f"starting point x[{k}] ({problem.name})")
-    ax.figure.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(ax.figure)
+    figure = ax.get_figure(root=True)
+    assert figure is not None  # an axes drawn by gdkernel.plot
+    figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(figure)
 
 
 def _summary(
@@ -345,7 +347,7 @@ def _summary(
 class _Parser(argparse.ArgumentParser):
     """Errors in one line: `gdkernel sweep: error: ... (see --help)`, exit status 2."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 

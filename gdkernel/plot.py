@@ -31,7 +31,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -74,7 +74,12 @@ STATUS_MARKERS: dict[Status, dict[str, Any]] = {
 }
 
 # The start marker of a path.
-_START = {"marker": "o", "markersize": 9, "markerfacecolor": "none", "markeredgewidth": 1.8}
+_START: dict[str, Any] = {
+    "marker": "o",
+    "markersize": 9,
+    "markerfacecolor": "none",
+    "markeredgewidth": 1.8,
+}
 _MAX_LEGEND = 10
 # Costs are drawn clipped to this: Matplotlib's log ticks overflow near 1e308, where a float64
 # member that diverges ends.
@@ -153,8 +158,10 @@ def _path(
     res: Result | SweepResult, index: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The valid history rows of one member: `(row numbers, iterates (v, d), costs (v,))`."""
-    xs = _flat_rows(res.history.x, index)
-    costs = np.asarray(res.history.cost, dtype=np.float64)[index]
+    history = res.history
+    assert history is not None  # checked by the callers
+    xs = _flat_rows(history.x, index)
+    costs = np.asarray(history.cost, dtype=np.float64)[index]
     valid = ~np.isnan(costs) & ~np.isnan(xs).any(axis=1)
     return np.flatnonzero(valid), xs[valid], costs[valid]
 
@@ -205,7 +212,9 @@ def _vector_cost(
     return evaluate
 
 
-def _box(paths: list[np.ndarray], status: list[int], pad: float) -> tuple[np.ndarray, np.ndarray]:
+def _box(
+    paths: list[np.ndarray], status: Sequence[int], pad: float
+) -> tuple[np.ndarray, np.ndarray]:
     """A padded box around the paths that matter: the converged ones if any, else those
     that did not diverge, else all."""
     usable = [p for p in paths if len(p)]
@@ -678,6 +687,7 @@ def sweep_map(
     shown = np.ma.masked_where(~converged | ~np.isfinite(data), data)
     if shown.count():
         lo, hi = float(shown.min()), float(shown.max())
+        scale: Normalize
         if value == "cost" and lo > 0 and hi > 100 * lo:
             scale = LogNorm(lo, hi)
         else:
