@@ -151,9 +151,10 @@ def run(
             leading axis.
         lanes: how many lanes.
         monitor: called with `(home, looks)` every `every` looks at the lanes, just after a
-            refill (one is made then if none is due): `home` then holds every stopped member;
-            the members still on lanes show as running (for progress reports). The hot path
-            of the loop carries no extra branch for it.
+            refill: `home` then holds every stopped member; the members still on lanes show
+            as running (for progress reports). The loop then runs in stretches of `every`
+            looks inside an outer loop that refills and calls `monitor`: the inner loop
+            carries no host call.
         every: looks between two calls of `monitor`.
 
     Returns:
@@ -176,24 +177,38 @@ def run(
     # lane-looks of waiting worth a refill
     threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
 
-    def refill(home: PyTree, ln: Lanes, looks: Array) -> tuple[PyTree, Lanes]:
-        home, ln = _refill(rep, home, numbers, ln)
-        if monitor is not None:
-            monitor(home, looks)
-        return home, ln
+    def refill(home: PyTree, ln: Lanes) -> tuple[PyTree, Lanes]:
+        return _refill(rep, home, numbers, ln)
 
     def body(s: tuple) -> tuple:
         home, ln, looks, live, waiting, idle = s
-        due = (looks > 0) & (looks % every == 0) if monitor is not None else False
-        now = (idle + waiting >= threshold) | (live == 0) | due
-        home, ln = lax.cond(now, refill, lambda h, l_, _: (h, l_), home, ln, looks)
+        now = (idle + waiting >= threshold) | (live == 0)
+        home, ln = lax.cond(now, refill, lambda h, l_: (h, l_), home, ln)
         carry = lax.fori_loop(0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers), ln.carry)
         ln = ln._replace(carry=carry)
         idle = jnp.where(now, 0, idle + waiting)  # lane-looks waited since the last refill
         return (home, ln, looks + 1, *counts(ln), idle)
 
     zero = jnp.array(0, jnp.int32)
-    home, ln, *_ = lax.while_loop(cond, body, (home, start, zero, *counts(start), zero))
+    state = (home, start, zero, *counts(start), zero)
+    if monitor is None:
+        home, ln, *_ = lax.while_loop(cond, body, state)
+        return merged(home, ln)
+
+    # With reports: the loop above runs `every` looks at a time inside an outer loop, which
+    # refills the lanes and reports between two runs; the inner loop carries no host call.
+    def stretch(s: tuple) -> tuple:
+        end = s[2] + every
+
+        def go(t: tuple) -> Array:
+            return cond(t) & (t[2] < end)
+
+        home, ln, looks, _, _, idle = lax.while_loop(go, body, s)
+        home, ln = refill(home, ln)
+        monitor(home, looks)
+        return (home, ln, looks, *counts(ln), idle)
+
+    home, ln, *_ = lax.while_loop(cond, stretch, state)
     return merged(home, ln)
 
 
