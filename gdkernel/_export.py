@@ -179,3 +179,62 @@ def write(grid: SweepResult, path: str | Path, meta: dict[str, Any]) -> None:
         write_npz(grid, path)
     else:
         raise ValueError(f"`--out` must end in {', '.join(SUFFIXES)}; got {str(path)!r}")
+
+
+def read_table(path: Path) -> SweepResult:
+    """A CSV or JSON file of `write_csv` / `write_json` back as a `SweepResult` of NumPy
+    arrays. Those files hold `x`, `cost`, `iterations` and `status` per member, not the
+    gradient or the last step: `grad` and `step_size` come back NaN. JSON records its dtype;
+    CSV does not, and its numbers come back as float64."""
+    if path.suffix == ".json":
+        with open(path) as f:
+            doc = json.load(f)
+        dtype = np.dtype(doc.get("dtype", "float64"))
+        records = doc["members"]
+
+        def value(record: dict, name: str) -> Any:
+            return np.nan if record[name] is None else record[name]
+
+        x0 = [value(r, "x0") for r in records]
+        x = [value(r, "x") for r in records]
+    else:
+        dtype = np.dtype(np.float64)
+        with open(path, newline="") as f:
+            records = list(csv.DictReader(f))
+
+        def vector(record: dict, name: str) -> Any:
+            if name in record:
+                return float(record[name])
+            parts = sorted(
+                (int(k[len(name) + 1 :]), float(v))
+                for k, v in record.items()
+                if k.startswith(f"{name}_") and k[len(name) + 1 :].isdigit()
+            )
+            return [v for _, v in parts]
+
+        x0 = [vector(r, "x0") for r in records]
+        x = [vector(r, "x") for r in records]
+    if not records:
+        raise ValueError(f"{str(path)!r} holds no members")
+    rates = np.array([float(r["learning_rate"]) for r in records], dtype)
+    n_lr = 1 + int(np.count_nonzero(rates[1:] != rates[:-1]))
+    n_g = len(records) // n_lr
+    if n_lr * n_g != len(records):
+        raise ValueError(f"{str(path)!r} is not a learning-rate x starting-point grid")
+    shape = (n_lr, n_g)
+    xs = np.asarray(x, dtype).reshape(*shape, *np.shape(x[0]))
+    try:
+        statuses = [Status[str(r["status"])] for r in records]
+    except KeyError as err:
+        raise ValueError(f"{str(path)!r} holds an unknown status {err}") from None
+    return SweepResult(
+        x=xs,
+        cost=np.asarray([float(r["cost"]) for r in records], dtype).reshape(shape),
+        grad=np.full_like(xs, np.nan),
+        step_size=np.full(shape, np.nan, dtype),
+        iterations=np.asarray([int(r["iterations"]) for r in records], np.int32).reshape(shape),
+        status=np.asarray(statuses, np.int32).reshape(shape),
+        history=None,
+        learning_rate=rates[::n_g],
+        initial_guess=np.asarray(x0[:n_g], dtype),
+    )

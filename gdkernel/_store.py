@@ -268,8 +268,12 @@ def _memmap(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
 def load_sweep(path: str | os.PathLike, *, mmap: bool = False) -> SweepResult:
     """Read a sweep written with `sweep(..., out=path)` back as a `SweepResult`.
 
+    The command line's `--out` files read back too: its `.npz` is this file; its `.csv` and
+    `.json` tables hold `x`, `cost`, `iterations` and `status` per member (`grad` and
+    `step_size` come back NaN; CSV numbers as float64, JSON's in its recorded dtype).
+
     Args:
-        path: the `.npz` file.
+        path: the `.npz` file (or the command line's `.csv` or `.json`).
         mmap: memory-map the arrays instead of reading them (read-only `numpy.memmap`s):
             nothing is read until it is indexed, so a grid larger than host memory can be
             read piece by piece.
@@ -287,6 +291,10 @@ def load_sweep(path: str | os.PathLike, *, mmap: bool = False) -> SweepResult:
         (2, 4)
     """
     path = Path(path)
+    if path.suffix in (".csv", ".json"):  # the command line's tables
+        from ._export import read_table
+
+        return read_table(path)
     with np.load(path, allow_pickle=False) as npz, zipfile.ZipFile(path) as zf:
         if "__tree__" not in npz.files:
             raise ValueError(f"{str(path)!r} was not written by gdkernel.sweep(..., out=...)")

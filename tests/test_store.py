@@ -52,3 +52,29 @@ def test_save_sweep_writes_what_load_sweep_reads(tmp_path):
     assert loaded.counts()[gd.Status.CONVERGED] == 6
     with pytest.raises(ValueError, match=r"`out` must end in \.npz"):
         _store.save_sweep(grid, tmp_path / "g.csv")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".npz"])
+def test_load_sweep_reads_every_file_the_command_line_writes(tmp_path, suffix):
+    from gdkernel.cli import main
+    from gdkernel.functions import BUILTINS
+
+    out = tmp_path / f"grid{suffix}"
+    args = ["sweep", "--function", "rosenbrock", "--lr", "1e-3:1e-2:3"]
+    args += ["--x0", "-1:1:2,0:1:2", "--max-iter", "300", "--out", str(out)]
+    assert main(args) == 0
+    back = gd.load_sweep(out)
+    # the same grid from the library: the starting points as the CLI meshes them
+    rates = np.geomspace(1e-3, 1e-2, 3).astype(np.float32)
+    guesses = np.array([[-1, 0], [-1, 1], [1, 0], [1, 1]], np.float32)
+    want = gd.sweep(BUILTINS["rosenbrock"].fn, guesses, rates, max_iter=300)
+    assert back.status.shape == (3, 4)
+    np.testing.assert_array_equal(back.status, want.status)
+    np.testing.assert_array_equal(back.iterations, want.iterations)
+    np.testing.assert_allclose(back.x, want.x, rtol=1e-6)
+    np.testing.assert_allclose(back.cost, want.cost, rtol=1e-6)
+    np.testing.assert_allclose(back.learning_rate, rates, rtol=1e-6)
+    np.testing.assert_array_equal(back.initial_guess, guesses)
+    if suffix != ".npz":  # the tables do not record them
+        assert np.isnan(back.grad).all() and np.isnan(back.step_size).all()
+    assert back.best().index == want.best().index
