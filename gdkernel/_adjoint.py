@@ -40,8 +40,8 @@ from jax.flatten_util import ravel_pytree
 
 from ._kernel import PARAM_AXES, Options, Params, ValueAndGrad, update
 from ._result import Result, Status
+from ._types import Numbers, PyTree
 
-PyTree = Any
 Run = Callable[[PyTree, Params, tuple], Result]
 
 ADJOINTS = ("implicit", "unrolled")
@@ -143,7 +143,7 @@ def _unrolled(
     if batched:
         one_step = jax.vmap(member_step, in_axes=(0, 0, PARAM_AXES, None))
 
-    def replay(x0: PyTree, params: Params, args: tuple, n: Array) -> PyTree:
+    def replay(x0: PyTree, params: Params, args: tuple, n: Numbers) -> PyTree:
         """The iterate after the first `n` steps from `x0` (per member), differentiably."""
         velocity0 = None if method == "gd" else jax.tree.map(jnp.zeros_like, x0)
 

@@ -112,7 +112,7 @@ def run_batch(
             s = one(s, params)
         trips = trips + 1
         if opts.progress_every:
-            monitor(s, trips, opts.progress_every)
+            monitor(s, trips, opts.progress_every, axes=opts.device_axes)
         return s, trips
 
     state, _ = lax.while_loop(
@@ -166,7 +166,7 @@ def _run_lanes(
     every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
 
     def report(home: Any, looks: Array) -> None:
-        monitor(_ProgressView(read, home), looks, every, part)
+        monitor(_ProgressView(read, home), looks, every, part, opts.device_axes)
 
     return _lanes.run(rep, home, numbers, lanes, report, every)
 

@@ -37,6 +37,7 @@ class Options(NamedTuple):
     history_every: int = 0  # 0: no history
     history_rows: int = 0  # max_iter // history_every + 1 when recording
     progress_every: int = 0  # batched loop: report to the host every k trips; 0: never
+    device_axes: tuple[str, ...] = ()  # under `shard_map`: the mesh axes reports name a device by
     adjoint: str = "implicit"  # how a solve is differentiated (`_adjoint.py`)
     replay_steps: int = 0  # adjoint="unrolled": `max_iter`, the length of the replay
 

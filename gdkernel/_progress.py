@@ -64,7 +64,6 @@ class Progress(NamedTuple):
 Report = Callable[[Progress], Any]
 
 _sink: Callable[..., None] | None = None
-_axes: tuple[str, ...] | None = None
 
 
 def _deliver(
@@ -81,18 +80,18 @@ def _deliver(
         sink(int(device), int(trips), int(running), int(converged), int(diverged), float(best_cost))
 
 
-def monitor(state: Any, trips: Array, every: int, part: Array | int = 0) -> None:
+def monitor(
+    state: Any, trips: Array, every: int, part: Array | int = 0, axes: tuple[str, ...] = ()
+) -> None:
     """Inside the loop: every `every` trips (not at 0), send counts of the batch `state` to
     the host.
 
     The counts are reduced over the batch on the device; only five numbers travel. Traced
-    under `shard_map` (inside `device_axes`), each device reports its own share with its index;
+    under `shard_map` over the mesh axes `axes`, each device reports its own share with its index;
     else the report carries `part`, the part of a chunk that host threads share.
     Under a user's `jax.vmap` the trip test is batched, so the call runs every trip and the
     host drops the calls that are not due: reports stay correct, only slower.
     """
-    axes = _axes
-
     due = (trips > 0) & (trips % every == 0)
 
     def send() -> None:
@@ -110,17 +109,6 @@ def monitor(state: Any, trips: Array, every: int, part: Array | int = 0) -> None
         )
 
     lax.cond(due, send, lambda: None)
-
-
-@contextlib.contextmanager
-def device_axes(names: tuple[str, ...]) -> Iterator[None]:
-    """While tracing under `shard_map` over the mesh axes `names`: tag reports with the device."""
-    global _axes
-    previous, _axes = _axes, names
-    try:
-        yield
-    finally:
-        _axes = previous
 
 
 def trips_between_reports(members: int, per_trip: int, platform: str) -> int:

@@ -146,25 +146,25 @@ class Result(NamedTuple):
     """
 
     x: PyTree
-    cost: Array
+    cost: Numbers
     grad: PyTree
-    step_size: Array
-    iterations: Array
-    status: Array
+    step_size: Numbers
+    iterations: Numbers
+    status: Numbers
     history: History | None = None
 
     @property
-    def converged(self) -> Array:
+    def converged(self) -> Numbers:
         """`status == Status.CONVERGED`."""
         return self.status == Status.CONVERGED
 
     @property
-    def diverged(self) -> Array:
+    def diverged(self) -> Numbers:
         """`status == Status.DIVERGED`."""
         return self.status == Status.DIVERGED
 
     @property
-    def stalled(self) -> Array:
+    def stalled(self) -> Numbers:
         """`status == Status.STALLED`."""
         return self.status == Status.STALLED
 
@@ -201,27 +201,27 @@ class SweepResult(NamedTuple):
     """
 
     x: PyTree
-    cost: Array
+    cost: Numbers
     grad: PyTree
-    step_size: Array
-    iterations: Array
-    status: Array
+    step_size: Numbers
+    iterations: Numbers
+    status: Numbers
     history: History | None
     learning_rate: Numbers
     initial_guess: PyTree
 
     @property
-    def converged(self) -> Array:
+    def converged(self) -> Numbers:
         """`status == Status.CONVERGED`."""
         return self.status == Status.CONVERGED
 
     @property
-    def diverged(self) -> Array:
+    def diverged(self) -> Numbers:
         """`status == Status.DIVERGED`."""
         return self.status == Status.DIVERGED
 
     @property
-    def stalled(self) -> Array:
+    def stalled(self) -> Numbers:
         """`status == Status.STALLED`."""
         return self.status == Status.STALLED
 

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _devices, _progress
+from . import _devices
 from ._batch import (
     compiler_options,
     grid_members,
@@ -167,8 +167,9 @@ def solve_chunk(
     x_global = jax.tree.map(lambda leaf: _put(np.asarray(leaf)[order], mesh, spec), x0)
     lr_global = _put(np.asarray(params.learning_rate)[order], mesh, spec)
     shared = params._replace(learning_rate=np.zeros((), np.asarray(params.precision).dtype))
-    with _progress.device_axes(names):
-        out = _solver(mesh, cost_fn, grad_fn, opts)(x_global, lr_global, shared, args)
+    if opts.progress_every:  # each device's reports name it
+        opts = opts._replace(device_axes=tuple(names))
+    out = _solver(mesh, cost_fn, grad_fn, opts)(x_global, lr_global, shared, args)
     if _devices.spans_processes(mesh):
         host = multihost_utils.process_allgather(out, tiled=True)
     else:
