@@ -186,7 +186,7 @@ def read_table(path: Path) -> SweepResult:
     arrays. Those files hold `x`, `cost`, `iterations` and `status` per member, not the
     gradient or the last step: `grad` and `step_size` come back NaN. JSON records its dtype;
     CSV does not, and its numbers come back as float64."""
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         with open(path) as f:
             doc = json.load(f)
         dtype = np.dtype(doc.get("dtype", "float64"))

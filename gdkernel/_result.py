@@ -100,10 +100,17 @@ def _summary(name: str, fields: Any, extra: str = "") -> str:
     cost = np.asarray(fields.cost, dtype=np.float64)
     finite = cost[np.isfinite(cost)]
     best = f", lowest cost {finite.min():.6g}" if finite.size else ""
-    return (
-        f"{name}(shape {status.shape}: {counts}; iterations {iterations.min()}-"
-        f"{iterations.max()}{best}{extra})"
-    )
+    return f"{name}(shape {status.shape}: {counts}; iterations {_span(iterations)}{best}{extra})"
+
+
+def _span(values: np.ndarray) -> str:
+    low, high = int(values.min()), int(values.max())
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def _many(n: int, noun: str) -> str:
+    plural = noun + ("es" if noun.endswith("ss") else "s")
+    return f"{n} {noun if n == 1 else plural}"
 
 
 def _messages(status: Any) -> str | np.ndarray:
@@ -234,7 +241,15 @@ class SweepResult(NamedTuple):
         if not _concrete(self.status, self.iterations, self.cost):
             return _fields_repr(self)
         n_lr, n_g = np.shape(self.status)[:2]
-        return _summary("SweepResult", self, f"; {n_lr} learning rates x {n_g} guesses")
+        return _summary(
+            "SweepResult", self, f"; {_many(n_lr, 'learning rate')} x {_many(n_g, 'guess')}"
+        )
+
+    def __getitem__(self, key: Any) -> Any:
+        """`grid[i, j]` is `grid.member(i, j)`; an int or a slice indexes the fields."""
+        if isinstance(key, tuple):
+            return self.member(*key)
+        return tuple.__getitem__(self, key)
 
     def member(self, i: int, j: int) -> Result:
         """The `Result` of learning rate `i` and starting point `j`.

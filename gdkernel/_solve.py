@@ -191,8 +191,8 @@ def gradient_descent(
             `"nesterov"` ($x_{k+1} = x_k - \eta(\nabla f(x_k) + \mu v_{k+1})$).
         momentum: $\mu \in [0, 1)$ for the momentum methods (default 0.9).
         divergence: the factor $d > 0$ of the divergence rule above (default `1e4`: a
-            converging run, momentum included, stays far below it); None turns the rule off,
-            leaving only NaN and inf.
+            converging run, momentum included, stays far below it); None (or `inf`) turns the
+            rule off, leaving only NaN and inf.
         history: record every iterate and cost inside the loop (`Result.history`).
         history_every: with `history`, keep every k-th iterate only; the buffer holds
             `max_iter // history_every + 1` rows.
@@ -203,7 +203,10 @@ def gradient_descent(
             \partial x\,\partial\theta$ for the arrays $\theta$ in `args` ($H$ the Hessian
             in `x`); memory does not grow with the iterations; the derivatives with respect
             to `initial_guess`, `learning_rate`, `precision` and `momentum` are zero, and a
-            run that did not converge has zero derivatives (its `status` says why).
+            run that did not converge has zero derivatives (its `status` says why). It needs
+            a nonsingular Hessian at the minimum: where the cost is flat in some direction
+            (an unused parameter, a rank-deficient fit) the derivative is NaN; add a small
+            ridge term or use `"unrolled"`.
             `"unrolled"`: the exact derivative of the iterations run (their count held
             fixed) with respect to everything, replayed with about
             $3\sqrt{\text{max\_iter}}$ iterates stored. See the docs' "Differentiating through a solve".

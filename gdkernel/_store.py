@@ -291,7 +291,12 @@ def load_sweep(path: str | os.PathLike, *, mmap: bool = False) -> SweepResult:
         (2, 4)
     """
     path = Path(path)
-    if path.suffix in (".csv", ".json"):  # the command line's tables
+    if path.suffix.lower() not in (".npz", ".csv", ".json"):
+        raise ValueError(
+            f"`path` must be a .npz file of gdkernel.sweep (or the command line's .csv or "
+            f".json), got {str(path)!r}"
+        )
+    if path.suffix.lower() in (".csv", ".json"):  # the command line's tables
         from ._export import read_table
 
         return read_table(path)

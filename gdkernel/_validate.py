@@ -238,7 +238,7 @@ def as_guess(tree: PyTree, name: str) -> PyTree:
             ) from None
     leaves, treedef = jax.tree.flatten(tree)
     if not leaves:
-        raise TypeError(f"`{name}` must contain at least one number, got {tree!r}")
+        raise ValueError(f"`{name}` must contain at least one number, got {tree!r}")
     out = jax.tree.unflatten(treedef, [_float_leaf(leaf, name) for leaf in leaves])
     _check_finite(out, name)
     return out

@@ -278,3 +278,27 @@ def test_a_run_with_history_is_never_differentiated_silently(x64):
         jax.grad(loss)(0.3, "unrolled")
     # without differentiation, history runs as before
     assert np.isfinite(loss(0.3, "implicit"))
+
+
+def test_implicit_on_a_flat_direction_is_nan_and_unrolled_is_exact(x64):
+    """Documented: the implicit adjoint needs a nonsingular Hessian at the minimum."""
+
+    def x_sum(s, adjoint):
+        return gd.gradient_descent(
+            lambda x, s: (x[0] - s) ** 2,  # flat in x[1]
+            jnp.zeros(2),
+            0.1,
+            args=(s,),
+            precision=1e-10,
+            max_iter=3000,
+            adjoint=adjoint,
+        ).x.sum()
+
+    assert np.isnan(jax.grad(x_sum)(1.0, "implicit"))
+    # x[0] = s (1 - 0.8^n) after n steps, x[1] stays 0
+    n = int(
+        gd.gradient_descent(
+            lambda x: (x[0] - 1.0) ** 2, jnp.zeros(2), 0.1, precision=1e-10, max_iter=3000
+        ).iterations
+    )
+    np.testing.assert_allclose(jax.grad(x_sum)(1.0, "unrolled"), 1 - 0.8**n, rtol=1e-12)

@@ -78,3 +78,10 @@ def test_load_sweep_reads_every_file_the_command_line_writes(tmp_path, suffix):
     if suffix != ".npz":  # the tables do not record them
         assert np.isnan(back.grad).all() and np.isnan(back.step_size).all()
     assert back.best().index == want.best().index
+
+
+def test_load_sweep_names_the_formats_it_reads(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a sweep")
+    with pytest.raises(ValueError, match=r"\.npz.*\.csv.*\.json"):
+        gd.load_sweep(path)

@@ -298,3 +298,11 @@ def test_compile_sweep_on_threads_equals_sweep(dtype):
             x_ref, it_ref, _ = scalar_gd(lambda x: 2 * x - 2, guesses[3] + 0.5, lr, 1e-5, 3000)
             assert int(got.iterations[i, 3]) == it_ref
             assert abs(float(got.x[i, 3]) - x_ref) <= 1e-12
+
+
+def test_a_grid_indexed_by_two_numbers_is_its_member():
+    grid = gd.sweep(lambda x: x**2, np.linspace(-3, 3, 5), [0.05, 0.1])
+    for i, j in [(0, 0), (1, 3), (-1, -1)]:
+        got, want = grid[i, j], grid.member(i, j)
+        assert got.iterations == want.iterations and got.x == want.x
+    assert grid[5] is grid.status  # an int indexes the fields, as for any named tuple

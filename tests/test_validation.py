@@ -314,3 +314,10 @@ def test_untraceable_cost_gets_one_line_in_plain_words(fn):
         gd.gradient_descent(fn, 3.0, 0.1)
     assert_short(e, "`cost_fn`")
     assert "jax.numpy" in str(e.value) and "Tracer" not in str(e.value)
+
+
+@pytest.mark.parametrize("guess", [[], {}, ()])
+def test_an_empty_container_is_the_same_error_as_an_empty_array(guess):
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, guess, 0.1)
+    assert_short(e, "`initial_guess`")
