@@ -61,6 +61,19 @@ def diverging_square_series(x0: float, lr: float) -> list[float]:
             series.append(new)
 
 
+def overflowing_grid() -> gd.SweepResult:
+    """x**2 from 3 at rates 0.1 (converges) and 3.0 (grows until float64 overflows: the rule
+    off)."""
+    return gd.sweep(
+        square,
+        jnp.array([3.0]),
+        jnp.array([0.1, 3.0]),
+        max_iter=1000,
+        history=True,
+        divergence=None,
+    )
+
+
 def test_trajectory_1d_draws_the_iterates_on_the_cost_curve(x64, tmp_path):
     res = gd.gradient_descent(tutorial, 8.0, 0.05, precision=1e-5, max_iter=500, history=True)
     _, iterations, status, series = reference_gd(lambda x: 6 * x - 2, 8.0, 0.05, 1e-5, 500)
@@ -165,14 +178,7 @@ def test_trajectory_draws_one_path_per_member_of_a_sweep(x64, tmp_path):
 
 
 def test_trajectory_marks_a_diverged_member_and_frames_the_others(x64, tmp_path):
-    grid = gd.sweep(
-        square,
-        jnp.array([3.0]),
-        jnp.array([0.1, 3.0]),
-        max_iter=1000,
-        history=True,
-        divergence=None,
-    )
+    grid = overflowing_grid()
     assert int(grid.status[1, 0]) == Status.DIVERGED
     series = diverging_square_series(3.0, 3.0)
     ax = plot.trajectory(grid, square)
@@ -223,14 +229,7 @@ def test_convergence_draws_the_history_costs_one_line_per_member(x64, tmp_path):
 
 
 def test_convergence_marks_diverged_members(x64, tmp_path):
-    grid = gd.sweep(
-        square,
-        jnp.array([3.0]),
-        jnp.array([0.1, 3.0]),
-        max_iter=1000,
-        history=True,
-        divergence=None,
-    )
+    grid = overflowing_grid()
     series = diverging_square_series(3.0, 3.0)
     ax = plot.convergence(grid)
     save(ax, tmp_path, "convergence_diverged")
