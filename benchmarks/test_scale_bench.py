@@ -87,7 +87,7 @@ def _w3_measure(n_lr: int, n_g: int, max_iter: int, rounds: int) -> dict:
             for idx, device in zip(order.reshape(n_dev, -1), jax.devices(), strict=True)
         ]
         variants[f"shard_map_{deal}"] = (
-            lambda x=x_g, lr=lr_g: per_device(x, lr, shared, ()),
+            lambda x=x_g, lr=lr_g: per_device(x, shared._replace(learning_rate=lr), ()),
             order,
         )
         variants[f"global_{deal}"] = (lambda x=x_g, lr=lr_g: synced(x, lr, shared), order)

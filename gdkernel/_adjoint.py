@@ -28,6 +28,7 @@ differentiated (an error, not a silent zero).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +39,7 @@ import numpy as np
 from jax import Array, lax
 from jax.flatten_util import ravel_pytree
 
-from ._kernel import PARAM_AXES, Options, Params, ValueAndGrad, update
+from ._kernel import Options, Params, ValueAndGrad, init_velocity, member_axes, update
 from ._result import Result, Status
 from ._types import Numbers, PyTree
 
@@ -55,7 +56,7 @@ def differentiable(run: Run, value_and_grad: ValueAndGrad, opts: Options, batche
     `opts.adjoint`."""
     if opts.adjoint == "implicit":
         return _implicit(run, value_and_grad, batched)
-    return _unrolled(run, value_and_grad, opts.method, opts.replay_steps, batched)
+    return _unrolled(run, value_and_grad, opts, batched)
 
 
 def _zero_tangent(leaf: Any) -> Any:
@@ -130,22 +131,22 @@ def _keep_values(values: PyTree, derivatives: PyTree) -> PyTree:
     return jax.tree.map(one, values, derivatives)
 
 
-def _unrolled(
-    run: Run, value_and_grad: ValueAndGrad, method: str, max_iter: int, batched: bool
-) -> Run:
+def _unrolled(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bool) -> Run:
+    max_iter = opts.replay_steps
     segment = max(1, math.isqrt(max(max_iter - 1, 0)) + 1)  # ceil(sqrt(max_iter))
     segments = max(1, -(-max_iter // segment))
 
     def member_step(x: PyTree, velocity: PyTree, params: Params, args: tuple) -> tuple:
-        return update(x, value_and_grad(x, args)[1], velocity, params, method)
-
-    one_step: Callable[..., tuple] = member_step
-    if batched:
-        one_step = jax.vmap(member_step, in_axes=(0, 0, PARAM_AXES, None))
+        return update(x, value_and_grad(x, args)[1], velocity, params, opts)
 
     def replay(x0: PyTree, params: Params, args: tuple, n: Numbers) -> PyTree:
         """The iterate after the first `n` steps from `x0` (per member), differentiably."""
-        velocity0 = None if method == "gd" else jax.tree.map(jnp.zeros_like, x0)
+        start = functools.partial(init_velocity, opts=opts)
+        one_step: Callable[..., tuple] = member_step
+        if batched:
+            start = jax.vmap(start, in_axes=(0, member_axes(params)))
+            one_step = jax.vmap(member_step, in_axes=(0, 0, member_axes(params), None))
+        velocity0 = start(x0, params)
 
         def scan_step(carry: tuple, k: Array) -> tuple[tuple, None]:
             new = one_step(*carry, params, args)

@@ -15,11 +15,11 @@ from ._batch import (
     grid_program,
     interleave,
     run_parts,
-    shared_params,
     static_choices,
 )
+from ._grid import to_sweep_result
 from ._kernel import DIVERGENCE, Params
-from ._result import SweepResult
+from ._result import Axes, SweepResult
 from ._sweep import as_guesses, prepare
 
 PyTree = Any
@@ -46,10 +46,11 @@ class CompiledSweep:
         spec: Any,
         described: str,
         threads: int,
+        axes: Axes,
     ):
         self.compiled, self.compile_seconds = compiled, compile_seconds
         self._params, self._args, self._spec = params, args, spec
-        self._described, self._threads = described, threads
+        self._described, self._threads, self._axes = described, threads, axes
 
     def __call__(
         self, initial_guesses: PyTree, learning_rates: Any, args: tuple | None = None
@@ -64,15 +65,18 @@ class CompiledSweep:
                 "`initial_guesses`, `learning_rates` and `args` must have the shapes and dtypes "
                 f"compiled for: {want}; got {got}"
             )
+        # the rows run the learning rates slowest (`_grid.rows`): each repeats per other setting
+        per_rate = self._params.learning_rate.shape[0] // rates.shape[0]
+        rows = self._params._replace(learning_rate=jax.numpy.asarray(np.repeat(rates, per_rate)))
         if self._threads == 1:
-            result = self.compiled(x0, rates, self._params, args, np.int32(0))
+            result = self.compiled(x0, rows, args, np.int32(0))
         else:
             parts = run_parts(
-                lambda part: self.compiled(x0, rates, self._params, args, np.int32(part)),
-                self._threads,
+                lambda part: self.compiled(x0, rows, args, np.int32(part)), self._threads
             )
-            result = interleave(tuple(parts), rates.shape[0], jax.tree.leaves(x0)[0].shape[0])
-        return SweepResult(**result._asdict(), learning_rate=rates, initial_guess=x0)
+            n_rows = rows.learning_rate.shape[0]
+            result = interleave(tuple(parts), n_rows, jax.tree.leaves(x0)[0].shape[0])
+        return to_sweep_result(result, rates, self._axes, x0)
 
 
 def _spec(x0: PyTree, rates: Any, args: tuple) -> tuple:
@@ -100,8 +104,9 @@ def compile_sweep(
     grad_fn: Callable[..., PyTree] | None = None,
     norm: str = "l1",
     grad_tol: float | None = None,
-    method: str = "gd",
+    method: str | Callable[..., Any] = "gd",
     momentum: float | None = None,
+    hyperparams: dict[str, Any] | None = None,
     divergence: float | None = DIVERGENCE,
     history: bool = False,
     history_every: int | None = None,
@@ -135,7 +140,7 @@ def compile_sweep(
         >>> res.status.shape
         (2, 5)
     """
-    cost_fn, grad_fn, x0, params, opts, args = prepare(
+    cost_fn, grad_fn, x0, params, opts, args, rates, axes = prepare(
         cost_fn,
         initial_guesses,
         learning_rates,
@@ -147,22 +152,20 @@ def compile_sweep(
         grad_tol=grad_tol,
         method=method,
         momentum=momentum,
+        hyperparams=hyperparams,
         divergence=divergence,
         history=history,
         history_every=history_every,
         symbols=symbols,
     )
-    rates = params.learning_rate
-    n_members = rates.shape[0] * jax.tree.leaves(x0)[0].shape[0]
+    n_members = params.learning_rate.shape[0] * jax.tree.leaves(x0)[0].shape[0]
     threads = v.as_threads(threads) or default_threads(n_members)
-    params = shared_params(params)  # the program sets each member's rate
     packed, stall_test = static_choices(params)
     start = time.perf_counter()
     compiled = (
         grid_program()
         .lower(
             x0,
-            rates,
             params,
             args,
             np.int32(0),
@@ -186,4 +189,5 @@ def compile_sweep(
         _spec(x0, rates, args),
         _described(x0, rates, args),
         threads,
+        axes,
     )

@@ -37,7 +37,6 @@ from jax import Array, lax
 from . import _lagged, _lanes
 from ._adjoint import differentiable
 from ._kernel import (
-    PARAM_AXES,
     Options,
     Params,
     State,
@@ -45,10 +44,15 @@ from ._kernel import (
     init,
     make_value_and_grad,
     masked_step,
+    member_axes,
+    per_member,
     propose,
     running,
+    take,
     to_result,
+    with_members,
 )
+from ._optimizers import velocity_copies
 from ._progress import monitor, trips_between_reports
 from ._result import RUNNING, Result
 
@@ -84,10 +88,11 @@ class Carry(NamedTuple):
 def init_batch(
     value_and_grad: ValueAndGrad, x0: PyTree, params: Params, args: tuple, opts: Options
 ) -> State:
-    """`init` for every member; `x0` and `params.learning_rate` carry the batch axis."""
-    return jax.vmap(lambda x, p: init(value_and_grad, x, p, args, opts), in_axes=(0, PARAM_AXES))(
-        x0, params
-    )
+    """`init` for every member; `x0` and the per-member numbers of `params` (`member_axes`)
+    carry the batch axis."""
+    return jax.vmap(
+        lambda x, p: init(value_and_grad, x, p, args, opts), in_axes=(0, member_axes(params))
+    )(x0, params)
 
 
 def run_batch(
@@ -103,7 +108,8 @@ def run_batch(
     The plain masked loop over the kernel's full state (history included).
     """
     one = jax.vmap(
-        lambda s, p: masked_step(value_and_grad, s, p, args, opts), in_axes=(0, PARAM_AXES)
+        lambda s, p: masked_step(value_and_grad, s, p, args, opts),
+        in_axes=(0, member_axes(params)),
     )
 
     def body(carry: tuple[State, Array]) -> tuple[State, Array]:
@@ -188,13 +194,13 @@ def _carry_representation(
 ) -> _lanes.Representation:
     """Lanes of `Carry`: any pytree problem, any method."""
 
-    def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, rate: Array, top: Array) -> Any:
-        p = params._replace(learning_rate=rate)
+    def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, mine: Params, top: Array) -> Any:
+        p = with_members(params, mine)
         return propose(value_and_grad, x, g, v, n, p, args, opts, step_dtype, top, stall_test)
 
     one = jax.vmap(one_member)
 
-    def trip(c: Carry, numbers: tuple[Array, Array]) -> Carry:
+    def trip(c: Carry, numbers: tuple[Params, Array]) -> Carry:
         go = c.code < 0
         n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
         # Materialised once: XLA on a CPU emits a fused loop per carried array, and without
@@ -237,7 +243,7 @@ def _sizes(x0: PyTree, opts: Options, args: tuple) -> tuple[int, int]:
     leaves = jax.tree.leaves(x0)
     itemsize = jnp.result_type(*leaves).itemsize
     per = sum(math.prod(jnp.shape(leaf)[1:]) for leaf in leaves) * itemsize
-    copies = 2 if opts.method == "gd" else 3  # x, grad (, velocity)
+    copies = 2 + velocity_copies(opts.method)  # x, grad, velocity
     data = sum(
         math.prod(jnp.shape(leaf)) * jnp.result_type(leaf).itemsize
         for leaf in jax.tree.leaves(args)
@@ -260,7 +266,7 @@ def _solve_fast(
     code = _pack(state.status)
     step_dtype = state.step_size.dtype
     lanes = _lane_width(params.learning_rate.shape[0], *_sizes(x0, opts, args))
-    numbers = (params.learning_rate, state.ceiling)  # each member's own
+    numbers = (per_member(params), state.ceiling)  # each member's own
     if _lagged.applies(x0, opts):  # one scalar per member: the one-array loop
 
         def finish(packed: Array) -> State:
@@ -355,17 +361,20 @@ def compiler_options() -> dict[str, Any] | None:
     return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
-def grid_members(guesses: PyTree, rates: Array, ids: Array) -> tuple[PyTree, Array]:
-    """The starting points and learning rates of grid members `ids`.
+def grid_members(guesses: PyTree, rows: Params, ids: Array) -> tuple[PyTree, Params]:
+    """The starting points and numbers of grid members `ids`.
 
-    The grid is learning-rate-major: member `i * n_g + j` is learning rate `i` from guess `j`.
-    An id past the grid gets learning rate 0: such a member is `INVALID` at `init` and never
-    iterates (it pads a batch).
+    `rows` holds the grid's settings: its per-member numbers (`learning_rate`, and any other
+    the sweep grids over) have one entry per row of hyperparameters. The grid is row-major:
+    member `r * n_g + j` is row `r` from guess `j`. An id past the grid gets learning rate 0:
+    such a member is `INVALID` at `init` and never iterates (it pads a batch).
     """
-    n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
-    real = jnp.minimum(ids, n_lr * n_g - 1)
+    n_rows, n_g = rows.learning_rate.shape[0], jax.tree.leaves(guesses)[0].shape[0]
+    real = jnp.minimum(ids, n_rows * n_g - 1)
     x0 = jax.tree.map(lambda leaf: leaf[real % n_g], guesses)
-    return x0, jnp.where(ids < n_lr * n_g, rates[real // n_g], 0).astype(rates.dtype)
+    params = take(rows, real // n_g)
+    rate = jnp.where(ids < n_rows * n_g, params.learning_rate, 0).astype(rows.learning_rate.dtype)
+    return x0, params._replace(learning_rate=rate)
 
 
 def part_ids(members: int, part: Array | int, parts: int) -> Array:
@@ -378,11 +387,6 @@ def to_grid(flat: PyTree, n_lr: int, n_g: int) -> PyTree:
     """The first `n_lr * n_g` members of a flat result, with the grid axes `(n_lr, n_g)`."""
     n = n_lr * n_g
     return jax.tree.map(lambda leaf: leaf[:n].reshape(n_lr, n_g, *leaf.shape[1:]), flat)
-
-
-def shared_params(params: Params) -> Params:
-    """`params` with a placeholder learning rate: the numbers every member shares."""
-    return params._replace(learning_rate=np.ones((), params.learning_rate.dtype))
 
 
 def _members(
@@ -403,8 +407,7 @@ def _members(
 
 def _grid(
     guesses: PyTree,
-    rates: Array,
-    params: Params,
+    rows: Params,
     args: tuple,
     part: Array,
     *,
@@ -418,16 +421,15 @@ def _grid(
     """Part `part` of the grid's members (`part_ids`), built and solved in one program: no
     batch-sized array is built outside it. With one part, the result has the grid axes
     `(n_lr, n_g)`; with several, it is flat, in the part's order (see `interleave`)."""
-    n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
-    xs, member_rates = grid_members(guesses, rates, part_ids(n_lr * n_g, part, parts))
+    n_rows, n_g = rows.learning_rate.shape[0], jax.tree.leaves(guesses)[0].shape[0]
+    xs, params = grid_members(guesses, rows, part_ids(n_rows * n_g, part, parts))
     vg = make_value_and_grad(cost_fn, grad_fn)
 
     def run(xs: PyTree, params: Params, args: tuple) -> Result:
         return solve_batch(vg, xs, params, args, opts, packed, stall_test)
 
-    params = params._replace(learning_rate=member_rates)
     flat = differentiable(run, vg, opts, batched=True)(xs, params, args)
-    return to_grid(flat, n_lr, n_g) if parts == 1 else flat
+    return to_grid(flat, n_rows, n_g) if parts == 1 else flat
 
 
 @functools.partial(jax.jit, static_argnames=("n_lr", "n_g"))
@@ -496,10 +498,10 @@ def solve_members(
 
     def part(p: int) -> Result:
         pick = functools.partial(lambda leaf, p: np.asarray(leaf)[p::threads], p=p)
-        xs, rates = jax.tree.map(pick, x0), pick(params.learning_rate)
+        xs, mine = jax.tree.map(pick, x0), jax.tree.map(pick, per_member(params))
         if device is not None:
-            xs, rates = jax.device_put((xs, rates), device)
-        inputs = (xs, params._replace(learning_rate=rates), args, np.int32(p))
+            xs, mine = jax.device_put((xs, mine), device)
+        inputs = (xs, with_members(params, mine), args, np.int32(p))
         return _call("members", params, *inputs, **static)
 
     if threads == 1:
@@ -535,19 +537,18 @@ def solve_grid(
     side by side (a CPU device runs one program per calling thread). Traced inputs run as one
     part.
     """
-    rates, shared = params.learning_rate, shared_params(params)
     packed, stall_test = static_choices(params)
-    inputs = (guesses, rates, shared, args)
+    inputs = (guesses, params, args)
     program = _program("grid", inputs)
     static = dict(cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, packed=packed, stall_test=stall_test)
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(inputs))
     if threads == 1 or traced:
         return program(*inputs, np.int32(0), parts=1, **static)
-    n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
+    n_rows, n_g = params.learning_rate.shape[0], jax.tree.leaves(guesses)[0].shape[0]
     parts = run_parts(
         lambda part: program(*inputs, np.int32(part), parts=threads, **static), threads
     )
-    return interleave(tuple(parts), n_lr, n_g)
+    return interleave(tuple(parts), n_rows, n_g)
 
 
 _POOL: dict[int, ThreadPoolExecutor] = {}  # by size: the one pool of worker threads

@@ -11,12 +11,16 @@ import math
 import numbers
 import os
 import re
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import numpy as np
 
+from ._optimizers import velocity_copies
 from ._validate import as_count
+
+if TYPE_CHECKING:
+    from ._kernel import Params
 
 PyTree = Any
 
@@ -93,17 +97,17 @@ def result_bytes(x0: PyTree, dtype: Any, history_rows: int) -> int:
     return 2 * x + 2 * f + 8 + history_rows * (x + f)
 
 
-def member_bytes(x0: PyTree, dtype: Any, method: str, history_rows: int) -> int:
+def member_bytes(x0: PyTree, dtype: Any, method: Any, history_rows: int) -> int:
     """Estimated device bytes of one member while a chunk runs (loop state, inputs, output).
 
     With `b_x` the bytes of one iterate and `f` of one float, the state is
-    `b_x (2 + [momentum]) + 2f + 8 + rows (b_x + f)` (iterate, gradient, velocity, cost, step
+    `b_x (2 + v) + 2f + 8 + rows (b_x + f)` (iterate, gradient, `v` velocity copies, cost, step
     size, iteration count, status, history rows); the estimate is `WORK_FACTOR` times that
     plus the member's inputs.
     """
     x = sum(_leaf_bytes(leaf) for leaf in jax.tree.leaves(x0))
     f = np.dtype(dtype).itemsize
-    state = x * (2 + (method != "gd")) + 2 * f + 8 + history_rows * (x + f)
+    state = x * (2 + velocity_copies(method)) + 2 * f + 8 + history_rows * (x + f)
     return WORK_FACTOR * state + x + f
 
 
@@ -207,18 +211,19 @@ def check_host(n_members: int, per_result: int, history_rows: int) -> None:
         )
 
 
-def members(
-    x0: PyTree, learning_rates: np.ndarray, start: int, stop: int, size: int
-) -> tuple[PyTree, np.ndarray]:
+def members(x0: PyTree, rows: Params, start: int, stop: int, size: int) -> tuple[PyTree, Params]:
     """Host arrays of members `start..stop` of the grid, padded to `size` members.
 
-    Member `k` is learning rate `k // n_guesses` from guess `k % n_guesses`. Padding repeats
-    the last real member's guess with learning rate 0: such a member is `INVALID` at `init`
-    and never iterates.
+    Member `k` is row `k // n_guesses` of `rows` (its learning rate and any other number the
+    sweep grids over) from guess `k % n_guesses`. Padding repeats the last real member with
+    learning rate 0: such a member is `INVALID` at `init` and never iterates.
     """
     n_guesses = np.shape(jax.tree.leaves(x0)[0])[0]
     k = np.minimum(np.arange(start, start + size), stop - 1)
     xs = jax.tree.map(lambda leaf: np.asarray(leaf)[k % n_guesses], x0)
-    lrs = np.asarray(learning_rates)[k // n_guesses]
-    lrs[stop - start :] = 0
-    return xs, lrs
+    params = jax.tree.map(
+        lambda leaf: np.asarray(leaf)[k // n_guesses] if np.ndim(leaf) else leaf, rows
+    )
+    rates = np.array(params.learning_rate)
+    rates[stop - start :] = 0
+    return xs, params._replace(learning_rate=rates)

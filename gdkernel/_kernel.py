@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
+from . import _optimizers
+from ._optimizers import Method
 from ._result import RUNNING, History, Result, Status
 from ._types import Numbers, PyTree
 from ._validate import call_cost_fn, call_grad_fn
@@ -21,7 +23,6 @@ from ._validate import call_cost_fn, call_grad_fn
 ValueAndGrad = Callable[[PyTree, tuple], tuple[Array, PyTree]]
 
 NORMS = ("l1", "l2", "max")
-METHODS = ("gd", "momentum", "nesterov")
 # The default divergence factor (`ceiling`). On a quadratic, a stable run's cost rises above
 # its start by at most about 80 times the rule's scale (heavy ball with momentum 0.99 near the
 # edge of stability; plain and Nesterov steps far less): 1e4 leaves a wide margin, and a cost
@@ -33,7 +34,8 @@ class Options(NamedTuple):
     """The static (compile-time) options of a run. Hashable, so it can key the jit cache."""
 
     norm: str = "l1"
-    method: str = "gd"
+    method: Method = "gd"  # a built-in rule's name or an optax optimizer factory (`_optimizers`)
+    static_hyperparams: tuple[tuple[str, Any], ...] = ()  # an optax method's non-numeric keywords
     history_every: int = 0  # 0: no history
     history_rows: int = 0  # max_iter // history_every + 1 when recording
     progress_every: int = 0  # batched loop: report to the host every k trips; 0: never
@@ -51,10 +53,33 @@ class Params(NamedTuple):
     momentum: Numbers
     max_iter: Numbers  # int32
     divergence: Numbers  # +inf when only non-finite values count as diverging (see `ceiling`)
+    hyperparams: dict[str, Numbers]  # an optax method's numeric keywords (`_optimizers`)
 
 
-# `jax.vmap` axes of a batch's `Params`: one learning rate per member, the rest shared.
-PARAM_AXES = Params._make((0, None, None, None, None, None))
+def member_axes(params: Params) -> Params:
+    """`jax.vmap` axes of a batch's `Params`: 0 for a number given per member (the learning
+    rate, and any other number a sweep grids over), None for one the members share."""
+    return jax.tree.map(lambda leaf: 0 if jnp.ndim(leaf) else None, params)
+
+
+def per_member(params: Params) -> Params:
+    """The numbers of `params` given per member; None where the members share one."""
+    return jax.tree.map(lambda leaf: leaf if jnp.ndim(leaf) else None, params)
+
+
+def with_members(params: Params, mine: Params) -> Params:
+    """`params` with the per-member numbers `mine` (a `per_member` tree) put in."""
+    return jax.tree.map(
+        lambda own, shared: shared if own is None else own,
+        mine,
+        params,
+        is_leaf=lambda leaf: leaf is None,
+    )
+
+
+def take(params: Params, index: Any) -> Params:
+    """The per-member numbers of members `index` (shared numbers unchanged)."""
+    return jax.tree.map(lambda leaf: leaf[index] if jnp.ndim(leaf) else leaf, params)
 
 
 class State(NamedTuple):
@@ -160,7 +185,7 @@ def init(
             jnp.where(params.max_iter <= 0, Status.MAX_ITER, RUNNING),
         ),
     ).astype(jnp.int32)
-    velocity = None if opts.method == "gd" else jax.tree.map(jnp.zeros_like, x0)
+    velocity = init_velocity(x0, params, opts)
     history = None
     if opts.history_every:
         rows = opts.history_rows
@@ -184,10 +209,34 @@ def init(
     )
 
 
+def init_velocity(x0: PyTree, params: Params, opts: Options) -> PyTree:
+    """The velocity before the first step: None for plain gradient descent, zeros for the
+    momentum methods, the optimizer's initial state for an optax method."""
+    if opts.method == "gd":
+        return None
+    if _optimizers.is_optax(opts.method):
+        return _optimizers.init_state(
+            opts.method, x0, params.learning_rate, params.hyperparams, opts.static_hyperparams
+        )
+    return jax.tree.map(jnp.zeros_like, x0)
+
+
 def update(
-    x: PyTree, grad: PyTree, velocity: PyTree, params: Params, method: str
+    x: PyTree, grad: PyTree, velocity: PyTree, params: Params, opts: Options
 ) -> tuple[PyTree, PyTree]:
-    """The new iterate and velocity. The velocity is None for plain gradient descent."""
+    """The new iterate and velocity. The velocity is None for plain gradient descent, and the
+    optimizer's state for an optax method ($x_{k+1} = x_k + u_k$, `u_k` its update)."""
+    method = opts.method
+    if _optimizers.is_optax(method):
+        return _optimizers.optax_update(
+            method,
+            x,
+            grad,
+            velocity,
+            params.learning_rate,
+            params.hyperparams,
+            opts.static_hyperparams,
+        )
     if method == "gd":
         return _sub(x, _scaled(grad, params.learning_rate)), None
     velocity = jax.tree.map(lambda v, g: params.momentum.astype(v.dtype) * v + g, velocity, grad)
@@ -234,7 +283,7 @@ def propose(
     so both give the same bits. `stall_test=False` skips the gradient norm when the caller
     knows `grad_tol` is +inf (then `norm > grad_tol` is always False: the same statuses).
     """
-    new_x, new_velocity = update(x, grad, velocity, params, opts.method)
+    new_x, new_velocity = update(x, grad, velocity, params, opts)
     new_cost, new_grad = value_and_grad(new_x, args)
     step_size = tree_norm(_sub(new_x, x), opts.norm).astype(step_dtype)
     finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from . import _lanes
-from ._kernel import PARAM_AXES, Options, Params, State, ValueAndGrad, propose
+from ._kernel import Options, Params, State, ValueAndGrad, member_axes, propose, with_members
 
 PyTree = Any
 
@@ -40,7 +40,7 @@ def applies(x0: PyTree, opts: Options) -> bool:
     array of one float32 or float64 number per member, plain gradient descent, on a CPU."""
     return (
         jax.default_backend() == "cpu"
-        and opts.method == "gd"
+        and opts.method == "gd"  # (an optax method's name is its factory, never "gd")
         and jax.tree_util.treedef_is_leaf(jax.tree.structure(x0))  # an array, not a container
         and jnp.ndim(x0) == 1
         and jnp.result_type(x0) in DTYPES
@@ -63,14 +63,19 @@ def unpack(packed: Array) -> tuple[Array, Array]:
 
 
 def _steps(
-    value_and_grad: ValueAndGrad, args: tuple, opts: Options, dtype: Any, stall_test: bool
+    value_and_grad: ValueAndGrad,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    dtype: Any,
+    stall_test: bool,
 ) -> tuple[Any, Any]:
     """(one iteration of every member from (x, grad), the cost and gradient of every member)."""
 
     def one(x: Array, g: Array, n: Array, p: Params, top: Array) -> Any:
         return propose(value_and_grad, x, g, None, n, p, args, opts, dtype, top, stall_test)
 
-    step = jax.vmap(one, in_axes=(0, 0, 0, PARAM_AXES, 0))
+    step = jax.vmap(one, in_axes=(0, 0, 0, member_axes(params), 0))
     evaluate = jax.vmap(lambda x: value_and_grad(x, args))
     return step, evaluate
 
@@ -81,11 +86,11 @@ def representation(
     """Lanes of `pack`ed members: one trip recomputes `x_n` from `x_{n-1}`, proposes
     `x_{n+1}` and decides, in one loop over the lanes."""
 
-    def trip(packed: Array, numbers: tuple[Array, Array]) -> Array:
+    def trip(packed: Array, numbers: tuple[Params, Array]) -> Array:
         before, code = unpack(packed)
-        step, evaluate = _steps(value_and_grad, args, opts, before.dtype, stall_test)
-        rates, tops = numbers
-        lane_params = params._replace(learning_rate=rates)
+        mine, tops = numbers
+        lane_params = with_members(params, mine)
+        step, evaluate = _steps(value_and_grad, lane_params, args, opts, before.dtype, stall_test)
         go = code < 0
         taken = jnp.where(go, -code - 1, 0)  # iterations taken: `before` is x_{taken - 1}
         grad_before = evaluate(before)[1]
@@ -115,7 +120,7 @@ def finish(
 ) -> State:
     """The final kernel state of every member: its last iteration taken again, exactly."""
     before, code = unpack(packed)
-    step, evaluate = _steps(value_and_grad, args, opts, before.dtype, stall_test)
+    step, evaluate = _steps(value_and_grad, params, args, opts, before.dtype, stall_test)
     iterations = _lanes.code_iterations(code)
     cost_before, grad_before = evaluate(before)
     last = step(before, grad_before, iterations, params, tops)

@@ -187,24 +187,56 @@ class Result(NamedTuple):
 
 
 class Best(NamedTuple):
-    """One member picked out of a sweep by `SweepResult.best`."""
+    """One member picked out of a sweep by `SweepResult.best`.
+
+    Attributes:
+        learning_rate: its learning rate.
+        initial_guess: its starting point.
+        index: its index in the grid, one entry per axis of `SweepResult.axes`.
+        result: its `Result`.
+        coords: each axis name to the member's value on it (`initial_guess` included).
+    """
 
     learning_rate: Numbers
     initial_guess: PyTree
-    index: tuple[int, int]  # type: ignore[assignment]  # (i, j) in the grid, not tuple.index
+    index: tuple[int, ...]  # type: ignore[assignment]  # the grid index, not tuple.index
     result: Result
+    coords: dict[str, Any]
+
+
+@jax.tree_util.register_pytree_node_class
+class Axes:
+    """The axes of a sweep's grid between `learning_rate` and `initial_guess`, in order:
+    `names` (static) and each axis's `values` (the pytree's leaves)."""
+
+    def __init__(self, names: tuple[str, ...] = (), values: tuple[Numbers, ...] = ()) -> None:
+        self.names, self.values = tuple(names), tuple(values)
+
+    def tree_flatten(self) -> tuple[tuple[Numbers, ...], tuple[str, ...]]:
+        return self.values, self.names
+
+    @classmethod
+    def tree_unflatten(cls, names: tuple[str, ...], values: Any) -> Axes:
+        return cls(names, tuple(values))
+
+    def __repr__(self) -> str:
+        return f"Axes({', '.join(f'{n}={np.shape(a)[0]}' for n, a in zip(self.names, self.values, strict=True))})"
 
 
 class SweepResult(NamedTuple):
-    """The outcome of `sweep`: a `Result` per member of the learning-rate x guess grid.
+    """The outcome of `sweep`: a `Result` per member of the grid.
 
-    Every field of `Result` is here with two leading axes, `(n_learning_rates, n_guesses)`.
-    The grid's own axes ride along, so the result is self-describing.
+    Every field of `Result` is here with the grid's axes in front: `(n_learning_rates,
+    n_guesses)`, or with more settings gridded (`momentum`, `precision`, `grad_tol` or
+    `hyperparams` given as arrays) `(n_learning_rates, *their sizes, n_guesses)`; `axes`
+    names them in order. The grid's own values ride along, so the result is self-describing.
 
     Attributes:
         x, cost, grad, step_size, iterations, status, history: as in `Result`.
         learning_rate: the learning rates, shape `(n_learning_rates,)`.
         initial_guess: the starting points, with `n_guesses` on every leaf's leading axis.
+        grid_axes: the axes between them (`Axes`; empty when only learning rates and guesses
+            are gridded); `axes` and `coords` read them.
     """
 
     x: PyTree
@@ -216,6 +248,21 @@ class SweepResult(NamedTuple):
     history: History | None
     learning_rate: Numbers
     initial_guess: PyTree
+    grid_axes: Axes = Axes()
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The grid's axis names in order, e.g. `("learning_rate", "b1", "initial_guess")`."""
+        return ("learning_rate", *self.grid_axes.names, "initial_guess")
+
+    @property
+    def coords(self) -> dict[str, Any]:
+        """Each axis name to its values (`initial_guess`: the starting points)."""
+        return {
+            "learning_rate": self.learning_rate,
+            **dict(zip(self.grid_axes.names, self.grid_axes.values, strict=True)),
+            "initial_guess": self.initial_guess,
+        }
 
     @property
     def converged(self) -> Numbers:
@@ -240,9 +287,15 @@ class SweepResult(NamedTuple):
     def __repr__(self) -> str:
         if not _concrete(self.status, self.iterations, self.cost):
             return _fields_repr(self)
-        n_lr, n_g = np.shape(self.status)[:2]
+        sizes = np.shape(self.status)
+        n_lr, n_g = sizes[0], sizes[-1]
+        others = "".join(
+            f" x {n} {name}" for name, n in zip(self.grid_axes.names, sizes[1:-1], strict=True)
+        )
         return _summary(
-            "SweepResult", self, f"; {_many(n_lr, 'learning rate')} x {_many(n_g, 'guess')}"
+            "SweepResult",
+            self,
+            f"; {_many(n_lr, 'learning rate')}{others} x {_many(n_g, 'guess')}",
         )
 
     def __getitem__(self, key: Any) -> Any:
@@ -251,20 +304,44 @@ class SweepResult(NamedTuple):
             return self.member(*key)
         return tuple.__getitem__(self, key)
 
-    def member(self, i: int, j: int) -> Result:
-        """The `Result` of learning rate `i` and starting point `j`.
+    def member(self, *index: int) -> Result:
+        """The `Result` at `index`, one entry per axis of `axes`: `member(i, j)` is learning
+        rate `i` from starting point `j`; with a `b1` axis, `member(i, k, j)`.
 
         Raises:
-            IndexError: `i` or `j` outside the grid (negative indices count from the end).
+            IndexError: a wrong number of indices, or one outside its axis (negative indices
+                count from the end).
         """
-        for index, size, name in (
-            (i, np.shape(self.status)[0], "i"),
-            (j, np.shape(self.status)[1], "j"),
-        ):
-            if not -size <= index < size:
-                raise IndexError(f"`{name}`={index} is outside the grid's {size} entries")
+        sizes = np.shape(self.status)
+        if len(index) != len(sizes):
+            raise IndexError(f"`member` takes one index per axis {self.axes}, got {len(index)}")
+        for k, size, name in zip(index, sizes, self.axes, strict=True):
+            if not -size <= k < size:
+                raise IndexError(f"index {k} is outside the grid's {size} entries on axis {name!r}")
         fields = [getattr(self, name) for name in Result._fields]
-        return Result(*(jax.tree.map(lambda leaf: leaf[i, j], f) for f in fields))
+        return Result(*(jax.tree.map(lambda leaf: leaf[index], f) for f in fields))
+
+    def to_dataframe(self) -> Any:
+        """The sweep as a `pandas.DataFrame`, one row per member (extra `gdkernel[pandas]`).
+
+        Columns: each grid axis (`learning_rate`, any other gridded setting, the starting
+        point as one column per component: `initial_guess`, `initial_guess[0]`, ... or
+        `initial_guess.b0` for a dict), the final `x` likewise, `cost`, `iterations`,
+        `step_size` and `status` by name.
+        """
+        from ._frames import to_dataframe
+
+        return to_dataframe(self)
+
+    def to_xarray(self) -> Any:
+        """The sweep as an `xarray.Dataset` with the grid's axes as named dimensions (extra
+        `gdkernel[xarray]`): the settings axes carry their values, `initial_guess` is numbered
+        with its components as coordinates; variables `x` (per component), `cost`,
+        `iterations`, `step_size` and `status` (codes; names in its attributes).
+        """
+        from ._frames import to_xarray
+
+        return to_xarray(self)
 
     def counts(self) -> dict[Status, int]:
         """How many members ended with each status."""
@@ -300,7 +377,11 @@ class SweepResult(NamedTuple):
         order = np.lexsort(
             (np.asarray(self.iterations).ravel(), np.where(ok, cost, np.inf).ravel())
         )
-        flat = int(order[0])
-        i, j = (int(k) for k in np.unravel_index(flat, status.shape))
-        guess = jax.tree.map(lambda leaf: leaf[j], self.initial_guess)
-        return Best(self.learning_rate[i], guess, (i, j), self.member(i, j))
+        index = tuple(int(k) for k in np.unravel_index(int(order[0]), status.shape))
+        coords = {
+            name: jax.tree.map(lambda leaf, k=k: leaf[k], values)
+            for (name, values), k in zip(self.coords.items(), index, strict=True)
+        }
+        return Best(
+            coords["learning_rate"], coords["initial_guess"], index, self.member(*index), coords
+        )

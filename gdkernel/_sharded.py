@@ -28,7 +28,6 @@ from . import _devices
 from ._batch import (
     compiler_options,
     grid_members,
-    shared_params,
     solve_batch,
     static_choices,
     to_grid,
@@ -45,22 +44,23 @@ def _solver(mesh: Mesh, cost_fn: Callable, grad_fn: Callable | None, opts: Optio
     spec = P(_devices.axis_names(mesh))
     value_and_grad = make_value_and_grad(cost_fn, grad_fn)
 
-    def local(x0: PyTree, learning_rate: Any, shared: Params, args: tuple) -> Result:
-        params = shared._replace(learning_rate=learning_rate)
+    def local(x0: PyTree, params: Params, args: tuple) -> Result:
         return solve_batch(value_and_grad, x0, params, args, opts)
 
-    # check_vma=False: the loop's initial carry holds constants (iteration 0, step inf) that
-    # the varying-axes check would ask to be cast to "varying" by hand.
-    return jax.jit(
-        jax.shard_map(
+    def program(x0: PyTree, params: Params, args: tuple) -> Result:
+        # the per-member numbers split over the devices with the members; the rest shared
+        param_specs = jax.tree.map(lambda leaf: spec if jnp.ndim(leaf) else P(), params)
+        # check_vma=False: the loop's initial carry holds constants (iteration 0, step inf)
+        # that the varying-axes check would ask to be cast to "varying" by hand.
+        return jax.shard_map(
             local,
             mesh=mesh,
-            in_specs=(spec, spec, P(), P()),
+            in_specs=(spec, param_specs, P()),
             out_specs=spec,
             check_vma=False,
-        ),
-        compiler_options=compiler_options(),
-    )
+        )(x0, params, args)
+
+    return jax.jit(program, compiler_options=compiler_options())
 
 
 @functools.lru_cache(maxsize=32)
@@ -82,25 +82,23 @@ def _grid_solver(
     n_devices = mesh.devices.size
     value_and_grad = make_value_and_grad(cost_fn, grad_fn)
 
-    def program(guesses: PyTree, rates: jax.Array, shared: Params, args: tuple) -> Result:
-        n_lr, n_g = rates.shape[0], jax.tree.leaves(guesses)[0].shape[0]
-        n = n_lr * n_g
-        per = -(-n // n_devices)
+    def program(guesses: PyTree, rows: Params, args: tuple) -> Result:
+        n_rows, n_g = rows.learning_rate.shape[0], jax.tree.leaves(guesses)[0].shape[0]
+        per = -(-(n_rows * n_g) // n_devices)
 
-        def local(guesses: PyTree, rates: jax.Array, shared: Params, args: tuple) -> Result:
+        def local(guesses: PyTree, rows: Params, args: tuple) -> Result:
             ids = lax.axis_index(names) * per + jnp.arange(per, dtype=jnp.int32)
-            x0, rate = grid_members(guesses, rates, ids)
-            params = shared._replace(learning_rate=rate)
+            x0, params = grid_members(guesses, rows, ids)
             return solve_batch(value_and_grad, x0, params, args, opts, packed, stall_test)
 
         flat = jax.shard_map(
             local,
             mesh=mesh,
-            in_specs=(P(), P(), P(), P()),
+            in_specs=(P(), P(), P()),
             out_specs=P(names),
             check_vma=False,  # as in `_solver`
-        )(guesses, rates, shared, args)
-        return to_grid(flat, n_lr, n_g)
+        )(guesses, rows, args)
+        return to_grid(flat, n_rows, n_g)
 
     return jax.jit(program, compiler_options=compiler_options())
 
@@ -115,12 +113,12 @@ def solve_grid(
     grad_fn: Callable | None,
     opts: Options,
 ) -> Result:
-    """Every learning rate of `params.learning_rate` from every guess, on the devices of a
-    `mesh` within this process, as one chunk. A `Result` of JAX arrays laid out over the
+    """Every row of `params` (its learning rates, and any other number a sweep grids over)
+    from every guess, on the devices of a `mesh` within this process, as one chunk. A `Result` of JAX arrays laid out over the
     devices, with the grid axes `(n_lr, n_g)` in front."""
     packed, stall_test = static_choices(params)
     program = _grid_solver(mesh, cost_fn, grad_fn, opts, packed, stall_test)
-    return program(guesses, params.learning_rate, shared_params(params), args)
+    return program(guesses, params, args)
 
 
 def _put(host: Any, mesh: Mesh, spec: P) -> jax.Array:
@@ -152,7 +150,8 @@ def solve_chunk(
     Args:
         mesh: the devices; members are split over all its axes.
         x0: host arrays, the chunk's members on the leading axis (a multiple of the device count).
-        params: `learning_rate` per member (host array); the other fields shared scalars.
+        params: `learning_rate` per member (host array), and any other number the sweep
+            grids over; the other fields shared scalars.
         args: the extra arguments of the cost, already `replicate`d on `mesh`.
         cost_fn, grad_fn, opts: as for `_batch.solve_members`.
         deal: how members are dealt to devices (`_devices.deal`).
@@ -165,11 +164,12 @@ def solve_chunk(
     order = _devices.deal(size, mesh.devices.size, deal)
     spec = P(names)
     x_global = jax.tree.map(lambda leaf: _put(np.asarray(leaf)[order], mesh, spec), x0)
-    lr_global = _put(np.asarray(params.learning_rate)[order], mesh, spec)
-    shared = params._replace(learning_rate=np.zeros((), np.asarray(params.precision).dtype))
+    params = jax.tree.map(
+        lambda leaf: _put(np.asarray(leaf)[order], mesh, spec) if np.ndim(leaf) else leaf, params
+    )
     if opts.progress_every:  # each device's reports name it
         opts = opts._replace(device_axes=tuple(names))
-    out = _solver(mesh, cost_fn, grad_fn, opts)(x_global, lr_global, shared, args)
+    out = _solver(mesh, cost_fn, grad_fn, opts)(x_global, params, args)
     if _devices.spans_processes(mesh):
         host = multihost_utils.process_allgather(out, tiled=True)
     else:

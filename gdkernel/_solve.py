@@ -12,7 +12,9 @@ import numpy as np
 
 from . import _validate as v
 from ._adjoint import ADJOINTS, differentiable
-from ._kernel import DIVERGENCE, METHODS, NORMS, Options, Params, make_value_and_grad, solve
+from ._kernel import DIVERGENCE, NORMS, Options, Params, make_value_and_grad, solve
+from ._optimizers import as_method, split_hyperparams
+from ._optimizers import check as check_optimizer
 from ._result import Result
 
 PyTree = Any
@@ -44,6 +46,7 @@ def make_params(
     momentum: Any,
     max_iter: int,
     divergence: Any = DIVERGENCE,
+    hyperparams: dict[str, Any] | None = None,
 ) -> Params:
     """The traced numbers as arrays of one fixed dtype, so their Python type never retraces."""
 
@@ -66,6 +69,7 @@ def make_params(
         arr(momentum),
         np.asarray(max_iter, np.int32),
         arr(divergence),
+        {key: arr(value) for key, value in (hyperparams or {}).items()},
     )
 
 
@@ -76,6 +80,7 @@ def make_options(
     history_every: Any,
     max_iter: int,
     adjoint: str = "implicit",
+    static_hyperparams: tuple[tuple[str, Any], ...] = (),
 ) -> Options:
     """The static options; `max_iter` is static only when a history buffer must be sized or
     the unrolled adjoint replays the steps."""
@@ -88,7 +93,8 @@ def make_options(
         )
     return Options(
         norm=v.as_choice(norm, "norm", NORMS),
-        method=v.as_choice(method, "method", METHODS),
+        method=as_method(method),
+        static_hyperparams=static_hyperparams,
         history_every=every,
         history_rows=max_iter // every + 1 if every else 0,
         adjoint=adjoint,
@@ -110,10 +116,16 @@ def checked(
     history: Any,
     history_every: Any,
     adjoint: Any,
+    hyperparams: Any = None,
+    guess: PyTree = None,
 ) -> tuple[Params, Options]:
     """The options every run shares, checked: the traced numbers and the static options."""
     max_iter = v.as_max_iter(max_iter)
-    opts = make_options(norm, method, history, history_every, max_iter, adjoint)
+    method = as_method(method)
+    numeric, static = split_hyperparams(method, hyperparams)
+    if guess is not None:
+        check_optimizer(method, guess, numeric, static, hyperparams)
+    opts = make_options(norm, method, history, history_every, max_iter, adjoint, static)
     params = make_params(
         dtype,
         learning_rate,
@@ -122,6 +134,7 @@ def checked(
         v.as_momentum(momentum, opts.method),
         max_iter,
         v.as_divergence(divergence),
+        {key: v.as_hyperparam(value, key) for key, value in numeric.items()},
     )
     return params, opts
 
@@ -141,8 +154,9 @@ def gradient_descent(
     grad_fn: Callable[..., PyTree] | None = None,
     norm: str = "l1",
     grad_tol: float | None = None,
-    method: str = "gd",
+    method: str | Callable[..., Any] = "gd",
     momentum: float | None = None,
+    hyperparams: dict[str, Any] | None = None,
     divergence: float | None = DIVERGENCE,
     history: bool = False,
     history_every: int | None = None,
@@ -239,10 +253,12 @@ def gradient_descent(
         grad_tol=grad_tol,
         method=method,
         momentum=momentum,
+        hyperparams=hyperparams,
         divergence=divergence,
         history=history,
         history_every=history_every,
         adjoint=adjoint,
+        guess=x0,
     )
     v.warn_precision(precision, x0)
     return _run(x0, params, v.as_args(args), cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)

@@ -16,6 +16,7 @@ never whole in memory) and the folder is removed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -27,7 +28,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._result import History, Result, SweepResult
+from ._result import Axes, History, Result, SweepResult
 
 PyTree = Any
 
@@ -92,6 +93,7 @@ def _pack(path: Path, fields: dict[str, Any], spooled: dict[int, Path]) -> None:
     whole in memory); every other leaf is written from memory.
     """
     tree: dict[str, Any] = {}
+    axes: Axes = fields.get("grid_axes") or Axes()
     part = path.with_name(path.name + ".part")
     try:
         with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -100,9 +102,16 @@ def _pack(path: Path, fields: dict[str, Any], spooled: dict[int, Path]) -> None:
                 leaves: list[Any] = []
                 if field in _TREE_FIELDS:
                     tree[field] = _encode(value, leaves, field)
+                elif field == "grid_axes":
+                    leaves = list(axes.values)
                 elif value is not None:
                     leaves = [value]
-                for key, leaf in zip(_keys(field, len(leaves)), leaves, strict=True):
+                keys = (
+                    [f"{field}.{k}" for k in range(len(leaves))]
+                    if field == "grid_axes"
+                    else _keys(field, len(leaves))
+                )
+                for key, leaf in zip(keys, leaves, strict=True):
                     file = spooled.get(id(leaf))
                     with zf.open(f"{key}.npy", "w", force_zip64=True) as dst:
                         if file is not None:
@@ -111,7 +120,7 @@ def _pack(path: Path, fields: dict[str, Any], spooled: dict[int, Path]) -> None:
                                 shutil.copyfileobj(src, dst, 1 << 24)
                         else:
                             np.lib.format.write_array(dst, np.asarray(leaf))
-            meta = {"format": FORMAT, "tree": tree}
+            meta = {"format": FORMAT, "tree": tree, "axes": list(axes.names)}
             with zf.open("__tree__.npy", "w") as dst:
                 np.lib.format.write_array(dst, np.array(json.dumps(meta)))
         os.replace(part, path)
@@ -144,12 +153,12 @@ def save_sweep(grid: SweepResult, path: str | os.PathLike) -> None:
 class HostStore:
     """Results of a chunked sweep in host (NumPy) arrays, filled chunk by chunk."""
 
-    def __init__(self, n_lr: int, n_g: int) -> None:
-        self.shape = (n_lr, n_g)
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape  # the grid's: (n_learning_rates, *other settings, n_guesses)
         self.flat: Result | None = None
 
     def _allocate(self, leaf: np.ndarray) -> np.ndarray:
-        return np.empty((self.shape[0] * self.shape[1], *leaf.shape[1:]), leaf.dtype)
+        return np.empty((math.prod(self.shape), *leaf.shape[1:]), leaf.dtype)
 
     def write(self, start: int, chunk: Result) -> None:
         """Store `chunk` (host arrays, members on the leading axis) from member `start` on."""
@@ -158,11 +167,16 @@ class HostStore:
         for dst, src in zip(jax.tree.leaves(self.flat), jax.tree.leaves(chunk), strict=True):
             dst[start : start + len(src)] = src
 
-    def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
+    def finish(
+        self, learning_rate: np.ndarray, initial_guess: PyTree, axes: Axes
+    ) -> SweepResult | None:
         assert self.flat is not None
         grid = jax.tree.map(lambda a: a.reshape(*self.shape, *a.shape[1:]), self.flat)
         return SweepResult(
-            **grid._asdict(), learning_rate=learning_rate, initial_guess=initial_guess
+            **grid._asdict(),
+            learning_rate=learning_rate,
+            initial_guess=initial_guess,
+            grid_axes=axes,
         )
 
     def abort(self) -> None:
@@ -172,8 +186,8 @@ class HostStore:
 class NpzStore(HostStore):
     """Results streamed to memory-mapped spool files, packed into an `.npz` at the end."""
 
-    def __init__(self, path: Path, n_lr: int, n_g: int) -> None:
-        super().__init__(n_lr, n_g)
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        super().__init__(shape)
         self.path = path
         self.spool = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         self.files: dict[int, Path] = {}  # id of a spooled array -> its file
@@ -183,14 +197,16 @@ class NpzStore(HostStore):
         grid = np.lib.format.open_memmap(
             file, mode="w+", dtype=leaf.dtype, shape=(*self.shape, *leaf.shape[1:])
         )
-        flat = grid.reshape(self.shape[0] * self.shape[1], *leaf.shape[1:])
+        flat = grid.reshape(math.prod(self.shape), *leaf.shape[1:])
         self.files[id(flat)] = file
         return flat
 
-    def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
+    def finish(
+        self, learning_rate: np.ndarray, initial_guess: PyTree, axes: Axes
+    ) -> SweepResult | None:
         assert self.flat is not None
         fields = dict(zip(Result._fields, self.flat, strict=True))
-        fields.update(learning_rate=learning_rate, initial_guess=initial_guess)
+        fields.update(learning_rate=learning_rate, initial_guess=initial_guess, grid_axes=axes)
         try:
             _pack(self.path, fields, self.files)
         finally:
@@ -209,7 +225,9 @@ class NullStore(HostStore):
     def write(self, start: int, chunk: Result) -> None:
         del start, chunk
 
-    def finish(self, learning_rate: np.ndarray, initial_guess: PyTree) -> SweepResult | None:
+    def finish(
+        self, learning_rate: np.ndarray, initial_guess: PyTree, axes: Axes
+    ) -> SweepResult | None:
         return None
 
 
@@ -320,6 +338,10 @@ def load_sweep(path: str | os.PathLike, *, mmap: bool = False) -> SweepResult:
                 spec = meta["tree"][field]
                 leaves = [read(key) for key in _keys(field, _count_leaves(spec))]
                 fields[field] = _decode(spec, leaves)
+            elif field == "grid_axes":
+                names = tuple(meta.get("axes", ()))
+                values = tuple(read(f"{field}.{k}") for k in range(len(names)))
+                fields[field] = Axes(names, values)
             else:
                 fields[field] = read(field)
     return SweepResult(**fields)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,13 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from . import _chunks, _devices, _progress, _sharded, _store
+from . import _chunks, _devices, _grid, _progress, _sharded, _store
 from . import _validate as v
 from ._batch import default_threads, report_trips, solve_grid, solve_members
 from ._kernel import DIVERGENCE, Options, Params
 from ._progress import Progress
-from ._result import SweepResult
+from ._result import Axes, Result, SweepResult
 from ._solve import checked, float_dtype
+from ._types import Numbers
 
 PyTree = Any
 
@@ -51,9 +54,11 @@ class Prepared(NamedTuple):
     cost_fn: Callable
     grad_fn: Callable | None
     x0: PyTree  # the starting points, batched on every leaf's leading axis
-    params: Params  # `learning_rate` holds the grid's learning rates, in the guesses' dtype
+    params: Params  # the grid's rows (`_grid`): one value per row of each gridded number
     opts: Options
     args: tuple
+    learning_rates: Numbers  # the learning-rate axis, in the guesses' dtype
+    axes: Axes  # the other settings axes
 
 
 def prepare(
@@ -73,6 +78,7 @@ def prepare(
     history: Any,
     history_every: Any,
     symbols: Any,
+    hyperparams: Any = None,
     adjoint: Any = "implicit",
 ) -> Prepared:
     """Check a sweep's arguments and turn them into arrays and static options."""
@@ -81,23 +87,40 @@ def prepare(
     x0, _ = as_guesses(initial_guesses)
     dtype = float_dtype(x0)
     lrs = v.as_learning_rates(learning_rates)
+    lrs = lrs if lrs.dtype == dtype else lrs.astype(dtype)
+    settings = {"momentum": momentum, "precision": precision, "grad_tol": grad_tol}
+    scalars, hyperparams, axes = _grid.split(settings, hyperparams)
     params, opts = checked(
         dtype,
         1.0,
-        precision=precision,
+        precision=scalars["precision"],
         max_iter=max_iter,
         norm=norm,
-        grad_tol=grad_tol,
+        grad_tol=scalars["grad_tol"],
         method=method,
-        momentum=momentum,
+        momentum=scalars["momentum"],
+        hyperparams=hyperparams,
         divergence=divergence,
         history=history,
         history_every=history_every,
         adjoint=adjoint,
+        guess=jax.tree.map(lambda leaf: leaf[0], x0),
     )
-    params = params._replace(learning_rate=lrs if lrs.dtype == dtype else lrs.astype(dtype))
-    v.warn_precision(precision, x0)
-    return Prepared(cost_fn, grad_fn, x0, params, opts, v.as_args(args))
+    checks: dict[str, Callable[[Any], Any]] = {
+        "momentum": lambda value: v.as_momentum(value, opts.method),
+        "precision": lambda value: v.warn_precision(v.as_precision(value), x0),
+        "grad_tol": v.as_grad_tol,
+    }
+    if "precision" not in (axis.name for axis in axes if not axis.hyper):
+        v.warn_precision(precision, x0)
+    for axis in axes:
+        check = (
+            functools.partial(v.as_hyperparam, name=axis.name) if axis.hyper else checks[axis.name]
+        )
+        _grid.check_axis(axis.values, check)
+    rows = _grid.rows(params, lrs, axes)
+    grid_axes = Axes(tuple(a.name for a in axes), tuple(a.values.astype(dtype) for a in axes))
+    return Prepared(cost_fn, grad_fn, x0, rows, opts, v.as_args(args), lrs, grid_axes)
 
 
 def sweep(
@@ -111,8 +134,9 @@ def sweep(
     grad_fn: Callable[..., PyTree] | None = None,
     norm: str = "l1",
     grad_tol: float | None = None,
-    method: str = "gd",
+    method: str | Callable[..., Any] = "gd",
     momentum: float | None = None,
+    hyperparams: dict[str, Any] | None = None,
     divergence: float | None = DIVERGENCE,
     history: bool = False,
     history_every: int | None = None,
@@ -206,7 +230,7 @@ def sweep(
         >>> float(grid.best().learning_rate)
         0.1...
     """
-    cost_fn, grad_fn, x0, params, opts, args = prepare(
+    cost_fn, grad_fn, x0, params, opts, args, learning_rates, axes = prepare(
         cost_fn,
         initial_guesses,
         learning_rates,
@@ -218,13 +242,13 @@ def sweep(
         grad_tol=grad_tol,
         method=method,
         momentum=momentum,
+        hyperparams=hyperparams,
         divergence=divergence,
         history=history,
         history_every=history_every,
         symbols=symbols,
         adjoint=adjoint,
     )
-    lrs = params.learning_rate
     dtype = float_dtype(x0)
     size = _chunks.as_chunk_size(chunk_size)
     budget = _chunks.as_memory_budget(memory_budget)
@@ -235,7 +259,10 @@ def sweep(
     threads = v.as_threads(threads)
     mesh = _devices.as_mesh(devices)
     pinned = _devices.single_device(devices)
-    n_lr, n_g = lrs.shape[0], jax.tree.leaves(x0)[0].shape[0]
+    n_rows, n_g = params.learning_rate.shape[0], jax.tree.leaves(x0)[0].shape[0]
+
+    def finish(result: Any) -> SweepResult:
+        return _grid.to_sweep_result(result, learning_rates, axes, x0)
 
     if any(v.is_traced(leaf) for leaf in jax.tree.leaves((x0, params, args))):
         asked = [
@@ -254,14 +281,14 @@ def sweep(
                 f"`{asked[0]}` needs concrete inputs: call `sweep` outside `jax.jit` "
                 "(traced inputs run as one batch on one device)"
             )
-        return _whole(cost_fn, grad_fn, x0, params, args, opts, None, 1)
+        return finish(_whole(cost_fn, grad_fn, x0, params, args, opts, None, 1))
 
     if path is not None:
         _store.check_storable(x0)
     run_on = list(mesh.devices.flat) if mesh is not None else [pinned or jax.devices()[0]]
     rows = opts.history_rows
     per_member = _chunks.member_bytes(x0, dtype, opts.method, rows)
-    n = n_lr * n_g
+    n = n_rows * n_g
     if size is None and budget is None and per_member * -(-n // len(run_on)) > _chunks.SMALL:
         default = _chunks.default_budget(run_on)
     else:
@@ -273,13 +300,12 @@ def sweep(
         _chunks.check_host(n, _chunks.result_bytes(x0, dtype, rows), rows)
     if plan.n_chunks == 1 and path is None and report is None:
         if mesh is None:
-            return _whole(cost_fn, grad_fn, x0, params, args, opts, pinned, threads)
+            return finish(_whole(cost_fn, grad_fn, x0, params, args, opts, pinned, threads))
         if not _devices.spans_processes(mesh):
-            result = _sharded.solve_grid(
-                mesh, x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
-            )
-            return SweepResult(
-                **result._asdict(), learning_rate=params.learning_rate, initial_guess=x0
+            return finish(
+                _sharded.solve_grid(
+                    mesh, x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
+                )
             )
     if mesh is None:  # the parts of every chunk, dealt to host threads
         device = run_on[0]
@@ -295,8 +321,8 @@ def sweep(
         params,
         args,
         opts,
-        n_lr,
-        n_g,
+        learning_rates,
+        axes,
         mesh,
         pinned,
         plan,
@@ -315,18 +341,17 @@ def _whole(
     opts: Options,
     device: jax.Device | None,
     threads: int | None,
-) -> SweepResult:
+) -> Result:
     """The grid as one batch on one device (JAX's default, or `device`), shared by `threads`
-    host threads (None: `default_threads`): JAX arrays."""
+    host threads (None: `default_threads`): JAX arrays with the axes `(n_rows, n_guesses)`."""
     if device is not None:
         x0, params, args = jax.device_put((x0, params, args), device)
     if threads is None:
         members = params.learning_rate.shape[0] * jax.tree.leaves(x0)[0].shape[0]
         threads = default_threads(members, device)
-    result = solve_grid(
+    return solve_grid(
         x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
     )
-    return SweepResult(**result._asdict(), learning_rate=params.learning_rate, initial_guess=x0)
 
 
 def _chunked(
@@ -336,8 +361,8 @@ def _chunked(
     params: Params,
     args: tuple,
     opts: Options,
-    n_lr: int,
-    n_g: int,
+    learning_rates: Numbers,
+    axes: Axes,
     mesh: Mesh | None,
     device: jax.Device | None,
     plan: _chunks.Plan,
@@ -347,17 +372,18 @@ def _chunked(
 ) -> SweepResult | None:
     """The grid chunk by chunk, on a mesh or on one device (each chunk shared by `threads`
     host threads); results gathered on the host."""
-    n = n_lr * n_g
-    n_devices = threads if mesh is None else mesh.devices.size
     x0_host = jax.device_get(x0)
-    lrs_host = np.asarray(params.learning_rate)
+    shape = (*_grid.shape(learning_rates, axes), jax.tree.leaves(x0_host)[0].shape[0])
+    n = math.prod(shape)
+    n_devices = threads if mesh is None else mesh.devices.size
+    rows = jax.device_get(params)
     store: _store.HostStore
     if path is None:
-        store = _store.HostStore(n_lr, n_g)
+        store = _store.HostStore(shape)
     elif jax.process_index() == 0 or mesh is None or not _devices.spans_processes(mesh):
-        store = _store.NpzStore(path, n_lr, n_g)
+        store = _store.NpzStore(path, shape)
     else:
-        store = _store.NullStore(n_lr, n_g)
+        store = _store.NullStore(shape)
     tracker = None
     if report is not None:
         first = mesh.devices.flat[0] if mesh is not None else device or jax.devices()[0]
@@ -374,8 +400,7 @@ def _chunked(
                 tracker.begin()
             for start in range(0, n, plan.chunk_size):
                 stop = min(start + plan.chunk_size, n)
-                xs, lrs = _chunks.members(x0_host, lrs_host, start, stop, plan.chunk_size)
-                chunk_params = params._replace(learning_rate=lrs)
+                xs, chunk_params = _chunks.members(x0_host, rows, start, stop, plan.chunk_size)
                 if tracker is not None:
                     tracker.start_chunk(stop - start)
                 if mesh is not None:
@@ -399,7 +424,7 @@ def _chunked(
                     jax.effects_barrier()
                     tracker.check()
                     tracker.end_chunk(flat.status, flat.cost)
-        return store.finish(lrs_host, x0_host)
+        return store.finish(np.asarray(learning_rates), x0_host, jax.device_get(axes))
     except BaseException:
         store.abort()
         raise

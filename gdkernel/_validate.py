@@ -316,19 +316,28 @@ def as_divergence(value: Any) -> Any:
 MOMENTUM = 0.9  # the momentum methods' default
 
 
-def as_momentum(value: Any, method: str) -> Any:
+def as_momentum(value: Any, method: Any) -> Any:
     """The momentum coefficient; None: `MOMENTUM`. Only the momentum methods take one."""
     if value is None:
         return MOMENTUM
-    if method == "gd":
+    if method not in ("momentum", "nesterov"):
+        name = method if isinstance(method, str) else getattr(method, "__name__", "this method")
+        hint = (
+            "" if isinstance(method, str) else " (an optax method takes its own in `hyperparams`)"
+        )
         raise ValueError(
-            "`momentum` is used only by method='momentum' or 'nesterov'; method='gd' would "
-            "ignore it"
+            f"`momentum` is used only by method='momentum' or 'nesterov'; method={name!r} "
+            f"would ignore it{hint}"
         )
     value = _scalar(value, "momentum")
     if not is_traced(value) and not 0 <= value < 1:
         raise ValueError(f"`momentum` must be in [0, 1), got {value}")
     return value
+
+
+def as_hyperparam(value: Any, name: str) -> Any:
+    """A numeric hyperparameter of an optax method: a finite real scalar (or traced)."""
+    return _scalar(value, f"hyperparams[{name!r}]")
 
 
 MAX_ITER = 2**31 - 1  # iterations are counted in int32

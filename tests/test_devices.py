@@ -103,7 +103,9 @@ opts = make_options("l1", "gd", False, None, 50)
 params = make_params(np.float64, 1.0, 1e-8, np.inf, 0.9, 50)
 x = np.zeros((8, 2)); lr = np.full(8, 0.1)
 shared = params._replace(learning_rate=np.zeros(()))
-per_device = _sharded._solver(mesh4, bowl, None, opts).lower(x, lr, shared, ()).compile()
+per_device = _sharded._solver(mesh4, bowl, None, opts).lower(
+    x, params._replace(learning_rate=lr), ()
+).compile()
 sharding = NamedSharding(mesh4, P("members"))
 value_and_grad = _kernel.make_value_and_grad(bowl, None)
 synced = jax.jit(

@@ -38,7 +38,9 @@ def _inputs(x0, rates, *, precision=1e-6, max_iter=300, grad_tol=None, momentum=
 def _reference(cost_fn, x0, params, opts, args=()):
     vg = _kernel.make_value_and_grad(cost_fn, None)
     one = functools.partial(_kernel.solve, vg, args=args, opts=opts)
-    return jax.jit(jax.vmap(lambda x, p: one(x, p), in_axes=(0, _kernel.PARAM_AXES)))(x0, params)
+    return jax.jit(jax.vmap(lambda x, p: one(x, p), in_axes=(0, _kernel.member_axes(params))))(
+        x0, params
+    )
 
 
 def _fast(cost_fn, x0, params, opts, args=(), lanes=None, packed=True, stall_test=None):

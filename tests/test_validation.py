@@ -114,7 +114,7 @@ def test_numpy_integer_max_iter_is_fine():
     assert int(res.iterations) == 5
 
 
-@pytest.mark.parametrize("option, value", [("norm", "l3"), ("method", "adam")])
+@pytest.mark.parametrize("option, value", [("norm", "l3"), ("method", "adamm")])
 def test_unknown_choice(option, value):
     with pytest.raises(ValueError) as e:
         gd.gradient_descent(square, 3.0, 0.1, **{option: value})

@@ -1,0 +1,178 @@
+"""optax optimizers by name or factory, under gdkernel's stopping rules, against loops written
+by hand around optax (the tutorials' loop: step, measure, stop)."""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import NORMS
+
+import gdkernel as gd
+
+
+def rosenbrock(x):
+    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+def bowl(x):
+    return jnp.sum((x - jnp.array([1.0, -2.0])) ** 2)
+
+
+def valley(x):
+    """An ill-conditioned convex quadratic (condition number 50) with a cross term."""
+    return 0.5 * (x[0] - 1.0) ** 2 + 25.0 * (x[1] + 0.5 * x[0]) ** 2
+
+
+def optax_loop(cost, x0, opt, precision, max_iter, norm="l1"):
+    """The tutorials' loop around an optax optimizer: (x, iterations, status name)."""
+    grad = jax.jit(jax.grad(cost))
+    x = jax.tree.map(jnp.asarray, x0)
+    state = opt.init(x)
+    for it in range(1, max_iter + 1):
+        updates, state = opt.update(grad(x), state, x)
+        new_x = optax.apply_updates(x, updates)
+        diff = jax.tree.leaves(jax.tree.map(lambda a, b: np.ravel(a - b), new_x, x))
+        step = NORMS[norm](np.concatenate(diff))
+        x = new_x
+        if step < precision:
+            return x, it, "CONVERGED"
+    return x, max_iter, "MAX_ITER"
+
+
+CASES = [
+    ("adam", {"b1": 0.8}, optax.adam),
+    ("adamw", {"weight_decay": 1e-3}, optax.adamw),
+    ("rmsprop", {"decay": 0.95}, optax.rmsprop),
+    ("adagrad", {}, optax.adagrad),
+    ("adabelief", {"b2": 0.99}, optax.adabelief),
+    ("lion", {"b1": 0.85}, optax.lion),
+]
+
+
+@pytest.mark.parametrize(("name", "hyper", "factory"), CASES, ids=[c[0] for c in CASES])
+def test_named_optimizer_matches_a_hand_written_optax_loop(x64, name, hyper, factory):
+    x0, lr, precision, max_iter = jnp.array([-1.2, 1.0]), 0.01, 1e-6, 3000
+    res = gd.gradient_descent(
+        valley,
+        x0,
+        lr,
+        method=name,
+        hyperparams=hyper,
+        precision=precision,
+        max_iter=max_iter,
+        divergence=None,
+    )
+    x, its, status = optax_loop(valley, x0, factory(lr, **hyper), precision, max_iter)
+    assert int(res.iterations) == its
+    assert res.status.item() == gd.Status[status]
+    np.testing.assert_allclose(res.x, x, rtol=1e-9, atol=1e-12)
+
+
+def test_factory_and_static_hyperparameters(x64):
+    """An optax factory itself, with a boolean hyperparameter (static) and a number (traced)."""
+    x0, lr = jnp.array([3.0, 1.0]), 0.05
+    res = gd.gradient_descent(
+        bowl, x0, lr, method=optax.adam, hyperparams={"b1": 0.7, "nesterov": True}, max_iter=2000
+    )
+    x, its, status = optax_loop(bowl, x0, optax.adam(lr, b1=0.7, nesterov=True), 1e-4, 2000)
+    assert (int(res.iterations), res.status.item()) == (its, gd.Status[status])
+    assert status == "CONVERGED"
+    np.testing.assert_allclose(res.x, x, rtol=1e-10, atol=1e-12)
+
+
+def test_pytree_guess_with_adam_and_the_l2_norm(x64):
+    X = np.linspace(0, 1, 30)
+    y = 2 * X + 1
+
+    def cost(w):
+        return jnp.mean((w["b0"] + w["b1"] * X - y) ** 2)
+
+    guess = {"b0": 0.0, "b1": 0.0}
+    res = gd.gradient_descent(cost, guess, 0.05, method="adam", norm="l2", max_iter=5000)
+    x, its, status = optax_loop(cost, guess, optax.adam(0.05), 1e-4, 5000, norm="l2")
+    assert (int(res.iterations), res.status.item()) == (its, gd.Status[status])
+    np.testing.assert_allclose(res.x["b1"], x["b1"], rtol=1e-10)
+
+
+def test_sgd_is_the_tutorials_rule(x64):
+    a = gd.gradient_descent(bowl, jnp.array([3.0, 1.0]), 0.1, method="sgd")
+    b = gd.gradient_descent(bowl, jnp.array([3.0, 1.0]), 0.1)
+    assert int(a.iterations) == int(b.iterations)
+    np.testing.assert_array_equal(a.x, b.x)
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_adam_sweep_equals_lone_runs(dtype_name):
+    with jax.enable_x64(dtype_name == "float64"):
+        guesses = jnp.array([[-1.2, 1.0], [0.0, 0.0], [2.0, 2.0]], dtype=dtype_name)
+        rates = jnp.array([0.003, 0.03], dtype=dtype_name)
+        grid = gd.sweep(rosenbrock, guesses, rates, method="adam", max_iter=4000, precision=1e-5)
+        for i, lr in enumerate(rates):
+            for j, x0 in enumerate(guesses):
+                lone = gd.gradient_descent(
+                    rosenbrock, x0, lr, method="adam", max_iter=4000, precision=1e-5
+                )
+                member = grid.member(i, j)
+                assert int(member.iterations) == int(lone.iterations)
+                assert int(member.status) == int(lone.status)
+                np.testing.assert_allclose(
+                    member.x, lone.x, rtol=1e-4 if dtype_name == "float32" else 1e-10
+                )
+
+
+def test_adam_divergence_and_history(x64):
+    """The divergence rule and history apply to an optax rule as to gdkernel's own."""
+    # adam's first step is about the learning rate: to x = -1, where the cost is NaN
+    res = gd.gradient_descent(jnp.sqrt, 1.0, 2.0, method="adam")
+    assert res.status.item() == gd.Status.DIVERGED
+    assert (int(res.iterations), float(res.x)) == (0, 1.0)  # the iterate before
+    hist = gd.gradient_descent(bowl, jnp.array([3.0, 1.0]), 0.1, method="adam", history=True)
+    x, its, _ = optax_loop(bowl, jnp.array([3.0, 1.0]), optax.adam(0.1), 1e-4, 100)
+    assert int(hist.iterations) == its
+    np.testing.assert_allclose(hist.history.x[its], x, rtol=1e-10)
+
+
+def test_unrolled_derivative_through_adam_matches_finite_differences(x64):
+    def final(lr):
+        res = gd.gradient_descent(
+            bowl, jnp.array([3.0, 1.0]), lr, method="adam", adjoint="unrolled", max_iter=50
+        )
+        return res.cost
+
+    lr, h = 0.05, 1e-6
+    fd = (final(lr + h) - final(lr - h)) / (2 * h)
+    np.testing.assert_allclose(jax.grad(final)(lr), fd, rtol=1e-5)
+
+
+def test_bad_methods_and_hyperparameters_are_named():
+    with pytest.raises(ValueError, match=r"`method` must be one of .*'adam'.*got 'adamm'"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adamm")
+    with pytest.raises(
+        ValueError, match=r"unknown hyperparameter 'b3' for method='adam'; it takes: b1"
+    ):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={"b3": 0.5})
+    with pytest.raises(ValueError, match=r"`learning_rate` is gdkernel's own argument"):
+        gd.gradient_descent(
+            bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={"learning_rate": 0.5}
+        )
+    with pytest.raises(ValueError, match=r"`hyperparams` are for optax methods; method='gd'"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, hyperparams={"b1": 0.5})
+    with pytest.raises(ValueError, match=r"`momentum` is used only by .*method='adam'"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", momentum=0.5)
+    with pytest.raises(TypeError, match=r"`hyperparams\['b1'\]` must be a real number"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={"b1": [1, "x"]})
+    with pytest.raises(ValueError, match=r"^method='adam' with `hyperparams` \{'b1': 'x'\} fails"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={"b1": "x"})
+    with pytest.raises(TypeError, match=r"`method` must be a name"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method=3)
+
+
+def test_missing_optax_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optax", None)
+    with pytest.raises(ImportError, match=r"pip install 'gdkernel\[optax\]'"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam")
+    # the built-in rules need no optax
+    assert gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="nesterov").converged
