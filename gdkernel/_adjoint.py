@@ -39,7 +39,7 @@ import numpy as np
 from jax import Array, lax
 from jax.flatten_util import ravel_pytree
 
-from ._kernel import Options, Params, ValueAndGrad, init_velocity, member_axes, update
+from ._kernel import Options, Params, ValueAndGrad, data, init_velocity, member_axes, update
 from ._result import Result, Status
 from ._types import Numbers, PyTree
 
@@ -136,8 +136,9 @@ def _unrolled(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bo
     segment = max(1, math.isqrt(max(max_iter - 1, 0)) + 1)  # ceil(sqrt(max_iter))
     segments = max(1, -(-max_iter // segment))
 
-    def member_step(x: PyTree, velocity: PyTree, params: Params, args: tuple) -> tuple:
-        return update(x, value_and_grad(x, args)[1], velocity, params, opts)
+    def member_step(x: PyTree, velocity: PyTree, k: Array, params: Params, args: tuple) -> tuple:
+        grad = value_and_grad(x, data(args, params, opts, k))[1]
+        return update(x, grad, velocity, params, opts)
 
     def replay(x0: PyTree, params: Params, args: tuple, n: Numbers) -> PyTree:
         """The iterate after the first `n` steps from `x0` (per member), differentiably."""
@@ -145,11 +146,11 @@ def _unrolled(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bo
         one_step: Callable[..., tuple] = member_step
         if batched:
             start = jax.vmap(start, in_axes=(0, member_axes(params)))
-            one_step = jax.vmap(member_step, in_axes=(0, 0, member_axes(params), None))
+            one_step = jax.vmap(member_step, in_axes=(0, 0, None, member_axes(params), None))
         velocity0 = start(x0, params)
 
         def scan_step(carry: tuple, k: Array) -> tuple[tuple, None]:
-            new = one_step(*carry, params, args)
+            new = one_step(*carry, k, params, args)
             go = k < n  # per member
 
             def keep(a: Array, b: Array) -> Array:

@@ -45,6 +45,7 @@ from ._kernel import (
     make_value_and_grad,
     masked_step,
     member_axes,
+    on_all_data,
     per_member,
     propose,
     running,
@@ -335,10 +336,12 @@ def solve_batch(
         return _solve_fast(value_and_grad, x0, params, args, opts, stall_test, part)
 
     if opts.history_every or packed is False:
-        return to_result(plain(x0))
-    if packed is None:
-        return to_result(lax.cond(params.max_iter <= _MAX_PACKED_ITER, fast, plain, x0))
-    return to_result(_solve_fast(value_and_grad, x0, params, args, opts, stall_test, part))
+        state = plain(x0)
+    elif packed is None:
+        state = lax.cond(params.max_iter <= _MAX_PACKED_ITER, fast, plain, x0)
+    else:
+        state = fast(x0)
+    return on_all_data(value_and_grad, to_result(state), args, opts, batched=True)
 
 
 def fits_packed(max_iter: Any) -> bool:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from . import _optimizers
+from . import _minibatch, _optimizers
 from ._optimizers import Method
 from ._result import RUNNING, History, Result, Status
 from ._types import Numbers, PyTree
@@ -42,6 +42,7 @@ class Options(NamedTuple):
     device_axes: tuple[str, ...] = ()  # under `shard_map`: the mesh axes reports name a device by
     adjoint: str = "implicit"  # how a solve is differentiated (`_adjoint.py`)
     replay_steps: int = 0  # adjoint="unrolled": `max_iter`, the length of the replay
+    batch_size: int = 0  # rows of the data in `args` per gradient (`_minibatch`); 0: all
 
 
 class Params(NamedTuple):
@@ -54,6 +55,7 @@ class Params(NamedTuple):
     max_iter: Numbers  # int32
     divergence: Numbers  # +inf when only non-finite values count as diverging (see `ceiling`)
     hyperparams: dict[str, Numbers]  # an optax method's numeric keywords (`_optimizers`)
+    key: Any = None  # the PRNG key of the mini-batches (`Options.batch_size`)
 
 
 def member_axes(params: Params) -> Params:
@@ -111,6 +113,25 @@ def make_value_and_grad(cost_fn: Callable, grad_fn: Callable | None) -> ValueAnd
     return value_and_grad
 
 
+def data(args: tuple, params: Params, opts: Options, iteration: Any) -> tuple:
+    """What the gradient evaluated after iteration `iteration` sees: `args`, or with
+    `opts.batch_size` a mini-batch of its rows (`_minibatch.sample`)."""
+    if not opts.batch_size:
+        return args
+    return _minibatch.sample(args, params.key, iteration, opts.batch_size)
+
+
+def on_all_data(
+    value_and_grad: ValueAndGrad, result: Result, args: tuple, opts: Options, batched: bool
+) -> Result:
+    """With mini-batches, the result's `cost` and `grad` at its `x` on all the data."""
+    if not opts.batch_size:
+        return result
+    evaluate = jax.vmap(value_and_grad, in_axes=(0, None)) if batched else value_and_grad
+    cost, grad = evaluate(result.x, args)
+    return result._replace(cost=cost, grad=grad)
+
+
 def tree_norm(tree: PyTree, kind: str) -> Array:
     """The `l1`, `l2` or `max` norm over every element of every leaf."""
     leaves = [jnp.abs(leaf) for leaf in jax.tree.leaves(tree)]
@@ -165,7 +186,7 @@ def init(
     value_and_grad: ValueAndGrad, x0: PyTree, params: Params, args: tuple, opts: Options
 ) -> State:
     """Evaluate the cost and gradient at the initial guess; decide if there is work to do."""
-    cost, grad = value_and_grad(x0, args)
+    cost, grad = value_and_grad(x0, data(args, params, opts, 0))
     valid = (
         (params.learning_rate > 0)
         & jnp.isfinite(params.learning_rate)
@@ -284,7 +305,7 @@ def propose(
     knows `grad_tol` is +inf (then `norm > grad_tol` is always False: the same statuses).
     """
     new_x, new_velocity = update(x, grad, velocity, params, opts)
-    new_cost, new_grad = value_and_grad(new_x, args)
+    new_cost, new_grad = value_and_grad(new_x, data(args, params, opts, iterations))
     step_size = tree_norm(_sub(new_x, x), opts.norm).astype(step_dtype)
     finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)
     accepted = finite & ~(new_cost > cost_ceiling)
@@ -396,4 +417,4 @@ def solve(
     """The whole run of one member: `init`, then `step` while it is running."""
     state = init(value_and_grad, x0, params, args, opts)
     state = lax.while_loop(running, lambda s: step(value_and_grad, s, params, args, opts), state)
-    return to_result(state)
+    return on_all_data(value_and_grad, to_result(state), args, opts, batched=False)

@@ -37,10 +37,12 @@ DTYPES = (jnp.float32, jnp.float64)
 
 def applies(x0: PyTree, opts: Options) -> bool:
     """Whether a batch of guesses `x0` (batch on the leading axis) takes this loop: a bare
-    array of one float32 or float64 number per member, plain gradient descent, on a CPU."""
+    array of one float32 or float64 number per member, plain gradient descent on all the
+    data, on a CPU."""
     return (
         jax.default_backend() == "cpu"
         and opts.method == "gd"  # (an optax method's name is its factory, never "gd")
+        and not opts.batch_size  # its trip re-evaluates a gradient without the iteration
         and jax.tree_util.treedef_is_leaf(jax.tree.structure(x0))  # an array, not a container
         and jnp.ndim(x0) == 1
         and jnp.result_type(x0) in DTYPES

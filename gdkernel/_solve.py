@@ -13,6 +13,7 @@ import numpy as np
 from . import _validate as v
 from ._adjoint import ADJOINTS, differentiable
 from ._kernel import DIVERGENCE, NORMS, Options, Params, make_value_and_grad, solve
+from ._minibatch import as_batch_size, as_key
 from ._optimizers import as_method, split_hyperparams
 from ._optimizers import check as check_optimizer
 from ._result import Result
@@ -47,6 +48,7 @@ def make_params(
     max_iter: int,
     divergence: Any = DIVERGENCE,
     hyperparams: dict[str, Any] | None = None,
+    key: Any = None,
 ) -> Params:
     """The traced numbers as arrays of one fixed dtype, so their Python type never retraces."""
 
@@ -69,7 +71,8 @@ def make_params(
         arr(momentum),
         np.asarray(max_iter, np.int32),
         arr(divergence),
-        {key: arr(value) for key, value in (hyperparams or {}).items()},
+        {name: arr(value) for name, value in (hyperparams or {}).items()},
+        key,
     )
 
 
@@ -81,6 +84,7 @@ def make_options(
     max_iter: int,
     adjoint: str = "implicit",
     static_hyperparams: tuple[tuple[str, Any], ...] = (),
+    batch_size: int = 0,
 ) -> Options:
     """The static options; `max_iter` is static only when a history buffer must be sized or
     the unrolled adjoint replays the steps."""
@@ -99,6 +103,7 @@ def make_options(
         history_rows=max_iter // every + 1 if every else 0,
         adjoint=adjoint,
         replay_steps=max_iter if adjoint == "unrolled" else 0,
+        batch_size=batch_size,
     )
 
 
@@ -118,14 +123,19 @@ def checked(
     adjoint: Any,
     hyperparams: Any = None,
     guess: PyTree = None,
+    batch_size: Any = None,
+    key: Any = None,
+    args: tuple = (),
 ) -> tuple[Params, Options]:
     """The options every run shares, checked: the traced numbers and the static options."""
     max_iter = v.as_max_iter(max_iter)
+    batch = as_batch_size(batch_size, args)
+    key = as_key(key, batch)
     method = as_method(method)
     numeric, static = split_hyperparams(method, hyperparams)
     if guess is not None:
         check_optimizer(method, guess, numeric, static, hyperparams)
-    opts = make_options(norm, method, history, history_every, max_iter, adjoint, static)
+    opts = make_options(norm, method, history, history_every, max_iter, adjoint, static, batch)
     params = make_params(
         dtype,
         learning_rate,
@@ -134,7 +144,8 @@ def checked(
         v.as_momentum(momentum, opts.method),
         max_iter,
         v.as_divergence(divergence),
-        {key: v.as_hyperparam(value, key) for key, value in numeric.items()},
+        {name: v.as_hyperparam(value, name) for name, value in numeric.items()},
+        key,
     )
     return params, opts
 
@@ -157,6 +168,8 @@ def gradient_descent(
     method: str | Callable[..., Any] = "gd",
     momentum: float | None = None,
     hyperparams: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    key: Any = None,
     divergence: float | None = DIVERGENCE,
     history: bool = False,
     history_every: int | None = None,
@@ -200,10 +213,28 @@ def gradient_descent(
         norm: how the step (and gradient) is measured over all leaves: `"l1"` (sum of absolute
             values, the tutorials' choice), `"l2"` or `"max"`.
         grad_tol: if given, a step-rule stop with a gradient norm above it is `STALLED`.
-        method: `"gd"` (plain), `"momentum"` (heavy ball:
-            $v_{k+1} = \mu v_k + \nabla f(x_k)$, $x_{k+1} = x_k - \eta v_{k+1}$) or
-            `"nesterov"` ($x_{k+1} = x_k - \eta(\nabla f(x_k) + \mu v_{k+1})$).
+        method: the update rule. `"gd"` (plain; `"sgd"` is the same rule under its Keras
+            name), `"momentum"` (heavy ball: $v_{k+1} = \mu v_k + \nabla f(x_k)$,
+            $x_{k+1} = x_k - \eta v_{k+1}$) or `"nesterov"`
+            ($x_{k+1} = x_k - \eta(\nabla f(x_k) + \mu v_{k+1})$); or an optax optimizer
+            (extra `gdkernel[optax]`) by name: `"adam"`, `"adamw"`, `"rmsprop"`,
+            `"adagrad"`, `"adabelief"`, `"lion"` and the others of `optax` listed in the
+            docs, or a factory such as `optax.adam` (called with `learning_rate=` and
+            `hyperparams`). An optax rule steps $x_{k+1} = x_k + u_k$ with its update $u_k$
+            and stops, diverges and stalls by the rules above.
         momentum: $\mu \in [0, 1)$ for the momentum methods (default 0.9).
+        hyperparams: an optax method's other keyword arguments, e.g. `{"b1": 0.8}`. Numbers
+            are traced (new values never recompile); other values (booleans, dtypes) are
+            static. `learning_rate` is not one: it is this function's own argument.
+        batch_size: draw each iteration's gradient from `batch_size` random rows of the data
+            in `args` (every array there must share its leading axis, the data size `n`):
+            mini-batch gradient descent. Rows are drawn with replacement from
+            `jax.random.fold_in(key, k)` for the gradient after iteration `k`; `batch_size =
+            n` uses every row (full batch). Noisy steps rarely meet the step rule: give
+            `precision=0` and let `max_iter` be the budget. The result's `cost` and `grad`
+            are on all the data; a history's costs are the mini-batches'.
+        key: the `jax.random` key of the mini-batches (needed with `batch_size`); the same
+            key gives the same run.
         divergence: the factor $d > 0$ of the divergence rule above (default `1e4`: a
             converging run, momentum included, stays far below it); None (or `inf`) turns the
             rule off, leaving only NaN and inf.
@@ -244,6 +275,7 @@ def gradient_descent(
     cost_fn = v.cost_function(cost_fn, symbols)
     grad_fn = v.grad_function(grad_fn)
     x0 = v.as_guess(initial_guess, "initial_guess")
+    args = v.as_args(args)
     params, opts = checked(
         float_dtype(x0),
         v.as_learning_rate(learning_rate),
@@ -254,11 +286,14 @@ def gradient_descent(
         method=method,
         momentum=momentum,
         hyperparams=hyperparams,
+        batch_size=batch_size,
+        key=key,
         divergence=divergence,
         history=history,
         history_every=history_every,
         adjoint=adjoint,
         guess=x0,
+        args=args,
     )
     v.warn_precision(precision, x0)
-    return _run(x0, params, v.as_args(args), cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)
+    return _run(x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)

@@ -79,6 +79,8 @@ def prepare(
     history_every: Any,
     symbols: Any,
     hyperparams: Any = None,
+    batch_size: Any = None,
+    key: Any = None,
     adjoint: Any = "implicit",
 ) -> Prepared:
     """Check a sweep's arguments and turn them into arrays and static options."""
@@ -86,6 +88,7 @@ def prepare(
     grad_fn = v.grad_function(grad_fn)
     x0, _ = as_guesses(initial_guesses)
     dtype = float_dtype(x0)
+    args = v.as_args(args)
     lrs = v.as_learning_rates(learning_rates)
     lrs = lrs if lrs.dtype == dtype else lrs.astype(dtype)
     settings = {"momentum": momentum, "precision": precision, "grad_tol": grad_tol}
@@ -100,11 +103,14 @@ def prepare(
         method=method,
         momentum=scalars["momentum"],
         hyperparams=hyperparams,
+        batch_size=batch_size,
+        key=key,
         divergence=divergence,
         history=history,
         history_every=history_every,
         adjoint=adjoint,
         guess=jax.tree.map(lambda leaf: leaf[0], x0),
+        args=args,
     )
     checks: dict[str, Callable[[Any], Any]] = {
         "momentum": lambda value: v.as_momentum(value, opts.method),
@@ -120,7 +126,7 @@ def prepare(
         _grid.check_axis(axis.values, check)
     rows = _grid.rows(params, lrs, axes)
     grid_axes = Axes(tuple(a.name for a in axes), tuple(a.values.astype(dtype) for a in axes))
-    return Prepared(cost_fn, grad_fn, x0, rows, opts, v.as_args(args), lrs, grid_axes)
+    return Prepared(cost_fn, grad_fn, x0, rows, opts, args, lrs, grid_axes)
 
 
 def sweep(
@@ -137,6 +143,8 @@ def sweep(
     method: str | Callable[..., Any] = "gd",
     momentum: float | None = None,
     hyperparams: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    key: Any = None,
     divergence: float | None = DIVERGENCE,
     history: bool = False,
     history_every: int | None = None,
@@ -183,8 +191,17 @@ def sweep(
     host arrays, or with `out=` into an `.npz` file (see `load_sweep`).
 
     The options `precision`, `max_iter`, `args`, `grad_fn`, `norm`, `grad_tol`, `method`,
-    `momentum`, `divergence`, `history`, `history_every` and `symbols` are those of
-    `gradient_descent`, shared by every member.
+    `momentum`, `hyperparams`, `batch_size`, `key`, `divergence`, `history`,
+    `history_every` and `symbols` are those of `gradient_descent`, shared by every member.
+
+    More axes: `momentum`, `precision`, `grad_tol` and each numeric entry of `hyperparams`
+    may also be a 1-D array, which becomes a grid axis (its values traced, like the learning
+    rates). The axes come in the order `learning_rate`, `momentum`, `precision`,
+    `grad_tol`, the `hyperparams` in the dict's order, `initial_guess` last; e.g.
+    `sweep(f, x0s, lrs, method="adam", hyperparams={"b1": [0.8, 0.9]})` has fields of shape
+    `(n_lr, 2, n_g)` and `axes == ("learning_rate", "b1", "initial_guess")`. With
+    mini-batches every member sees the same stream of samples (the one of a lone run with
+    the same key), so members differ only by their settings.
 
     Args:
         cost_fn: `cost_fn(x, *args) -> scalar`, as in `gradient_descent`.
@@ -209,7 +226,8 @@ def sweep(
 
     Returns:
         A `SweepResult`: the fields of `Result` with the grid axes in front, the grid's
-        `learning_rate` and `initial_guess`, and helpers `best()`, `member(i, j)` and `counts()`.
+        `learning_rate`, `initial_guess` and other axes (`axes`, `coords`), and helpers
+        `best()`, `member(*index)`, `counts()`, `to_dataframe()` and `to_xarray()`.
         The fields are JAX arrays (laid out over the devices) when the grid runs as one
         chunk in one process without `out=` or `progress=`, else NumPy arrays on the host.
 
@@ -243,6 +261,8 @@ def sweep(
         method=method,
         momentum=momentum,
         hyperparams=hyperparams,
+        batch_size=batch_size,
+        key=key,
         divergence=divergence,
         history=history,
         history_every=history_every,
