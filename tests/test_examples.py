@@ -61,6 +61,22 @@ def test_fit_line_matches_lstsq(tmp_path):
         assert_png(tmp_path / "out" / png)
 
 
+def test_minibatch_line_fits_100k_points_like_lstsq(tmp_path):
+    stdout = run_example("minibatch_line.py", tmp_path)
+    found = re.search(
+        rf"mini-batch gradient descent: intercept = {NUMBER}, slope = {NUMBER}", stdout
+    )
+    assert found, stdout
+    fitted = np.array([float(found[1]), float(found[2])])
+    X, y = load("minibatch_line.py").make_data()
+    exact, *_ = np.linalg.lstsq(np.column_stack([np.ones_like(X), X]), y, rcond=None)
+    np.testing.assert_allclose(fitted, exact, atol=0.02)  # mini-batch noise around the fit
+    errors = [float(e) for e in re.findall(rf"on all the data {NUMBER}", stdout)]
+    assert len(errors) == 4 and min(errors) < 1.001 * float(
+        np.mean((X * exact[1] + exact[0] - y) ** 2)
+    )
+
+
 def test_numpy_tutorial_matches_the_tutorial_loop(tmp_path):
     stdout = run_example("numpy_tutorial.py", tmp_path)
     x_found = re.search(rf"Minimum occurs at x-value: {NUMBER}", stdout)
