@@ -97,6 +97,12 @@ grid = Mesh(np.array(jax.devices()).reshape(2, 2), ("a", "b"))
 mesh = gd.sweep(bowl, guesses, rates, devices=grid, chunk_size=6, **kw)  # 3 chunks of 8
 three = gd.sweep(bowl, guesses, rates, devices=jax.devices()[1:], **kw)  # 21 = 20 + 1 pad
 
+# more grid axes: each member's b1 and precision travel with it to its device
+axes_kw = dict(max_iter=500, precision=[1e-6, 1e-8], method="adam", hyperparams={"b1": [0.5, 0.9]})
+axes_one = gd.sweep(bowl, guesses, rates, devices=jax.devices()[:1], **axes_kw)
+axes_four = gd.sweep(bowl, guesses, rates, **axes_kw)
+axes_mesh = gd.sweep(bowl, guesses, rates, devices=grid, chunk_size=6, **axes_kw)
+
 # The per-device program has no collective; jit + NamedSharding all-reduces the predicate.
 mesh4 = Mesh(np.array(jax.devices()), ("members",))
 opts = make_options("l1", "gd", False, None, 50)
@@ -117,7 +123,9 @@ print(json.dumps({
     "n_devices": len(jax.devices()),
     "four_is_numpy": isinstance(four.cost, np.ndarray),
     "same": [same(one, four), same(one, mesh), same(one, three), same(one, on_devices),
-             same(fast_one, fast_four), same(dealt_one, dealt_four)],
+             same(fast_one, fast_four), same(dealt_one, dealt_four),
+             same(axes_one, axes_four), same(axes_one, axes_mesh),
+             axes_four.axes == ("learning_rate", "precision", "b1", "initial_guess")],
     "dealt_statuses": sorted(set(np.asarray(dealt_four.status).ravel().tolist())),
     "on_devices": [isinstance(leaf, jax.Array) and len(leaf.sharding.device_set)
                    for leaf in (on_devices.cost, fast_four.x, fast_four.status)],
@@ -143,9 +151,10 @@ def test_four_devices_equal_one_device_member_by_member(four):
     assert four["four_is_numpy"]
     # default devices with progress, a 2x2 mesh in 3 padded chunks, 3 devices with one
     # padding member, default devices in one chunk (history on, then off; then 671 members
-    # in tiles of 16, eleven per device): every field of every member, history included,
-    # equal to the one-device run.
-    assert four["same"] == [True, True, True, True, True, True]
+    # in tiles of 16, eleven per device; then an Adam grid with b1 and precision axes on
+    # the default devices and on the mesh in chunks): every field of every member, history
+    # included, equal to the one-device run.
+    assert four["same"] == [True] * 9
     assert four["dealt_statuses"] == [0, 1, 2]  # converged, ran out, diverged
     assert four["on_devices"] == [4, 4, 4]  # JAX arrays laid out over the four devices
 
