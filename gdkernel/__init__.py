@@ -1,6 +1,7 @@
 """gdkernel: gradient descent as a jit-compiled, vmappable JAX kernel."""
 
 from ._aot import compile_sweep as compile_sweep
+from ._options import RunOptions as RunOptions
 from ._progress import Progress as Progress
 from ._result import Best as Best
 from ._result import History as History
@@ -18,6 +19,7 @@ __all__ = [
     "History",
     "Progress",
     "Result",
+    "RunOptions",
     "Status",
     "SweepResult",
     "compile_sweep",

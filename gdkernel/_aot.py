@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 import numpy as np
@@ -18,7 +18,8 @@ from ._batch import (
     static_choices,
 )
 from ._grid import to_sweep_result
-from ._kernel import DIVERGENCE, Params
+from ._kernel import Params
+from ._options import RunOptions, resolve
 from ._result import Axes, SweepResult
 from ._sweep import as_guesses, prepare
 
@@ -98,22 +99,8 @@ def compile_sweep(
     initial_guesses: PyTree,
     learning_rates: Any,
     *,
-    precision: float = 1e-4,
-    max_iter: int = 100,
-    args: tuple = (),
-    grad_fn: Callable[..., PyTree] | None = None,
-    norm: str = "l1",
-    grad_tol: float | None = None,
-    method: str | Callable[..., Any] = "gd",
-    momentum: float | None = None,
-    hyperparams: dict[str, Any] | None = None,
-    batch_size: int | None = None,
-    key: Any = None,
-    divergence: float | None = DIVERGENCE,
-    history: bool = False,
-    history_every: int | None = None,
-    symbols: Any = None,
     threads: int | None = None,
+    **options: Unpack[RunOptions],
 ) -> CompiledSweep:
     r"""Compile `sweep` ahead of time, so that later calls run at steady state.
 
@@ -143,24 +130,7 @@ def compile_sweep(
         (2, 5)
     """
     cost_fn, grad_fn, x0, params, opts, args, rates, axes = prepare(
-        cost_fn,
-        initial_guesses,
-        learning_rates,
-        precision=precision,
-        max_iter=max_iter,
-        args=args,
-        grad_fn=grad_fn,
-        norm=norm,
-        grad_tol=grad_tol,
-        method=method,
-        momentum=momentum,
-        hyperparams=hyperparams,
-        batch_size=batch_size,
-        key=key,
-        divergence=divergence,
-        history=history,
-        history_every=history_every,
-        symbols=symbols,
+        cost_fn, initial_guesses, learning_rates, resolve(options, "compile_sweep")
     )
     n_members = params.learning_rate.shape[0] * jax.tree.leaves(x0)[0].shape[0]
     threads = v.as_threads(threads) or default_threads(n_members)

@@ -11,7 +11,7 @@ gives a flat-row result the grid's shape.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -60,7 +60,7 @@ class Axis(NamedTuple):
     hyper: bool  # an entry of `hyperparams` (else a field of `Params`)
 
 
-def split(settings: dict[str, Any], hyperparams: Any) -> tuple[dict[str, Any], Any, list[Axis]]:
+def split(settings: Mapping[str, Any], hyperparams: Any) -> tuple[dict[str, Any], Any, list[Axis]]:
     """(the settings with each grid axis replaced by its first value, likewise `hyperparams`,
     the axes in grid order).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,7 @@ from ._kernel import DIVERGENCE, NORMS, Options, Params, make_value_and_grad, so
 from ._minibatch import as_batch_size, as_key
 from ._optimizers import as_method, split_hyperparams
 from ._optimizers import check as check_optimizer
+from ._options import RunOptions, resolve
 from ._result import Result
 
 PyTree = Any
@@ -78,7 +79,7 @@ def make_params(
 
 def make_options(
     norm: str,
-    method: str,
+    method: Any,
     history: bool,
     history_every: Any,
     max_iter: int,
@@ -108,42 +109,37 @@ def make_options(
 
 
 def checked(
-    dtype: Any,
-    learning_rate: Any,
-    *,
-    precision: Any,
-    max_iter: Any,
-    norm: Any,
-    grad_tol: Any,
-    method: Any,
-    momentum: Any,
-    divergence: Any,
-    history: Any,
-    history_every: Any,
-    adjoint: Any,
-    hyperparams: Any = None,
-    guess: PyTree = None,
-    batch_size: Any = None,
-    key: Any = None,
-    args: tuple = (),
+    dtype: Any, learning_rate: Any, options: RunOptions, guess: PyTree = None
 ) -> tuple[Params, Options]:
-    """The options every run shares, checked: the traced numbers and the static options."""
-    max_iter = v.as_max_iter(max_iter)
-    batch = as_batch_size(batch_size, args)
-    key = as_key(key, batch)
-    method = as_method(method)
+    """The options every run shares (`resolve`d, `args` already `as_args`), checked: the
+    traced numbers and the static options. `guess`: one starting point, on which an optax
+    method is tried abstractly."""
+    max_iter = v.as_max_iter(options["max_iter"])
+    batch = as_batch_size(options["batch_size"], options["args"])
+    key = as_key(options["key"], batch)
+    method = as_method(options["method"])
+    hyperparams = options["hyperparams"]
     numeric, static = split_hyperparams(method, hyperparams)
     if guess is not None:
         check_optimizer(method, guess, numeric, static, hyperparams)
-    opts = make_options(norm, method, history, history_every, max_iter, adjoint, static, batch)
+    opts = make_options(
+        options["norm"],
+        method,
+        options["history"],
+        options["history_every"],
+        max_iter,
+        options["adjoint"],
+        static,
+        batch,
+    )
     params = make_params(
         dtype,
         learning_rate,
-        v.as_precision(precision),
-        v.as_grad_tol(grad_tol),
-        v.as_momentum(momentum, opts.method),
+        v.as_precision(options["precision"]),
+        v.as_grad_tol(options["grad_tol"]),
+        v.as_momentum(options["momentum"], opts.method),
         max_iter,
-        v.as_divergence(divergence),
+        v.as_divergence(options["divergence"]),
         {name: v.as_hyperparam(value, name) for name, value in numeric.items()},
         key,
     )
@@ -158,23 +154,7 @@ def gradient_descent(
     cost_fn: Callable[..., Any],
     initial_guess: PyTree,
     learning_rate: float | Any,
-    *,
-    precision: float | Any = 1e-4,
-    max_iter: int = 100,
-    args: tuple = (),
-    grad_fn: Callable[..., PyTree] | None = None,
-    norm: str = "l1",
-    grad_tol: float | None = None,
-    method: str | Callable[..., Any] = "gd",
-    momentum: float | None = None,
-    hyperparams: dict[str, Any] | None = None,
-    batch_size: int | None = None,
-    key: Any = None,
-    divergence: float | None = DIVERGENCE,
-    history: bool = False,
-    history_every: int | None = None,
-    symbols: Any = None,
-    adjoint: str = "implicit",
+    **options: Unpack[RunOptions],
 ) -> Result:
     r"""Minimise `cost_fn` by gradient descent from `initial_guess`.
 
@@ -272,28 +252,11 @@ def gradient_descent(
         >>> int(res.iterations), res.status == gd.Status.CONVERGED
         (40, Array(True, dtype=bool))
     """
-    cost_fn = v.cost_function(cost_fn, symbols)
-    grad_fn = v.grad_function(grad_fn)
+    run = resolve(options, "gradient_descent")
+    cost_fn = v.cost_function(cost_fn, run["symbols"])
+    grad_fn = v.grad_function(run["grad_fn"])
     x0 = v.as_guess(initial_guess, "initial_guess")
-    args = v.as_args(args)
-    params, opts = checked(
-        float_dtype(x0),
-        v.as_learning_rate(learning_rate),
-        precision=precision,
-        max_iter=max_iter,
-        norm=norm,
-        grad_tol=grad_tol,
-        method=method,
-        momentum=momentum,
-        hyperparams=hyperparams,
-        batch_size=batch_size,
-        key=key,
-        divergence=divergence,
-        history=history,
-        history_every=history_every,
-        adjoint=adjoint,
-        guess=x0,
-        args=args,
-    )
-    v.warn_precision(precision, x0)
+    run["args"] = args = v.as_args(run["args"])
+    params, opts = checked(float_dtype(x0), v.as_learning_rate(learning_rate), run, guess=x0)
+    v.warn_precision(run["precision"], x0)
     return _run(x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)

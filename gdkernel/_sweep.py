@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,8 @@ from jax.sharding import Mesh
 from . import _chunks, _devices, _grid, _progress, _sharded, _store
 from . import _validate as v
 from ._batch import default_threads, report_trips, solve_grid, solve_members
-from ._kernel import DIVERGENCE, Options, Params
+from ._kernel import Options, Params
+from ._options import RunOptions, resolve
 from ._progress import Progress
 from ._result import Axes, Result, SweepResult
 from ._solve import checked, float_dtype
@@ -62,63 +63,27 @@ class Prepared(NamedTuple):
 
 
 def prepare(
-    cost_fn: Any,
-    initial_guesses: PyTree,
-    learning_rates: Any,
-    *,
-    precision: Any,
-    max_iter: Any,
-    args: Any,
-    grad_fn: Any,
-    norm: Any,
-    grad_tol: Any,
-    method: Any,
-    momentum: Any,
-    divergence: Any,
-    history: Any,
-    history_every: Any,
-    symbols: Any,
-    hyperparams: Any = None,
-    batch_size: Any = None,
-    key: Any = None,
-    adjoint: Any = "implicit",
+    cost_fn: Any, initial_guesses: PyTree, learning_rates: Any, options: RunOptions
 ) -> Prepared:
     """Check a sweep's arguments and turn them into arrays and static options."""
-    cost_fn = v.cost_function(cost_fn, symbols)
-    grad_fn = v.grad_function(grad_fn)
+    cost_fn = v.cost_function(cost_fn, options["symbols"])
+    grad_fn = v.grad_function(options["grad_fn"])
     x0, _ = as_guesses(initial_guesses)
     dtype = float_dtype(x0)
-    args = v.as_args(args)
+    args = v.as_args(options["args"])
     lrs = v.as_learning_rates(learning_rates)
     lrs = lrs if lrs.dtype == dtype else lrs.astype(dtype)
-    settings = {"momentum": momentum, "precision": precision, "grad_tol": grad_tol}
-    scalars, hyperparams, axes = _grid.split(settings, hyperparams)
-    params, opts = checked(
-        dtype,
-        1.0,
-        precision=scalars["precision"],
-        max_iter=max_iter,
-        norm=norm,
-        grad_tol=scalars["grad_tol"],
-        method=method,
-        momentum=scalars["momentum"],
-        hyperparams=hyperparams,
-        batch_size=batch_size,
-        key=key,
-        divergence=divergence,
-        history=history,
-        history_every=history_every,
-        adjoint=adjoint,
-        guess=jax.tree.map(lambda leaf: leaf[0], x0),
-        args=args,
-    )
+    scalars, hyperparams, axes = _grid.split(options, options["hyperparams"])
+    one = {**options, **scalars, "hyperparams": hyperparams, "args": args}
+    guess = jax.tree.map(lambda leaf: leaf[0], x0)
+    params, opts = checked(dtype, 1.0, one, guess)  # type: ignore[arg-type]
     checks: dict[str, Callable[[Any], Any]] = {
         "momentum": lambda value: v.as_momentum(value, opts.method),
         "precision": lambda value: v.warn_precision(v.as_precision(value), x0),
         "grad_tol": v.as_grad_tol,
     }
     if "precision" not in (axis.name for axis in axes if not axis.hyper):
-        v.warn_precision(precision, x0)
+        v.warn_precision(options["precision"], x0)
     for axis in axes:
         check = (
             functools.partial(v.as_hyperparam, name=axis.name) if axis.hyper else checks[axis.name]
@@ -134,28 +99,13 @@ def sweep(
     initial_guesses: PyTree,
     learning_rates: Any,
     *,
-    precision: float | Any = 1e-4,
-    max_iter: int = 100,
-    args: tuple = (),
-    grad_fn: Callable[..., PyTree] | None = None,
-    norm: str = "l1",
-    grad_tol: float | None = None,
-    method: str | Callable[..., Any] = "gd",
-    momentum: float | None = None,
-    hyperparams: dict[str, Any] | None = None,
-    batch_size: int | None = None,
-    key: Any = None,
-    divergence: float | None = DIVERGENCE,
-    history: bool = False,
-    history_every: int | None = None,
-    symbols: Any = None,
     devices: Sequence[jax.Device] | Mesh | None = None,
     chunk_size: int | None = None,
     memory_budget: int | str | None = None,
     out: str | os.PathLike | None = None,
     progress: bool | Callable[[Progress], Any] | None = None,
     threads: int | None = None,
-    adjoint: str = "implicit",
+    **options: Unpack[RunOptions],
 ) -> SweepResult:
     r"""Run `gradient_descent` for every learning rate from every starting point.
 
@@ -249,25 +199,7 @@ def sweep(
         0.1...
     """
     cost_fn, grad_fn, x0, params, opts, args, learning_rates, axes = prepare(
-        cost_fn,
-        initial_guesses,
-        learning_rates,
-        precision=precision,
-        max_iter=max_iter,
-        args=args,
-        grad_fn=grad_fn,
-        norm=norm,
-        grad_tol=grad_tol,
-        method=method,
-        momentum=momentum,
-        hyperparams=hyperparams,
-        batch_size=batch_size,
-        key=key,
-        divergence=divergence,
-        history=history,
-        history_every=history_every,
-        symbols=symbols,
-        adjoint=adjoint,
+        cost_fn, initial_guesses, learning_rates, resolve(options, "sweep")
     )
     dtype = float_dtype(x0)
     size = _chunks.as_chunk_size(chunk_size)
