@@ -40,6 +40,27 @@ def _run(
     return differentiable(run, value_and_grad, opts, batched=False)(x0, params, args)
 
 
+def as_number(dtype: Any, value: Any) -> Any:
+    """A traced number as an array of `dtype` (a NumPy one for a concrete value)."""
+    if type(value) is float and abs(value) < v.SAFE_FLOAT:  # no overflow possible
+        return np.asarray(value, dtype=dtype)
+    if v.is_traced(value) or isinstance(value, jax.Array):
+        return jnp.asarray(value, dtype=dtype)
+    with np.errstate(over="ignore"):  # a value past the dtype's range becomes inf
+        return np.asarray(value, dtype=dtype)
+
+
+def as_rate(dtype: Any, learning_rate: Any) -> Any:
+    """The learning rate in `dtype`, refused if it rounds to 0 or inf there."""
+    rate = as_number(dtype, learning_rate)
+    if isinstance(rate, np.ndarray) and not (np.isfinite(rate) and rate > 0):
+        raise ValueError(
+            f"`learning_rate` must stay a finite number > 0 in {np.dtype(dtype).name}, "
+            f"got {learning_rate} (which is {rate} there)"
+        )
+    return rate
+
+
 def make_params(
     dtype: Any,
     learning_rate: Any,
@@ -54,19 +75,10 @@ def make_params(
     """The traced numbers as arrays of one fixed dtype, so their Python type never retraces."""
 
     def arr(value: Any) -> Any:
-        if v.is_traced(value) or isinstance(value, jax.Array):
-            return jnp.asarray(value, dtype=dtype)
-        with np.errstate(over="ignore"):  # a value past the dtype's range is reported below
-            return np.asarray(value, dtype=dtype)
+        return as_number(dtype, value)
 
-    rate = arr(learning_rate)
-    if isinstance(rate, np.ndarray) and not (np.isfinite(rate) and rate > 0):
-        raise ValueError(
-            f"`learning_rate` must stay a finite number > 0 in {np.dtype(dtype).name}, "
-            f"got {learning_rate} (which is {rate} there)"
-        )
     return Params(
-        rate,
+        as_rate(dtype, learning_rate),
         arr(precision),
         arr(grad_tol),
         arr(momentum),
@@ -113,7 +125,55 @@ def checked(
 ) -> tuple[Params, Options]:
     """The options every run shares (`resolve`d, `args` already `as_args`), checked: the
     traced numbers and the static options. `guess`: one starting point, on which an optax
-    method is tried abstractly."""
+    method is tried abstractly.
+
+    Options given as plain Python values (as most calls give them) are checked once per
+    distinct set: the checked numbers are kept, and a call in a loop pays for its learning
+    rate only.
+    """
+    key = _plain(dtype, options)
+    shared, opts = _checked_plain(key) if key is not None else _check(dtype, options, guess)
+    return shared._replace(learning_rate=as_rate(dtype, learning_rate)), opts
+
+
+_PLAIN = (float, int, str, bool, type(None))
+
+
+def _plain(dtype: Any, options: RunOptions) -> tuple | None:
+    """A hashable key of `options` when they are plain Python values with a built-in method
+    and no mini-batches (nothing to check against the guess or the data), else None."""
+    if options["hyperparams"] or options["batch_size"] is not None or options["key"] is not None:
+        return None
+    values = tuple(options[name] for name in _PLAIN_NAMES)  # type: ignore[literal-required]
+    if not all(type(value) in _PLAIN for value in values):
+        return None
+    return (np.dtype(dtype), *values)
+
+
+_PLAIN_NAMES = (
+    "precision",
+    "max_iter",
+    "norm",
+    "grad_tol",
+    "method",
+    "momentum",
+    "divergence",
+    "history",
+    "history_every",
+    "adjoint",
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_plain(key: tuple) -> tuple[Params, Options]:
+    dtype, *values = key
+    options = dict(zip(_PLAIN_NAMES, values, strict=True))
+    options.update(hyperparams=None, batch_size=None, key=None, args=())
+    return _check(dtype, options, None)  # type: ignore[arg-type]
+
+
+def _check(dtype: Any, options: RunOptions, guess: PyTree) -> tuple[Params, Options]:
+    """`checked`'s work, with a placeholder learning rate."""
     max_iter = v.as_max_iter(options["max_iter"])
     batch = as_batch_size(options["batch_size"], options["args"])
     key = as_key(options["key"], batch)
@@ -134,7 +194,7 @@ def checked(
     )
     params = make_params(
         dtype,
-        learning_rate,
+        1.0,
         v.as_precision(options["precision"]),
         v.as_grad_tol(options["grad_tol"]),
         v.as_momentum(options["momentum"], opts.method),
@@ -146,8 +206,7 @@ def checked(
     return params, opts
 
 
-def float_dtype(guess: PyTree) -> Any:
-    return jnp.result_type(*jax.tree.leaves(guess))
+float_dtype = v.float_dtype
 
 
 def gradient_descent(

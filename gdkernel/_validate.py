@@ -7,6 +7,7 @@ time. Traced values cannot be checked before the run; the kernel turns them into
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 from collections.abc import Callable
@@ -160,13 +161,40 @@ def call_grad_fn(grad_fn: Callable, x: PyTree, args: tuple) -> PyTree:
 # ------------------------------------------------------------------------------ numbers
 
 
+def float_dtype(guess: PyTree) -> Any:
+    """The dtype of a checked guess (`as_guess`): its leaves' common floating-point type."""
+    leaves = jax.tree.leaves(guess)
+    dtypes = {leaf.dtype for leaf in leaves}
+    if len(dtypes) == 1:
+        return dtypes.pop()
+    return jnp.result_type(*leaves)
+
+
+@functools.lru_cache(maxsize=8)
+def _eps(dtype: Any) -> float:
+    return float(jnp.finfo(dtype).eps)
+
+
+_LARGEST_EPS = 2.0**-7  # bfloat16's, the coarsest float: no precision at or above it warns
+
+
 def default_float() -> np.dtype:
     """float64 when `jax_enable_x64` is on, else float32."""
     return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
 
 
+# Below float32's largest value (3.4e38): a Python float that converts to it without overflow.
+SAFE_FLOAT = 3e38
+_NUMPY_FLOATS = (np.float32, np.float64)
+_FLOATS = (float, *_NUMPY_FLOATS)
+
+
 def _float_leaf(leaf: Any, name: str) -> Any:
     """One leaf as a floating-point array; integers are promoted, booleans refused."""
+    if type(leaf) is float and abs(leaf) < SAFE_FLOAT:  # the common case: finite, no overflow
+        return np.array(leaf, dtype=default_float())
+    if type(leaf) in _NUMPY_FLOATS and abs(leaf) < SAFE_FLOAT:
+        return np.array(leaf, dtype=jax.dtypes.canonicalize_dtype(leaf.dtype))
     if isinstance(leaf, jax.Array) or is_traced(leaf):
         dtype = leaf.dtype
         arr = leaf
@@ -240,11 +268,15 @@ def as_guess(tree: PyTree, name: str) -> PyTree:
     if not leaves:
         raise ValueError(f"`{name}` must contain at least one number, got {tree!r}")
     out = jax.tree.unflatten(treedef, [_float_leaf(leaf, name) for leaf in leaves])
-    _check_finite(out, name)
+    if not all(type(leaf) in _FLOATS and abs(leaf) < SAFE_FLOAT for leaf in leaves):
+        # (finite Python floats need no second look)
+        _check_finite(out, name)
     return out
 
 
 def _scalar(value: Any, name: str) -> Any:
+    if type(value) in _FLOATS or (type(value) is int and abs(value) < 2**53):  # (not bool)
+        return float(value)
     if is_traced(value):
         return value
     if isinstance(value, bool) or not isinstance(
@@ -413,10 +445,10 @@ def as_args(args: Any) -> tuple:
 
 def warn_precision(precision: Any, guess: PyTree) -> None:
     """Warn when `precision` is below what the iterate's dtype can resolve."""
-    if is_traced(precision) or precision == 0:
+    if is_traced(precision) or precision == 0 or precision >= _LARGEST_EPS:
         return
-    dtype = jnp.result_type(*jax.tree.leaves(guess))
-    eps = float(jnp.finfo(dtype).eps)
+    dtype = float_dtype(guess)
+    eps = _eps(dtype)
     if precision < eps:
         warnings.warn(
             f"`precision`={precision:g} is below the resolution of {np.dtype(dtype).name} "
