@@ -429,7 +429,7 @@ def _grid(
     vg = make_value_and_grad(cost_fn, grad_fn)
 
     def run(xs: PyTree, params: Params, args: tuple) -> Result:
-        return solve_batch(vg, xs, params, args, opts, packed, stall_test)
+        return solve_batch(vg, xs, params, args, opts, packed, stall_test, part)
 
     flat = differentiable(run, vg, opts, batched=True)(xs, params, args)
     return to_grid(flat, n_rows, n_g) if parts == 1 else flat

@@ -31,10 +31,10 @@ from ._result import RUNNING, Status
 # Member-steps between two in-loop reports. A report costs a host round trip (a fixed cost,
 # covered by the floor below) and about one step of every member of the batch (their costs and
 # statuses, read from where they are): spreading it over `REPORT_SHARE` steps per member keeps
-# it near 1% of the run (measured in benchmarks/test_progress_bench.py).
+# it to a few percent of the run (see docs/progress.md).
 MEMBER_STEPS_PER_REPORT = {"cpu": 2**22}
 MEMBER_STEPS_PER_REPORT_ACCELERATOR = 2**26
-REPORT_SHARE = 100
+REPORT_SHARE = 400
 
 
 class Progress(NamedTuple):

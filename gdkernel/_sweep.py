@@ -250,9 +250,9 @@ def sweep(
     )
     if path is None and n * _chunks.result_bytes(x0, dtype, rows) > _chunks.SMALL:
         _chunks.check_host(n, _chunks.result_bytes(x0, dtype, rows), rows)
-    if plan.n_chunks == 1 and path is None and report is None:
-        if mesh is None:
-            return finish(_whole(cost_fn, grad_fn, x0, params, args, opts, pinned, threads))
+    if plan.n_chunks == 1 and path is None and mesh is None:
+        return finish(_whole(cost_fn, grad_fn, x0, params, args, opts, pinned, threads, report))
+    if plan.n_chunks == 1 and path is None and report is None and mesh is not None:
         if not _devices.spans_processes(mesh):
             return finish(
                 _sharded.solve_grid(
@@ -293,17 +293,38 @@ def _whole(
     opts: Options,
     device: jax.Device | None,
     threads: int | None,
+    report: _progress.Report | None = None,
 ) -> Result:
     """The grid as one batch on one device (JAX's default, or `device`), shared by `threads`
-    host threads (None: `default_threads`): JAX arrays with the axes `(n_rows, n_guesses)`."""
+    host threads (None: `default_threads`): JAX arrays with the axes `(n_rows, n_guesses)`.
+    With `report`, the loop reports its progress (one chunk, one part per thread)."""
     if device is not None:
         x0, params, args = jax.device_put((x0, params, args), device)
+    members = params.learning_rate.shape[0] * jax.tree.leaves(x0)[0].shape[0]
     if threads is None:
-        members = params.learning_rate.shape[0] * jax.tree.leaves(x0)[0].shape[0]
         threads = default_threads(members, device)
-    return solve_grid(
-        x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
-    )
+    if report is None:
+        return solve_grid(
+            x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
+        )
+    share = -(-members // threads)
+    platform = device.platform if device is not None else jax.default_backend()
+    opts = opts._replace(progress_every=report_trips(share, x0, opts, args, platform))
+    tracker = _progress.Tracker(report, 1, members, share * threads, threads)
+    try:
+        with _progress.reporting(tracker):
+            tracker.begin()
+            tracker.start_chunk(members)
+            result = solve_grid(
+                x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
+            )
+            jax.effects_barrier()
+            tracker.check()
+            tracker.end_chunk(np.asarray(result.status).ravel(), np.asarray(result.cost).ravel())
+        return result
+    finally:
+        if isinstance(report, _progress.Bar):
+            report.close()
 
 
 def _chunked(

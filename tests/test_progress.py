@@ -130,10 +130,11 @@ def test_reports_stay_throttled_under_vmap(monkeypatch, x64):
 
 
 def test_trips_between_reports():
-    # a loop stepping every member per trip: the floor of member-steps, or 100 trips
-    assert _progress.trips_between_reports(2**22, 2**22, "cpu") == 100
+    share = _progress.REPORT_SHARE  # steps per member between two reports
+    # a loop stepping every member per trip: the floor of member-steps, or `share` trips
+    assert _progress.trips_between_reports(2**22, 2**22, "cpu") == share
     assert _progress.trips_between_reports(1000, 1000, "cpu") == 4195  # ceil(2**22 / 1000)
-    assert _progress.trips_between_reports(2**20, 2**20, "gpu") == 100
+    assert _progress.trips_between_reports(2**20, 2**20, "gpu") == share
     assert _progress.trips_between_reports(2**14, 2**14, "gpu") == 4096  # 2**26 / 2**14
-    # lanes: 100 steps per member between reports, whatever the lanes
-    assert _progress.trips_between_reports(10**6, 2**15, "cpu") == -(-(10**8) // 2**15)
+    # lanes: `share` steps per member between reports, whatever the lanes
+    assert _progress.trips_between_reports(10**6, 2**15, "cpu") == -(-(share * 10**6) // 2**15)
