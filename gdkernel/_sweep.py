@@ -179,7 +179,8 @@ def sweep(
         `learning_rate`, `initial_guess` and other axes (`axes`, `coords`), and helpers
         `best()`, `member(*index)`, `counts()`, `to_dataframe()` and `to_xarray()`.
         The fields are JAX arrays (laid out over the devices) when the grid runs as one
-        chunk in one process without `out=` or `progress=`, else NumPy arrays on the host.
+        chunk in one process without `out=` (and, on several devices, without
+        `progress=`), else NumPy arrays on the host.
 
     Raises:
         ValueError: the leaves of `initial_guesses` disagree on the batch size, a learning
