@@ -31,8 +31,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,14 @@ from ._result import Result, Status, SweepResult
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["STATUS_COLORS", "STATUS_MARKERS", "convergence", "sweep_map", "trajectory"]
+__all__ = [
+    "REDUCTIONS",
+    "STATUS_COLORS",
+    "STATUS_MARKERS",
+    "convergence",
+    "sweep_map",
+    "trajectory",
+]
 
 PyTree = Any
 
@@ -172,11 +179,13 @@ def _member_x(res: Result | SweepResult, index: tuple[int, ...]) -> PyTree:
 
 def _label(res: Result | SweepResult, index: tuple[int, ...]) -> str:
     if isinstance(res, SweepResult):
-        i, j = index
+        i, *middle, j = index
         lr = float(np.asarray(res.learning_rate)[i])
         guess = _flat_rows(jax.tree.map(lambda leaf: leaf[:, None], res.initial_guess), (j,))[0]
         start = f"{guess[0]:.3g}" if guess.size == 1 else f"#{j}"
-        return f"lr={lr:.3g}, x0={start}"
+        axes = zip(res.grid_axes.names, res.grid_axes.values, middle, strict=True)
+        others = "".join(f", {name}={float(np.asarray(v)[k]):.3g}" for name, v, k in axes)
+        return f"lr={lr:.3g}{others}, x0={start}"
     return f"member {index[0] if len(index) == 1 else index}"
 
 
@@ -611,110 +620,305 @@ def _lin_edges(values: np.ndarray) -> np.ndarray:
 
 def _guess_axis(grid: SweepResult) -> tuple[np.ndarray, np.ndarray, str]:
     """The starting-point axis: `(order, edges, label)`; scalar guesses by value, else by index."""
-    leaves = jax.tree.leaves(grid.initial_guess)
-    n = int(np.shape(leaves[0])[0])
-    if len(leaves) == 1 and np.ndim(leaves[0]) == 1:
-        values = np.asarray(leaves[0], dtype=np.float64)
+    values = _scalar_guesses(grid)
+    if values is not None:
         order = np.argsort(values, kind="stable")
         ordered = values[order]
         if np.all(np.diff(ordered) > 0):
             return order, _lin_edges(ordered), "starting point x0"
+    n = int(np.shape(jax.tree.leaves(grid.initial_guess)[0])[0])
     return np.arange(n), _lin_edges(np.arange(n, dtype=np.float64)), "starting point (member index)"
+
+
+def _scalar_guesses(grid: SweepResult) -> np.ndarray | None:
+    """The starting points as numbers when each is a scalar, else None."""
+    leaves = jax.tree.leaves(grid.initial_guess)
+    if len(leaves) == 1 and np.ndim(leaves[0]) == 1:
+        return np.asarray(leaves[0], dtype=np.float64)
+    return None
+
+
+class _Cells(NamedTuple):
+    """How one axis of the grid runs along a side of the map."""
+
+    order: np.ndarray  # the grid's indices in drawing order
+    edges: np.ndarray  # the cell edges, one more than `order`
+    label: str
+    log: bool  # a log scale
+    by_index: bool  # cells numbered by index, not placed by value
+
+
+def _cells(grid: SweepResult, name: str) -> _Cells:
+    """Learning rates by value on a log scale; starting points by value when scalar; another
+    setting by value, on a log scale when positive and two decades or more apart; an axis
+    whose values repeat, by index."""
+    if name == "initial_guess":
+        order, edges, label = _guess_axis(grid)
+        return _Cells(order, edges, label, False, "index" in label)
+    values = np.asarray(grid.coords[name], dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    shown = "learning rate" if name == "learning_rate" else name
+    if np.all(np.diff(ordered) > 0):
+        log = name == "learning_rate" or bool(
+            ordered.size > 1 and ordered[0] > 0 and ordered[-1] >= 100 * ordered[0]
+        )
+        edges = _log_edges(ordered) if log else _lin_edges(ordered)
+        return _Cells(order, edges, shown, log, False)
+    n = values.size
+    return _Cells(
+        np.arange(n), _lin_edges(np.arange(n, dtype=np.float64)), f"{shown} (index)", False, True
+    )
+
+
+def _axis_values(grid: SweepResult, name: str) -> np.ndarray | None:
+    """An axis's values as numbers (None: starting points that are not scalars)."""
+    if name == "initial_guess":
+        return _scalar_guesses(grid)
+    return np.asarray(grid.coords[name], dtype=np.float64)
+
+
+def _fixed(
+    grid: SweepResult, at: Mapping[str, Any] | None, index: Mapping[str, Any] | None, drawn: tuple
+) -> dict[str, int]:
+    """Each axis fixed by `index` (an index) or `at` (a value on it) -> its index."""
+    sizes = dict(zip(grid.axes, np.shape(grid.status), strict=True))
+    fixed: dict[str, int] = {}
+    for option, given in (("index", index), ("at", at)):
+        if given is None:
+            continue
+        if not isinstance(given, Mapping):
+            raise TypeError(
+                f"`{option}` must be a dict of axis names, e.g. {{'b1': 0}}, "
+                f"got {type(given).__name__}"
+            )
+        for name, wanted in given.items():
+            if name not in sizes:
+                raise ValueError(
+                    f"`{option}` names {name!r}, which is not an axis of the grid {grid.axes}"
+                )
+            if name in drawn:
+                raise ValueError(f"`{option}` fixes {name!r}, an axis the map draws (`x` or `y`)")
+            if name in fixed:
+                raise ValueError(f"{name!r} is fixed twice, in `at` and in `index`")
+            n = sizes[name]
+            if option == "index":
+                if isinstance(wanted, bool) or not isinstance(wanted, int | np.integer):
+                    raise TypeError(f"`index` of {name!r} must be an integer, got {wanted!r}")
+                if not -n <= wanted < n:
+                    raise ValueError(f"`index` {wanted} is outside the {n} entries of {name!r}")
+                fixed[name] = int(wanted) % n
+                continue
+            values = _axis_values(grid, name)
+            if values is None:
+                raise ValueError(
+                    "`at` fixes starting points by value only when they are scalars; "
+                    f"use `index={{{name!r}: k}}`"
+                )
+            hits = np.flatnonzero(np.isclose(values, float(wanted), rtol=1e-5, atol=0.0))
+            if not hits.size:
+                shown = ", ".join(f"{v:.6g}" for v in values[:8]) + (", ..." if n > 8 else "")
+                raise ValueError(f"`at` {name}={wanted!r} is not on the axis; its values: {shown}")
+            fixed[name] = int(hits[0])
+    return {name: fixed[name] for name in grid.axes if name in fixed}  # in the grid's order
+
+
+def _phrase(grid: SweepResult, name: str) -> str:
+    """An axis and its size, as the title writes it: `b1 (5 values)`, `starting points (16)`."""
+    n = dict(zip(grid.axes, np.shape(grid.status), strict=True))[name]
+    if name == "initial_guess":
+        return f"starting points ({n})"
+    if name == "learning_rate":
+        return f"learning rates ({n})"
+    return f"{name} ({n} value{'s' if n != 1 else ''})"
+
+
+def _at_phrase(grid: SweepResult, name: str, k: int) -> str:
+    """A fixed axis as the title writes it: `b1 = 0.9`, `x0 = 1.5`, `starting point #3`."""
+    values = _axis_values(grid, name)
+    if name == "initial_guess":
+        return f"x0 = {values[k]:.4g}" if values is not None else f"starting point #{k}"
+    assert values is not None
+    return f"{'learning rate' if name == 'learning_rate' else name} = {values[k]:.4g}"
+
+
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+_VALUES = {"iterations": "iterations", "cost": "final cost", "converged": "converged"}
+#: How `sweep_map` aggregates the axes it neither draws nor fixes.
+REDUCTIONS = ("min", "max", "mean", "median")
 
 
 def sweep_map(
     grid: SweepResult,
     *,
     value: str = "iterations",
+    x: str = "learning_rate",
+    y: str = "initial_guess",
+    at: Mapping[str, Any] | None = None,
+    index: Mapping[str, int] | None = None,
+    reduce: str | None = None,
     ax: Axes | None = None,
     colorbar: bool = True,
     cmap: str = "viridis",
 ) -> Axes:
-    r"""Draw a sweep as a heatmap: learning rate (log axis) x starting point.
+    r"""Draw a sweep as a heatmap: two of its axes (by default learning rate x starting point).
 
     Each cell is one member. Converged cells are coloured by `value` (the iterations taken,
     or the final cost, on a log scale when positive and spread over more than two decades);
     the other cells get the colour of their status from `STATUS_COLORS` (max-iter grey,
     diverged red, stalled orange, invalid black), named with their counts in a legend above
-    the map.
+    the map. `value="converged"` colours every cell by whether it converged (1) or not (0).
 
-    The learning rates run along x on a log axis; scalar starting points run along y by
-    value, others (vectors, pytrees) by member index.
+    The learning rates run on a log axis; scalar starting points by value, others (vectors,
+    pytrees) by member index; another setting by value, on a log axis when its values are
+    positive and two decades or more apart.
+
+    A sweep with more axes (`grid.axes`, e.g. `("learning_rate", "b1", "initial_guess")`)
+    has a member per cell only once the axes not drawn are dealt with. Each is either fixed
+    (`at={"b1": 0.9}` by value, `index={"b1": 2}` by index) or aggregated with `reduce` over
+    the members of the cell: for `"iterations"` and `"cost"`, the `reduce` (default `"min"`)
+    of the converged members' values, a cell with none converged taking the colour of its
+    most common status; for `"converged"`, the `reduce` (default `"mean"`: the fraction
+    converged) of 1 for each converged member and 0 for the others. The title says what was
+    fixed and what aggregated; a two-axis map has no title.
 
     Args:
         grid: a `SweepResult` from `sweep`.
-        value: `"iterations"` or `"cost"`.
+        value: `"iterations"`, `"cost"` or `"converged"`.
+        x: the axis along x, a name in `grid.axes` (default `"learning_rate"`).
+        y: the axis along y (default `"initial_guess"`).
+        at: axes fixed at a value: name -> a value on that axis (within float32 rounding).
+        index: axes fixed at an index: name -> an index (negative counts from the end).
+        reduce: `"min"`, `"max"`, `"mean"` or `"median"`, for the axes neither drawn nor fixed.
         ax: the Matplotlib `Axes` to draw into; default: a new figure.
         colorbar: add a colour bar for `value` (taking room from `ax`).
         cmap: the colour map of `value`.
 
     Returns:
-        The `Axes` drawn into.
+        The `Axes` drawn into. The heatmap is `ax.collections[0]`; its `get_array()` holds
+        the values drawn, a row per `y` cell and a column per `x` cell (in drawing order).
 
     Raises:
-        TypeError: `grid` is not a `SweepResult`.
-        ValueError: `value` is not `"iterations"` or `"cost"`.
+        TypeError: `grid` is not a `SweepResult`, or `at`/`index` is not a dict.
+        ValueError: `value` or `reduce` is not one of its choices; `x`, `y`, `at` or `index`
+            names no axis of `grid`, or both name the same one; a value in `at` is not on
+            its axis, or an index in `index` is outside it.
 
     Example:
         >>> grid = gd.sweep(lambda x: x**2, jnp.linspace(-3, 3, 13), jnp.geomspace(1e-3, 2, 24))
         >>> ax = plot.sweep_map(grid)
+
+        A grid of Adam's `b1`: learning rate x `b1`, the fraction of starting points that
+        converged, then learning rate x starting point at `b1 = 0.9`:
+
+        >>> grid = gd.sweep(cost, guesses, rates, method="adam",
+        ...                 hyperparams={"b1": [0.5, 0.8, 0.9]})
+        >>> ax = plot.sweep_map(grid, y="b1", value="converged")
+        >>> ax = plot.sweep_map(grid, at={"b1": 0.9})
     """
     if not isinstance(grid, SweepResult):
         raise TypeError(f"`grid` must be a SweepResult from sweep, got {type(grid).__name__}")
-    if value not in ("iterations", "cost"):
-        raise ValueError(f"`value` must be 'iterations' or 'cost', got {value!r}")
+    if value not in _VALUES:
+        raise ValueError(f"`value` must be 'iterations', 'cost' or 'converged', got {value!r}")
+    if reduce is not None and reduce not in REDUCTIONS:
+        raise ValueError(f"`reduce` must be one of {REDUCTIONS}, got {reduce!r}")
+    names = grid.axes
+    for option, name in (("x", x), ("y", y)):
+        if name not in names:
+            raise ValueError(
+                f"`{option}` must be an axis of the grid, one of {names}; got {name!r}"
+            )
+    if x == y:
+        raise ValueError(f"`x` and `y` must be two different axes, got {x!r} for both")
+    fixed = _fixed(grid, at, index, (x, y))
+    reduced = [n for n in names if n not in (x, y, *fixed)]
+    reduce = reduce or ("mean" if value == "converged" else "min")
     _pyplot()
     from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    lrs = np.asarray(grid.learning_rate, dtype=np.float64)
-    lr_order = np.argsort(lrs, kind="stable")
-    sorted_lrs = lrs[lr_order]
-    log_lr = bool(np.all(np.diff(sorted_lrs) > 0))
-    if log_lr:
-        x_edges = _log_edges(sorted_lrs)
-    else:  # repeated learning rates: one column each, by index
-        lr_order = np.arange(lrs.size)
-        x_edges = _lin_edges(np.arange(lrs.size, dtype=np.float64))
-    g_order, y_edges, y_label = _guess_axis(grid)
+    across, down = _cells(grid, x), _cells(grid, y)
+    # The members of each cell: the fixed axes indexed, the others moved to
+    # (aggregated members, y, x).
+    key = tuple(fixed.get(n, slice(None)) for n in names)
+    kept = [n for n in names if n not in fixed]
+    order = [kept.index(n) for n in (*reduced, y, x)]
+    shape = (-1, down.order.size, across.order.size)
 
-    status = np.asarray(grid.status)[np.ix_(lr_order, g_order)].T
-    data = np.asarray(getattr(grid, value), dtype=np.float64)[np.ix_(lr_order, g_order)].T
-    converged = status == Status.CONVERGED
+    def cells(field: Any) -> np.ndarray:
+        members = np.asarray(field)[key].transpose(order).reshape(shape)
+        return members[:, down.order][:, :, across.order]
+
+    status = cells(grid.status)
+    member_converged = status == Status.CONVERGED
+    if value == "converged":
+        data = getattr(np, reduce)(member_converged.astype(np.float64), axis=0)
+        cell_status = np.full(data.shape, int(Status.CONVERGED))
+    else:
+        values = cells(grid.cost if value == "cost" else grid.iterations).astype(np.float64)
+        masked = np.ma.masked_array(values, ~member_converged | ~np.isfinite(values))
+        data = np.ma.filled(getattr(np.ma, reduce)(masked, axis=0).astype(np.float64), np.nan)
+        # a cell with no converged member: the status most of its members ended with
+        counts = np.stack([np.sum(status == s, axis=0) for s in Status])
+        cell_status = np.where(member_converged.any(axis=0), Status.CONVERGED, counts.argmax(0))
+    converged = cell_status == Status.CONVERGED
 
     ax = _axes(ax)
     shown = np.ma.masked_where(~converged | ~np.isfinite(data), data)
+    what = _VALUES[value]
     if shown.count():
         lo, hi = float(shown.min()), float(shown.max())
         scale: Normalize
-        if value == "cost" and lo > 0 and hi > 100 * lo:
+        if value == "converged":
+            scale = Normalize(0.0, 1.0)
+        elif value == "cost" and lo > 0 and hi > 100 * lo:
             scale = LogNorm(lo, hi)
         else:
             scale = Normalize(lo, hi if hi > lo else lo + 1)
-        mesh = ax.pcolormesh(x_edges, y_edges, shown, cmap=cmap, norm=scale)
+        mesh = ax.pcolormesh(across.edges, down.edges, shown, cmap=cmap, norm=scale)
         if colorbar:
-            label = "iterations" if value == "iterations" else "final cost"
-            n = int(np.sum(converged))
-            ax.figure.colorbar(mesh, ax=ax, label=f"{label} ({n} converged)")
-    codes = [Status.CONVERGED, *STATUS_COLORS]
-    colors = ListedColormap(["none", *STATUS_COLORS.values()])
-    bounds = BoundaryNorm(np.arange(len(codes) + 1) - 0.5, len(codes))
-    ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(converged, status), cmap=colors, norm=bounds)
-    if log_lr:
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-    else:
-        ax.set_xlabel("learning rate (index)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(y_label)
-    if "index" in y_label:
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    present = [s for s in STATUS_COLORS if np.any(status == s)]
-    handles = [
-        Patch(color=STATUS_COLORS[s], label=f"{_status_name(s)} ({int(np.sum(status == s))})")
-        for s in present
-    ]
+            if value == "converged":
+                label = "fraction converged" if reduced and reduce == "mean" else "converged"
+                if reduced and reduce != "mean":
+                    label = f"converged ({reduce})"
+            elif reduced:
+                label = f"{what} ({reduce} over converged members)"
+            else:
+                label = f"{what} ({int(np.sum(converged))} converged)"
+            ax.figure.colorbar(mesh, ax=ax, label=label)
+    handles = []
+    if value != "converged":
+        codes = [Status.CONVERGED, *STATUS_COLORS]
+        colors = ListedColormap(["none", *STATUS_COLORS.values()])
+        bounds = BoundaryNorm(np.arange(len(codes) + 1) - 0.5, len(codes))
+        ax.pcolormesh(
+            across.edges,
+            down.edges,
+            np.ma.masked_where(converged, cell_status),
+            cmap=colors,
+            norm=bounds,
+        )
+        present = [s for s in STATUS_COLORS if np.any(cell_status == s)]
+        handles = [
+            Patch(
+                color=STATUS_COLORS[s], label=f"{_status_name(s)} ({int(np.sum(cell_status == s))})"
+            )
+            for s in present
+        ]
+    for cells_, axis, set_scale in (
+        (across, ax.xaxis, ax.set_xscale),
+        (down, ax.yaxis, ax.set_yscale),
+    ):
+        if cells_.log:
+            set_scale("log")
+        if cells_.by_index:
+            axis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(across.label)
+    ax.set_ylabel(down.label)
     if handles:
         ax.legend(
             handles=handles,
@@ -725,4 +929,19 @@ def sweep_map(
             frameon=False,
             borderaxespad=0.0,
         )
+    parts = []
+    if reduced:
+        over = _and([_phrase(grid, n) for n in reduced])
+        if value == "converged":
+            parts.append(
+                f"fraction converged over {over}"
+                if reduce == "mean"
+                else f"converged: {reduce} over {over}"
+            )
+        else:
+            parts.append(f"{what}: {reduce} over {over}, converged members only")
+    if fixed:
+        parts.append(", ".join(_at_phrase(grid, n, k) for n, k in fixed.items()))
+    if parts:
+        ax.set_title("; ".join(parts), fontsize="medium", pad=22 if handles else 6)
     return ax

@@ -473,3 +473,127 @@ def test_a_batch_of_many_members_keeps_the_status_legend(x64):
     ax = plot.convergence(grid)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["converged", "diverged"]
+
+
+# x**2 under momentum: a learning rate x momentum x starting point grid, in no order.
+GRID3_LRS = [0.5, 0.01, 0.1, 1.5]
+GRID3_MOMENTA = [0.0, 0.5, 0.9]
+GRID3_GUESSES = [2.0, -3.0, 0.5, -1.0]
+
+
+def momentum_grid(**options) -> gd.SweepResult:
+    return gd.sweep(
+        square,
+        jnp.array(GRID3_GUESSES),
+        jnp.array(GRID3_LRS),
+        method="momentum",
+        max_iter=200,
+        **{"momentum": np.array(GRID3_MOMENTA), **options},
+    )
+
+
+def test_sweep_map_aggregates_the_axes_it_does_not_draw(x64, tmp_path):
+    grid = momentum_grid()
+    assert grid.axes == ("learning_rate", "momentum", "initial_guess")
+    status, iterations = np.asarray(grid.status), np.asarray(grid.iterations)
+    converged = status == Status.CONVERGED
+    # lr 1.5 diverges from every start; lr 0.01 without momentum runs out of iterations.
+    assert converged.any() and (~converged).any()
+    lr_order, guess_order = np.argsort(GRID3_LRS), np.argsort(GRID3_GUESSES)
+
+    # Default: learning rate x starting point, the fewest iterations over the momenta among
+    # the converged members; a cell with none converged in its members' most common status.
+    ax = plot.sweep_map(grid)
+    save(ax, tmp_path, "sweep_map_min_over_momentum")
+    fewest = np.where(converged, iterations, np.inf).min(axis=1)[np.ix_(lr_order, guess_order)].T
+    got = ax.collections[0].get_array().reshape(fewest.shape)
+    np.testing.assert_array_equal(np.ma.getmaskarray(got), np.isinf(fewest))
+    np.testing.assert_array_equal(got.compressed(), fewest[np.isfinite(fewest)])
+    overlay = ax.collections[1].get_array().reshape(fewest.shape)
+    for row, j in enumerate(guess_order):
+        for column, i in enumerate(lr_order):
+            codes = list(status[i, :, j])
+            if Status.CONVERGED in codes:
+                assert overlay.mask[row, column]
+            else:
+                assert overlay[row, column] == max(set(codes), key=lambda c: (codes.count(c), -c))
+    assert ax.get_title() == ("iterations: min over momentum (3 values), converged members only")
+    assert ax.figure.axes[-1].get_ylabel() == "iterations (min over converged members)"
+
+    # Learning rate (along y) x momentum: the fraction of starting points that converged.
+    ax = plot.sweep_map(grid, x="momentum", y="learning_rate", value="converged")
+    fraction = converged.mean(axis=2)[lr_order]
+    np.testing.assert_allclose(ax.collections[0].get_array().reshape(4, 3), fraction)
+    assert len(ax.collections) == 1  # no status overlay: every cell has a fraction
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale()) == (
+        "momentum",
+        "learning rate",
+        "log",
+    )
+    assert ax.get_title() == "fraction converged over starting points (4)"
+
+    # Another reduction: the most iterations over the starting points.
+    ax = plot.sweep_map(grid, y="momentum", reduce="max")
+    most = np.where(converged, iterations, -np.inf).max(axis=2)[lr_order].T
+    got = ax.collections[0].get_array().reshape(most.shape)
+    np.testing.assert_array_equal(got.compressed(), most[np.isfinite(most)])
+    assert ax.get_title().startswith("iterations: max over starting points (4)")
+
+
+def test_sweep_map_slices_an_axis_at_a_value_or_an_index(x64, tmp_path):
+    grid = momentum_grid()
+    status, cost = np.asarray(grid.status), np.asarray(grid.cost)
+    lr_order, guess_order = np.argsort(GRID3_LRS), np.argsort(GRID3_GUESSES)
+    for fixed, k in (({"at": {"momentum": 0.5}}, 1), ({"index": {"momentum": -1}}, 2)):
+        ax = plot.sweep_map(grid, value="cost", **fixed)
+        want = np.where(status[:, k] == Status.CONVERGED, cost[:, k], np.nan)
+        want = want[np.ix_(lr_order, guess_order)].T
+        got = ax.collections[0].get_array().reshape(want.shape)
+        np.testing.assert_array_equal(np.ma.getmaskarray(got), np.isnan(want))
+        np.testing.assert_array_equal(got.compressed(), want[~np.isnan(want)])
+        assert ax.get_title() == f"momentum = {GRID3_MOMENTA[k]:g}"
+    save(ax, tmp_path, "sweep_map_slice")
+
+    # The slice at momentum 0.5 is the map of a sweep run with momentum 0.5 alone, which
+    # has two axes: today's picture, with no title.
+    alone = momentum_grid(momentum=0.5)
+    assert alone.axes == ("learning_rate", "initial_guess")
+    single = plot.sweep_map(alone, ax=plt.figure().add_subplot())
+    sliced = plot.sweep_map(grid, at={"momentum": 0.5}, ax=plt.figure().add_subplot())
+    np.testing.assert_array_equal(
+        single.collections[0].get_array(), sliced.collections[0].get_array()
+    )
+    assert single.get_title() == ""
+
+    # A starting point fixed by value, momentum against the learning rate.
+    ax = plot.sweep_map(grid, y="momentum", at={"initial_guess": 0.5})
+    j = GRID3_GUESSES.index(0.5)
+    its = np.where(status[:, :, j] == Status.CONVERGED, grid.iterations[:, :, j], -1)
+    got = ax.collections[0].get_array().reshape(3, 4)
+    np.testing.assert_array_equal(np.ma.filled(got, -1), its[lr_order].T)
+    assert ax.get_title() == "x0 = 0.5"
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"x": "b1"}, r"`x` must be an axis of the grid"),
+        ({"y": "learning_rate"}, r"`x` and `y` must be two different axes"),
+        ({"at": {"momentum": 0.7}}, r"`at` momentum=0.7 is not on the axis; its values: 0, 0.5"),
+        ({"at": {"learning_rate": 0.1}}, r"an axis the map draws"),
+        ({"index": {"momentum": 3}}, r"`index` 3 is outside the 3 entries of 'momentum'"),
+        ({"index": {"b2": 0}}, r"`index` names 'b2', which is not an axis"),
+        ({"at": {"momentum": 0.5}, "index": {"momentum": 1}}, r"fixed twice"),
+        ({"reduce": "sum"}, r"`reduce` must be one of"),
+    ],
+)
+def test_sweep_map_names_what_is_wrong_with_its_axes(options, says, x64):
+    with pytest.raises(ValueError, match=says):
+        plot.sweep_map(momentum_grid(), **options)
+
+
+def test_paths_of_a_three_axis_sweep_name_every_axis(x64):
+    grid = momentum_grid(history=True)
+    ax = plot.convergence(grid, member=None)
+    labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert "lr=0.1, momentum=0.5, x0=-3" in labels
