@@ -1,14 +1,18 @@
 """Turning command-line text into values: numbers, ranges, starting points, the cost.
 
 Ranges are `lo:hi:n`: learning rates log-spaced (`numpy.geomspace`), starting points linear
-(`numpy.linspace`). `--function` is a built-in name or `module:attribute`, imported with
-`importlib`; no text is ever evaluated.
+(`numpy.linspace`). The other settings a sweep may grid (`--momentum`, `--precision`,
+`--grad-tol`, `--hyperparam NAME=...`) are linear unless both ends are positive and two
+decades or more apart (then log-spaced, as learning rates are); `lo:hi:n:log` or
+`lo:hi:n:linear` says which. `--function` is a built-in name or `module:attribute`,
+imported with `importlib`; no text is ever evaluated.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import math
 import os
 import sys
@@ -19,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from . import _optimizers
 from .functions import BUILTINS
 
 
@@ -52,10 +57,20 @@ class UsageError(ValueError):
 
 
 class Axis(NamedTuple):
-    """One coordinate of the starting points (or the learning rates): its values and spec."""
+    """One coordinate of the starting points, the learning rates or another setting: its
+    values and the text typed."""
 
     values: np.ndarray  # float64, 1-D
     text: str
+    spacing: str = "linear"  # of a range: "linear" or "log"
+
+    @property
+    def is_range(self) -> bool:
+        return ":" in self.text
+
+    def value(self) -> Any:
+        """What the library takes: a range's values (a grid axis), else the number itself."""
+        return self.values if self.is_range else float(self.values[0])
 
 
 def _number(text: str) -> float:
@@ -68,16 +83,27 @@ def _number(text: str) -> float:
     return value
 
 
+SPACINGS = ("linear", "log")
+
+
 def _axis(text: str, spacing: str) -> Axis:
-    """A number, or a range `lo:hi:n` spaced linearly or geometrically (`"log"`)."""
+    """A number, or a range `lo:hi:n` spaced linearly or geometrically (`"log"`); with
+    `spacing="auto"`, `lo:hi:n[:log|:linear]`, by default as `auto_spacing` says."""
     text = text.strip()
     if ":" not in text:
         return Axis(np.array([_number(text)]), text)
     parts = text.split(":")
+    learning = spacing == "log"  # `--lr`'s ranges, always log-spaced
+    if spacing == "auto" and len(parts) == 4:
+        if parts[3] not in SPACINGS:
+            raise argparse.ArgumentTypeError(
+                f"malformed range {text!r}: the spacing must be log or linear, got {parts[3]!r}"
+            )
+        spacing = parts.pop()
     if len(parts) != 3:
-        raise argparse.ArgumentTypeError(
-            f"malformed range {text!r} (use lo:hi:n, e.g. 1e-4:1e-2:32)"
-        )
+        example = "1e-4:1e-2:32" if spacing != "auto" else "0.8:0.99:5, or 1e-8:1e-4:5:log"
+        form = "lo:hi:n" if spacing != "auto" else "lo:hi:n[:log|:linear]"
+        raise argparse.ArgumentTypeError(f"malformed range {text!r} (use {form}, e.g. {example})")
     lo, hi = _number(parts[0]), _number(parts[1])
     try:
         n = int(parts[2])
@@ -87,11 +113,27 @@ def _axis(text: str, spacing: str) -> Axis:
         raise argparse.ArgumentTypeError(
             f"malformed range {text!r}: n must be an integer >= 1, got {parts[2]!r}"
         )
+    if spacing == "auto":
+        spacing = auto_spacing(lo, hi)
     if spacing == "log":
         if lo <= 0 or hi <= 0:
-            raise argparse.ArgumentTypeError(f"learning rates must be > 0, got {text!r}")
-        return Axis(np.geomspace(lo, hi, n), text)
-    return Axis(np.linspace(lo, hi, n), text)
+            what = "learning rates must be" if learning else "a log-spaced range needs ends"
+            raise argparse.ArgumentTypeError(f"{what} > 0, got {text!r}")
+        return Axis(np.geomspace(lo, hi, n), text, "log")
+    return Axis(np.linspace(lo, hi, n), text, "linear")
+
+
+def auto_spacing(lo: float, hi: float) -> str:
+    """`"log"` when both ends are positive and two decades or more apart (a scale, such as
+    `eps` or `precision`), else `"linear"` (a coefficient, such as `b1` or `momentum`).
+
+    Example:
+        >>> auto_spacing(1e-8, 1e-4), auto_spacing(0.8, 0.99), auto_spacing(0.0, 0.5)
+        ('log', 'linear', 'linear')
+    """
+    if lo > 0 and hi > 0 and max(lo, hi) >= 100 * min(lo, hi):
+        return "log"
+    return "linear"
 
 
 def learning_rates(text: str) -> Axis:
@@ -166,10 +208,147 @@ def nonnegative_float(text: str) -> float:
 
 
 def momentum_value(text: str) -> float:
+    """`--momentum` of `run`: one number in [0, 1)."""
+    _no_range(text)
     value = nonnegative_float(text)
     if not value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
     return value
+
+
+def _no_range(text: str) -> None:
+    if ":" in text:
+        raise argparse.ArgumentTypeError(
+            f"one value for `run`, got the range {text!r} (ranges are for `gdkernel sweep`)"
+        )
+
+
+def one_nonnegative_float(text: str) -> float:
+    """`--precision` and `--grad-tol` of `run`: one number >= 0."""
+    _no_range(text)
+    return nonnegative_float(text)
+
+
+def _setting(
+    text: str, one: Callable[[str], float], check: Callable[[float], bool], rule: str
+) -> Axis:
+    """A setting of `sweep`: one number (`one` parses it), or a range whose every value
+    passes `check` (a grid axis)."""
+    if ":" not in text:
+        return Axis(np.array([one(text)]), text.strip())
+    axis = _axis(text, "auto")
+    if not all(check(float(v)) for v in axis.values):
+        raise argparse.ArgumentTypeError(f"{rule}, got {text!r}")
+    return axis
+
+
+def momentum_values(text: str) -> Axis:
+    """`--momentum` of `sweep`: a number in [0, 1) or a range of them (a grid axis).
+
+    Example:
+        >>> momentum_values("0.5:0.9:3").values
+        array([0.5, 0.7, 0.9])
+    """
+    return _setting(text, momentum_value, lambda v: 0 <= v < 1, "must be in [0, 1)")
+
+
+def nonnegative_values(text: str) -> Axis:
+    """`--precision` and `--grad-tol` of `sweep`: a number >= 0 or a range of them (a grid
+    axis; log-spaced when its ends are two decades or more apart).
+
+    Example:
+        >>> nonnegative_values("1e-6:1e-3:4").values
+        array([1.e-06, 1.e-05, 1.e-04, 1.e-03])
+    """
+    return _setting(text, nonnegative_float, lambda v: v >= 0, "must be >= 0")
+
+
+class Hyperparam(NamedTuple):
+    """One `--hyperparam NAME=VALUE`: a number or a range (`Axis`), or a boolean."""
+
+    name: str
+    value: Axis | bool
+
+    def library_value(self) -> Any:
+        """What `hyperparams=` takes: a range's values (a grid axis), a number, a boolean."""
+        return self.value if isinstance(self.value, bool) else self.value.value()
+
+
+_BOOLEANS = {"true": True, "false": False}
+
+
+def hyperparam(text: str) -> Hyperparam:
+    """`--hyperparam NAME=VALUE` of `sweep`: VALUE a number, a range `lo:hi:n[:log|:linear]`
+    (a grid axis), or `true`/`false`.
+
+    Example:
+        >>> hyperparam("b1=0.8:0.99:3").value.values
+        array([0.8  , 0.895, 0.99 ])
+    """
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    if not sep or not name.isidentifier() or not raw:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE (e.g. b1=0.9, or b1=0.8:0.99:5 for a grid axis), got {text!r}"
+        )
+    if raw.lower() in _BOOLEANS:
+        return Hyperparam(name, _BOOLEANS[raw.lower()])
+    try:
+        return Hyperparam(name, _axis(raw, "auto"))
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{name}: {err}") from None
+
+
+def hyperparam_value(text: str) -> Hyperparam:
+    """`--hyperparam NAME=VALUE` of `run`: VALUE a number or `true`/`false`."""
+    _no_range(text.partition("=")[2])
+    return hyperparam(text)
+
+
+def _keywords(method: str) -> list[str]:
+    """The keywords an optax optimizer takes besides `learning_rate` (empty: any)."""
+    factory = _optimizers.as_method(method)  # ImportError without optax
+    if isinstance(factory, str):  # a built-in rule
+        return []
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    return [k for k in params if k != "learning_rate"]
+
+
+def hyperparams(given: Sequence[Hyperparam], method: str) -> dict[str, Any]:
+    """The `--hyperparam`s as `hyperparams=`, checked against `--method` before any work.
+
+    Raises:
+        UsageError: a built-in method (it takes none), a name given twice, the learning rate,
+            or a name the optax optimizer does not take (naming the ones it does).
+    """
+    if not given:
+        return {}
+    first = given[0].name
+    if method not in _optimizers.OPTAX:
+        own = "`--momentum`, " if method in ("momentum", "nesterov") else ""
+        raise UsageError(
+            f"`--hyperparam {first}` is for the optax methods (e.g. `--method adam`); "
+            f"`--method {method}` takes none (its options are {own}`--precision`, ...)"
+        )
+    takes = _keywords(method)
+    out: dict[str, Any] = {}
+    for h in given:
+        if h.name == "learning_rate":
+            raise UsageError("`--hyperparam learning_rate`: the learning rate is `--lr`")
+        if h.name in out:
+            raise UsageError(f"`--hyperparam {h.name}` is given twice")
+        if takes and h.name not in takes:
+            raise UsageError(
+                f"`--hyperparam {h.name}`: `--method {method}` takes no {h.name!r}; "
+                f"it takes {', '.join(takes)}"
+            )
+        out[h.name] = h.library_value()
+    return out
 
 
 def plot_suffixes() -> tuple[str, ...]:

@@ -6,6 +6,7 @@ A thin layer over `gradient_descent` and `sweep`:
     gdkernel run --function rosenbrock --out run.json --plot run.png
     gdkernel sweep --function rosenbrock --lr 1e-4:1e-2:32 --x0 -2:2:64 --out results.csv
     gdkernel sweep --plot sweep.png
+    gdkernel sweep --method adam --hyperparam b1=0.8:0.99:5 --out adam.csv --plot adam.png
 
 `--function` is a built-in name (`gdkernel.functions.BUILTINS`) or `module:attribute`, the
 user's own importable cost (imported with `importlib`; no text is ever evaluated). Ranges are
@@ -15,9 +16,16 @@ or a range; ranges are combined into a mesh, and coordinates left out take the b
 default starting point (so `--x0 -2:2:64` for Rosenbrock varies `x[0]` with `x[1] = 1`), as a
 one-line note on stderr says.
 
-`--out` writes `.csv`, `.json` (the values run, one record per member) or `.npz`, the file of
-`sweep(..., out=...)` that `gdkernel.load_sweep` reads (a run is a grid of one member);
-`--plot` draws any format Matplotlib writes. Bad arguments, output files included, exit with
+`--method` takes gdkernel's own rules or an optax optimizer by name; `--hyperparam
+NAME=VALUE` (repeatable) passes the optimizer's keywords. In a sweep, `--momentum`,
+`--precision`, `--grad-tol` and each `--hyperparam` may be a range too: each range is a grid
+axis, linear unless both ends are positive and two decades or more apart (then log-spaced),
+or as `lo:hi:n:log` / `lo:hi:n:linear` says.
+
+`--out` writes `.csv`, `.json` (the values run, one record per member, a column per grid
+axis) or `.npz`, the file of `sweep(..., out=...)`; `gdkernel.load_sweep` reads all three
+back with their axes (a run is a grid of one member). `--plot` draws any format Matplotlib
+writes. Bad arguments, output files included, exit with
 status 2 and one line on stderr before any work starts; library messages name the flags.
 
 Example:
@@ -34,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -47,7 +56,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from . import __version__, _export
+from . import __version__, _export, _optimizers
 from ._cli_args import (
     DEFAULT_FUNCTION,
     DEFAULT_MAX_ITER,
@@ -61,12 +70,17 @@ from ._cli_args import (
     fill,
     filled_note,
     grid_guesses,
+    hyperparam,
+    hyperparam_value,
+    hyperparams,
     learning_rate,
     learning_rates,
     momentum_value,
+    momentum_values,
     need,
-    nonnegative_float,
     nonnegative_int,
+    nonnegative_values,
+    one_nonnegative_float,
     output_path,
     plot_suffixes,
     positive_int,
@@ -114,11 +128,17 @@ def _brief(value: Any) -> str:
     return "[" + ", ".join(f"{float(v):.6g}" for v in value.ravel()) + "]"
 
 
+def _given(value: Any) -> Any:
+    """A flag's value as the library takes it (a range: the axis's values)."""
+    return value.value() if isinstance(value, Axis) else value
+
+
 def _solver_options(ns: argparse.Namespace, problem: Problem) -> dict[str, Any]:
+    """The library's keyword options from the flags, checked before any work."""
     max_iter = ns.max_iter
     if max_iter is None:
         max_iter = problem.defaults.max_iter if problem.defaults else DEFAULT_MAX_ITER
-    precision, grad_tol = ns.precision, ns.grad_tol
+    precision, grad_tol = _given(ns.precision), _given(ns.grad_tol)
     if precision is None:
         precision = problem.defaults.precision if problem.defaults else 1e-4
     if grad_tol is None and ns.precision is None and problem.defaults:
@@ -130,14 +150,29 @@ def _solver_options(ns: argparse.Namespace, problem: Problem) -> dict[str, Any]:
         "grad_tol": grad_tol,
         "method": ns.method,
     }
-    if ns.method != "gd":  # the value used, so that a JSON file records it
-        options["momentum"] = MOMENTUM if ns.momentum is None else ns.momentum
+    if ns.method in ("momentum", "nesterov"):  # the value used, so that a JSON file records it
+        options["momentum"] = MOMENTUM if ns.momentum is None else _given(ns.momentum)
     elif ns.momentum is not None:
+        own = (
+            " (an optax method takes its own as `--hyperparam NAME=VALUE`, e.g. b1=0.9)"
+            if ns.method in _optimizers.OPTAX
+            else ""
+        )
         raise UsageError(
             "`--momentum` is used only by `--method momentum` or `--method nesterov`; "
-            "`--method gd` would ignore it"
+            f"`--method {ns.method}` would ignore it{own}"
         )
+    given = hyperparams(ns.hyperparam, ns.method)
+    if given:
+        options["hyperparams"] = given
     return options
+
+
+def _specs(ns: argparse.Namespace) -> dict[str, Axis]:
+    """The ranges typed for the settings a sweep grids, by the name of their axis."""
+    specs = {"momentum": ns.momentum, "precision": ns.precision, "grad_tol": ns.grad_tol}
+    specs.update((h.name, h.value) for h in ns.hyperparam)
+    return {k: v for k, v in specs.items() if isinstance(v, Axis) and v.is_range}
 
 
 def _note(ns: argparse.Namespace, message: str | None) -> None:
@@ -153,13 +188,27 @@ def _plot_path(ns: argparse.Namespace) -> Path | None:
 
 
 def _meta(problem: Problem, grid: SweepResult, options: dict[str, Any]) -> dict[str, Any]:
-    """What a JSON file records about the run: the values run, never the text typed."""
+    """What a JSON file records about the run: the values run, never the text typed (a
+    grid axis: its values in the run's dtype)."""
+    run = dict(zip(grid.grid_axes.names, grid.grid_axes.values, strict=True))
+
+    def recorded(name: str, value: Any) -> Any:
+        if name in run:
+            return [_export.json_value(v) for v in np.asarray(run[name])]
+        return _export.json_value(value) if isinstance(value, np.ndarray) else value
+
+    recorded_options = {k: recorded(k, v) for k, v in options.items() if k != "hyperparams"}
+    if "hyperparams" in options:
+        recorded_options["hyperparams"] = {
+            k: recorded(k, v) for k, v in options["hyperparams"].items()
+        }
     return {
         "function": problem.name,
         "dtype": str(np.asarray(grid.cost).dtype),
+        "axes": list(grid.axes),
         "learning_rates": [_export.json_value(v) for v in np.asarray(grid.learning_rate)],
         "x0": [_export.json_value(v) for v in np.asarray(grid.initial_guess)],
-        "options": options,
+        "options": recorded_options,
     }
 
 
@@ -235,7 +284,7 @@ def command_sweep(ns: argparse.Namespace, out: TextIO) -> int:
     wall = time.perf_counter() - start
 
     calls = display.chunks if display.enabled else None
-    print(_summary(grid, problem, lr_axis, axes, wall, calls), file=out)
+    print(_summary(grid, problem, lr_axis, axes, _specs(ns), options, wall, calls), file=out)
     if npz is not None:
         print(f"wrote {npz}", file=out)
     meta = _meta(problem, grid, options) if outs else {}
@@ -279,7 +328,13 @@ def _plot_run(res: Any, problem: Problem, path: Path) -> None:
 
 def _plot(grid: SweepResult, axes: list[Axis], problem: Problem, path: Path) -> None:
     """`plot.sweep_map(grid)` saved to `path`. When only one coordinate of a vector starting
-    point varies, the map's starting-point axis shows that coordinate's values."""
+    point varies, the map's starting-point axis shows that coordinate's values.
+
+    A grid with more axes (`--momentum`, `--hyperparam`, ... ranges) gets a panel per axis
+    beside that map: learning rate x that axis, the fraction of members converged over the
+    starting points (and any other axis). The first map shows, per learning rate and starting
+    point, the fewest iterations over those axes among the converged members.
+    """
     plt = _pyplot()
     from . import plot
 
@@ -288,7 +343,17 @@ def _plot(grid: SweepResult, axes: list[Axis], problem: Problem, path: Path) -> 
     if len(axes) > 1 and len(varying) == 1:
         (k,) = varying
         shown = grid._replace(initial_guess=np.asarray(grid.initial_guess)[:, k])
-    ax = plot.sweep_map(shown)
+    extra = grid.grid_axes.names
+    if extra:
+        figure, panels = plt.subplots(
+            1, 1 + len(extra), figsize=(6.4 * (1 + len(extra)), 4.8), layout="constrained"
+        )
+        ax = plot.sweep_map(shown, ax=panels[0])
+        for panel, name in zip(panels[1:], extra, strict=True):
+            plot.sweep_map(shown, y=name, value="converged", ax=panel)
+        figure.suptitle(f"{problem.name}: {' x '.join(grid.axes)}")
+    else:
+        ax = plot.sweep_map(shown)
     if shown is not grid:
         ax.set_ylabel(f"starting point x[{k}] ({problem.name})")
     figure = ax.get_figure(root=True)
@@ -297,20 +362,52 @@ def _plot(grid: SweepResult, axes: list[Axis], problem: Problem, path: Path) -> 
     plt.close(figure)
 
 
+def _method(options: dict[str, Any], specs: dict[str, Axis]) -> str:
+    """The method and the settings it shares with every member: `adam (eps=1e-08)`."""
+    shared = {k: v for k, v in options.get("hyperparams", {}).items() if k not in specs}
+    if "momentum" in options and "momentum" not in specs:
+        shared = {"momentum": options["momentum"], **shared}
+    text = ", ".join(
+        f"{k}={v:g}" if not isinstance(v, bool) else f"{k}={v}" for k, v in shared.items()
+    )
+    return f"{options['method']} ({text})" if text else str(options["method"])
+
+
 def _summary(
     grid: SweepResult,
     problem: Problem,
     lr_axis: Axis,
     axes: list[Axis],
+    specs: dict[str, Axis],
+    options: dict[str, Any],
     wall: float,
     calls: int | None,
 ) -> str:
-    n_lr, n_g = np.shape(grid.status)
+    shape = np.shape(grid.status)
+    n_lr, n_g = shape[0], shape[-1]
+    names = grid.grid_axes.names
+    sizes = [f"{n_lr} learning rates"]
+    sizes += [f"{n} {name}" for name, n in zip(names, shape[1:-1], strict=True)]
+    sizes.append(f"{n_g} starting points")
     dtype = np.asarray(grid.cost).dtype
-    lines = [
-        f"{problem.name}: {n_lr} learning rates x {n_g} starting points = {n_lr * n_g} members ({dtype})",
-        f"  learning rates   {describe_range(lr_axis, 'log-spaced')}",
-        f"  starting points  {describe_guesses(axes)}",
+    width = max([15, *(len(name) + 2 for name in names)])  # the labels of the lines below
+
+    def line(label: str, text: str, extra: int) -> str:
+        return f"  {label:<{width + extra}}{text}"
+
+    lines = [f"{problem.name}: {' x '.join(sizes)} = {math.prod(shape)} members ({dtype})"]
+    if options["method"] not in ("gd", "sgd"):
+        lines.append(line("method", _method(options, specs), 2))
+    lines.append(line("learning rates", describe_range(lr_axis, "log-spaced"), 2))
+    for name, values in zip(names, grid.grid_axes.values, strict=True):
+        spec = specs.get(name)
+        if spec is None:  # not typed as a range: the values run
+            text = ", ".join(f"{float(v):g}" for v in np.asarray(values))
+        else:
+            text = describe_range(spec, "log-spaced" if spec.spacing == "log" else "linear")
+        lines.append(line(name, text, 2))
+    lines += [
+        line("starting points", describe_guesses(axes), 2),
         "",
         f"{'status':<10} {'members':>8}",
     ]
@@ -329,12 +426,13 @@ def _summary(
         res = best.result
         lines += [
             f"best member (lowest cost among {among}):",
-            f"  learning rate  {_brief(best.learning_rate)}",
-            f"  x0             {_brief(best.initial_guess)}",
-            f"  x              {_brief(res.x)}",
-            f"  cost           {_brief(res.cost)}",
-            f"  iterations     {int(res.iterations)}",
-            f"  status         {Status(int(res.status)).name}",
+            line("learning rate", _brief(best.learning_rate), 0),
+            *(line(name, _brief(best.coords[name]), 0) for name in names),
+            line("x0", _brief(best.initial_guess), 0),
+            line("x", _brief(res.x), 0),
+            line("cost", _brief(res.cost), 0),
+            line("iterations", str(int(res.iterations)), 0),
+            line("status", Status(int(res.status)).name, 0),
         ]
     calls_note = "" if calls is None else "1 call, " if calls == 1 else f"{calls} calls, "
     lines += ["", f"wall time  {wall:.2f} s ({calls_note}compilation included)"]
@@ -391,11 +489,12 @@ def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
             metavar="LR",
             help="the learning rate > 0 (default for a built-in: see below)",
         )
+    ranges = " (or a range lo:hi:n, a grid axis)" if sweep else ""
     p.add_argument(
         "--precision",
-        type=nonnegative_float,
-        help="stop once the step is below this (default: 1e-4; rosenbrock: 1e-5 with "
-        "--grad-tol 1e-2 unless --precision is given)",
+        type=nonnegative_values if sweep else one_nonnegative_float,
+        help=f"stop once the step is below this{ranges} (default: 1e-4; rosenbrock: 1e-5 "
+        "with --grad-tol 1e-2 unless --precision is given)",
     )
     p.add_argument(
         "--max-iter",
@@ -411,20 +510,33 @@ def _add_common(p: argparse.ArgumentParser, sweep: bool) -> None:
     )
     p.add_argument(
         "--grad-tol",
-        type=nonnegative_float,
+        type=nonnegative_values if sweep else one_nonnegative_float,
         metavar="TOL",
-        help="report a step-rule stop with a gradient norm above TOL as STALLED",
+        help=f"report a step-rule stop with a gradient norm above TOL as STALLED{ranges}",
     )
     p.add_argument(
         "--method",
-        choices=("gd", "momentum", "nesterov"),
+        choices=_optimizers.NAMES,
         default="gd",
-        help="the update rule (default: %(default)s)",
+        metavar="NAME",
+        help=f"the update rule: gdkernel's {', '.join(_optimizers.BUILTIN)} (sgd is gd), or "
+        f"an optax optimizer ({', '.join(_optimizers.OPTAX)}; needs optax) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--momentum",
-        type=momentum_value,
-        help=f"for the momentum methods, in [0, 1) (default: {MOMENTUM})",
+        type=momentum_values if sweep else momentum_value,
+        help=f"for the momentum methods, in [0, 1){ranges} (default: {MOMENTUM})",
+    )
+    value = "a number, a range lo:hi:n[:log|:linear] (a grid axis), " if sweep else "a number, "
+    p.add_argument(
+        "--hyperparam",
+        type=hyperparam if sweep else hyperparam_value,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"a keyword of the optax optimizer, e.g. b1=0.9; VALUE {value}or true/false; "
+        "may be repeated",
     )
     p.add_argument("--x64", action="store_true", help="compute in float64 (default float32)")
 
@@ -490,7 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="every learning rate x every starting point",
         description="Run every learning rate from every starting point in one compiled "
-        "program and print a summary. Without options: Rosenbrock, 32 x 64 members.",
+        "program and print a summary. Without options: Rosenbrock, 32 x 64 members. A range "
+        "lo:hi:n given to --momentum, --precision, --grad-tol or --hyperparam adds a grid "
+        "axis: linear, or log-spaced when both ends are positive and two decades or more "
+        "apart (lo:hi:n:log or lo:hi:n:linear says which).",
     )
     _add_common(sw, sweep=True)
     _add_outputs(sw, "every member")
@@ -543,6 +658,7 @@ _FLAGS = {
     "norm": "--norm",
     "method": "--method",
     "momentum": "--momentum",
+    "hyperparams": "--hyperparam",
     "chunk_size": "--chunk-size",
     "out": "--out",
 }

@@ -222,6 +222,105 @@ def test_sweep_without_options_runs_the_documented_default(capsys):
     assert all(expected[name] > 0 for name in ("CONVERGED", "MAX_ITER", "DIVERGED", "STALLED"))
 
 
+def test_sweep_adam_with_a_b1_axis_to_a_table_and_a_plot(tmp_path):
+    """`--method adam --hyperparam b1=lo:hi:n`: a grid axis in the summary, the CSV (read back
+    by `gd.load_sweep` as the library's sweep, member by member) and the plot (a panel for
+    b1 beside the map). Needs optax and the plot extra."""
+    import matplotlib.image
+
+    table, png = tmp_path / "adam.csv", tmp_path / "adam.png"
+    out = gdkernel(
+        "sweep", "--function", "rosenbrock", "--method", "adam",
+        "--hyperparam", "b1=0.8:0.99:3", "--hyperparam", "eps=1e-7",
+        "--lr", "1e-2:1e-1:3", "--x0", "-2:2:4", "--precision", "1e-4", "--max-iter", "500",
+        "--out", str(table), "--plot", str(png),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert (
+        lines[0] == "rosenbrock: 3 learning rates x 3 b1 x 4 starting points = 36 members (float32)"
+    )
+    assert lines[1:4] == [
+        "  method           adam (eps=1e-07)",
+        "  learning rates   1e-2 .. 1e-1, 3 log-spaced",
+        "  b1               0.8 .. 0.99, 3 linear",  # two coefficients: linear
+    ]
+    assert out.stdout.endswith(f"wrote {table}\nwrote {png}\n")
+
+    # The same grid from the library, b1 linear.
+    rates = np.geomspace(1e-2, 1e-1, 3).astype(np.float32)
+    b1 = np.linspace(0.8, 0.99, 3)
+    guesses = np.stack([np.linspace(-2, 2, 4), np.ones(4)], axis=-1).astype(np.float32)
+    want = gd.sweep(
+        functions.rosenbrock, guesses, rates, method="adam",
+        hyperparams={"b1": b1, "eps": 1e-7}, max_iter=500, precision=1e-4,
+    )  # fmt: skip
+    back = gd.load_sweep(table)
+    assert back.axes == want.axes == ("learning_rate", "b1", "initial_guess")
+    for name in ("learning_rate", "b1", "initial_guess"):  # float32 values, written shortest
+        np.testing.assert_array_equal(back.coords[name].astype(np.float32), want.coords[name])
+    assert back.status.shape == (3, 3, 4)
+    for index in np.ndindex(*back.status.shape):
+        got, ref = back.member(*index), want.member(*index)
+        assert int(got.status) == int(ref.status), index
+        assert int(got.iterations) == int(ref.iterations), index
+        np.testing.assert_allclose(got.x, ref.x, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got.cost, ref.cost, rtol=1e-6, atol=1e-12)
+    best = want.best()
+    assert want.counts()[gd.Status.CONVERGED] and want.counts()[gd.Status.MAX_ITER]
+    assert back.best().index == best.index
+    (shown_b1,) = re.findall(r"^  b1 {13}(\S+)$", out.stdout, flags=re.M)  # the best member's
+    assert float(shown_b1) == pytest.approx(float(best.coords["b1"]), rel=1e-5)
+
+    image = matplotlib.image.imread(png)
+    assert image.shape[1] > 2 * image.shape[0]  # the map and the b1 panel side by side
+
+
+def test_sweep_ranges_of_momentum_and_precision_are_grid_axes(tmp_path, capsys, x64):
+    """Each setting given a range is an axis: momentum linear, precision (three decades)
+    log-spaced; every member as the tutorials' momentum loop in float64 runs it."""
+    path = tmp_path / "grid.json"
+    args = ["sweep", "--function", "quadratic", "--method", "momentum"]
+    args += ["--lr", "1e-3:1:3", "--momentum", "0.5:0.9:2", "--precision", "1e-6:1e-3:2"]
+    # float64 through the fixture: `--x64` would switch it on for the rest of the process
+    args += ["--x0", "-4:4:3", "--max-iter", "500", "--out", str(path)]
+    assert cli.main(args) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(
+        "quadratic: 3 learning rates x 2 momentum x 2 precision x 3 starting points = 36 "
+        "members (float64)\n"
+    )
+    assert "\n  momentum         0.5 .. 0.9, 2 linear\n" in shown
+    assert "\n  precision        1e-6 .. 1e-3, 2 log-spaced\n" in shown
+    doc = json.loads(path.read_text())
+    assert doc["axes"] == ["learning_rate", "momentum", "precision", "initial_guess"]
+    assert doc["options"]["momentum"] == [0.5, 0.9]
+    np.testing.assert_allclose(doc["options"]["precision"], [1e-6, 1e-3], rtol=1e-15)
+    lrs = np.geomspace(1e-3, 1, 3)
+    members = iter(doc["members"])
+    statuses = set()
+    for lr in lrs:
+        for momentum in (0.5, 0.9):
+            for precision in (1e-6, 1e-3):
+                for x0 in (-4.0, 0.0, 4.0):
+                    row = next(members)
+                    assert row["learning_rate"] == pytest.approx(lr, rel=1e-15)
+                    assert (row["momentum"], row["x0"]) == (momentum, x0)
+                    assert row["precision"] == pytest.approx(precision, rel=1e-15)
+                    x, its, status, _ = reference_gd(
+                        lambda x: 6 * x - 2, x0, lr, precision, 500, method="momentum",
+                        momentum=momentum, cost=lambda x: 3 * x**2 - 2 * x - 3,
+                    )  # fmt: skip
+                    assert row["status"] == status.upper(), row
+                    statuses.add(status)
+                    if status != "diverged":
+                        assert row["iterations"] == its
+                        assert row["x"] == pytest.approx(float(x), rel=1e-9)
+    assert statuses == {"converged", "max_iter", "diverged"}
+    back = gd.load_sweep(path)
+    assert back.axes == tuple(doc["axes"]) and back.status.shape == (3, 2, 2, 3)
+
+
 # ----------------------------------------------------------------- errors and progress
 
 
@@ -230,6 +329,10 @@ def test_sweep_without_options_runs_the_documented_default(capsys):
     [
         (["sweep", "--function", "nope"], "unknown function 'nope'"),
         (["run", "--lr", "-0.1"], "learning rate must be > 0"),
+        (
+            ["sweep", "--method", "adam", "--hyperparam", "b3=0.5"],
+            "`--hyperparam b3`: `--method adam` takes no 'b3'; it takes b1, b2, eps",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, says):
@@ -274,6 +377,60 @@ def test_bad_arguments_in_process(args, says, capsys):
     assert captured.out == ""
     assert len(captured.err.splitlines()) == 1, captured.err
     assert says in captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--method", "adam", "--hyperparam", "b1"], "argument --hyperparam: expected NAME=VALUE"),
+        (["--method", "adam", "--hyperparam", "=0.9"], "expected NAME=VALUE"),
+        (["--method", "adam", "--hyperparam", "b1=high"], "--hyperparam: b1: not a number: 'high'"),
+        (["--method", "adam", "--hyperparam", "b1=inf"], "--hyperparam: b1: must be finite"),
+        (["--method", "adam", "--hyperparam", "b1=0.8:0.99"], "b1: malformed range '0.8:0.99'"),
+        (["--method", "adam", "--hyperparam", "b1=0.8:0.99:0"], "n must be an integer >= 1"),
+        (["--method", "adam", "--hyperparam", "b1=0.8:0.99:5:cubic"], "log or linear, got 'cubic'"),
+        (["--method", "adam", "--hyperparam", "eps=0:1e-3:4:log"], "needs ends > 0"),
+        (["--method", "adam", "--hyperparam", "b3=0.5"], "`--hyperparam b3`: `--method adam`"),
+        (["--method", "lion", "--hyperparam", "eps=1e-8"], "takes no 'eps'; it takes b1, b2"),
+        (
+            ["--method", "adam", "--hyperparam", "b1=0.9", "--hyperparam", "b1=0.8:0.9:2"],
+            "`--hyperparam b1` is given twice",
+        ),
+        (["--method", "adam", "--hyperparam", "learning_rate=0.1"], "the learning rate is `--lr`"),
+        (["--hyperparam", "b1=0.9"], "`--hyperparam b1` is for the optax methods"),
+        (["--method", "nesterov", "--hyperparam", "b1=0.9"], "its options are `--momentum`"),
+        (["--method", "adam", "--momentum", "0.5"], "`--method adam` would ignore it"),
+        (["--method", "momentum", "--momentum", "0.5:1:3"], "--momentum: must be in [0, 1)"),
+        (["--precision", "-1e-3:1e-3:3"], "--precision: must be >= 0, got '-1e-3:1e-3:3'"),
+        (["--grad-tol", "1e-3:1e-1"], "--grad-tol: malformed range"),
+        (["--method", "adamx"], "--method: invalid choice: 'adamx'"),
+        (["run", "--method", "adam", "--hyperparam", "b3=0.5"], "`--method adam` takes no 'b3'"),
+        (["run", "--method", "adam", "--hyperparam", "nesterov=maybe"], "not a number: 'maybe'"),
+    ],
+)
+def test_bad_methods_hyperparams_and_ranges_fail_before_any_work(args, says, no_work, capsys):
+    command, args = (args[0], args[1:]) if args[0] == "run" else ("sweep", args)
+    assert cli.main([command, *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.splitlines()) == 1, captured.err
+    assert says in captured.err
+    assert captured.err.startswith(f"gdkernel {command}: error: ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--method", "adam", "--hyperparam", "b1=0.8:0.9:3"],
+        ["--method", "momentum", "--momentum", "0.1:0.5:3"],
+        ["--precision", "1e-6:1e-3:4"],
+        ["--grad-tol", "1e-3:1e-1:3"],
+    ],
+)
+def test_run_takes_one_value_per_setting(args, no_work, capsys):
+    assert cli.main(["run", *args]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "one value for `run`" in line and "ranges are for `gdkernel sweep`" in line
 
 
 def test_version(capsys):
@@ -520,6 +677,11 @@ def test_help_shows_the_defaults(command, capsys):
     help_of = {e.split()[0]: " ".join(e.split()) for e in entries if e.startswith("  -")}
     for option, default in (("--norm", "l1"), ("--method", "gd"), ("--momentum", "0.9")):
         assert help_of[option].endswith(f"(default: {default})"), help_of[option]
+    from gdkernel._optimizers import NAMES
+
+    named = re.findall(r"\w+", help_of["--method"])
+    assert [name for name in NAMES if name not in named] == []
+    assert "NAME=VALUE" in help_of["--hyperparam"]
 
 
 @pytest.mark.parametrize(
