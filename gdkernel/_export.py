@@ -1,8 +1,10 @@
 """Writing every member of a sweep (or one run) to a file: CSV, JSON or NPZ, by the suffix.
 
-CSV and JSON hold one record per member, learning rate major (member `i * n_x0 + j` is
-learning rate `i` from starting point `j`); NPZ is the file of `sweep(..., out=...)`, which
-`gdkernel.load_sweep` reads back (see `_store`). Numbers are written in the shortest form
+CSV and JSON hold one record per member in the grid's order, learning rate major and
+starting point minor (member `i * n_x0 + j` is learning rate `i` from starting point `j`),
+with a column for each other grid axis (`b1`, `momentum`, ...) between `learning_rate` and
+`x0`; NPZ is the file of `sweep(..., out=...)`, which `gdkernel.load_sweep` reads back (see
+`_store`). Every format keeps the grid's axes. Numbers are written in the shortest form
 that reads back to the same value in the run's dtype. A run is written as a grid of one
 learning rate and one starting point, so every file has one layout.
 """
@@ -19,7 +21,7 @@ import jax
 import numpy as np
 
 from . import _store
-from ._result import Result, Status, SweepResult
+from ._result import Axes, Result, Status, SweepResult
 
 SUFFIXES = (".csv", ".json", ".npz")
 _ROWS_PER_WRITE = 1 << 16
@@ -72,25 +74,36 @@ def _numbers(values: Any, members_axes: int) -> tuple[list[list[str]], bool]:
 
 
 def columns(grid: SweepResult) -> list[Column]:
-    """The grid flattened into one row per member, learning rate major, as text:
-    `learning_rate`, `x0`, `x`, `cost`, `iterations` and `status` (names).
+    """The grid flattened into one row per member, in the grid's order (learning rate major,
+    starting point minor), as text: `learning_rate`, a column per other grid axis (by name),
+    `x0`, `x`, `cost`, `iterations` and `status` (names).
 
-    Each distinct learning rate and starting point is formatted once, each member's numbers
-    once per component.
+    Each distinct axis value is formatted once, each member's numbers once per component.
     """
     status = np.asarray(grid.status)
-    n_lr, n_g = status.shape
-    lr, _ = _numbers(grid.learning_rate, 1)
+    shape = status.shape
+    n_rows = math.prod(shape[:-1])
+    axes = [
+        ("learning_rate", grid.learning_rate),
+        *zip(grid.grid_axes.names, grid.grid_axes.values, strict=True),
+    ]
+    out = []
+    for k, (name, values) in enumerate(axes):
+        (part,), _ = _numbers(values, 1)
+        inner = math.prod(shape[k + 1 :])  # members per value, in a row of the axes before
+        out.append(
+            Column(name, [[t for t in part for _ in range(inner)] * math.prod(shape[:k])], False)
+        )
     x0, x0_vector = _numbers(grid.initial_guess, 1)
-    x, x_vector = _numbers(grid.x, 2)
+    x, x_vector = _numbers(grid.x, status.ndim)
     codes, index = np.unique(status.ravel(), return_inverse=True)
     names = np.array([Status(int(c)).name for c in codes], dtype=object)[index].tolist()
     return [
-        Column("learning_rate", [[t for t in part for _ in range(n_g)] for part in lr], False),
-        Column("x0", [part * n_lr for part in x0], x0_vector),
+        *out,
+        Column("x0", [part * n_rows for part in x0], x0_vector),
         Column("x", x, x_vector),
-        Column("cost", _numbers(grid.cost, 2)[0], False),
-        Column("iterations", _numbers(grid.iterations, 2)[0], False),
+        Column("cost", _numbers(grid.cost, status.ndim)[0], False),
+        Column("iterations", _numbers(grid.iterations, status.ndim)[0], False),
         Column("status", [names], False),
     ]
 
@@ -181,11 +194,47 @@ def write(grid: SweepResult, path: str | Path, meta: dict[str, Any]) -> None:
         raise ValueError(f"`--out` must end in {', '.join(SUFFIXES)}; got {str(path)!r}")
 
 
+def _axis_names(keys: list[str], path: Path) -> list[str]:
+    """The grid axes a table's columns name: those between `learning_rate` and `x0`."""
+    first = next(
+        (k for k, key in enumerate(keys) if key == "x0" or key.startswith("x0_")), len(keys)
+    )
+    if not keys or keys[0] != "learning_rate" or first == len(keys):
+        raise ValueError(f"{str(path)!r} is not a table of gdkernel (learning_rate, ..., x0, ...)")
+    return keys[1:first]
+
+
+def _grid_shape(columns: list[np.ndarray], path: Path) -> tuple[int, ...]:
+    """The grid's shape, read off the axis columns of its members (in the grid's order): an
+    axis's next value starts where it or an axis before it changes."""
+    n = len(columns[0])
+    changed = np.zeros(max(n - 1, 0), dtype=bool)
+    shape: list[int] = []
+    rows = 1
+    for column in columns:
+        changed |= column[1:] != column[:-1]
+        runs = 1 + int(np.count_nonzero(changed))
+        if runs % rows:
+            raise ValueError(f"{str(path)!r} is not a grid of its axes")
+        shape.append(runs // rows)
+        rows = runs
+    if n % rows:
+        raise ValueError(f"{str(path)!r} is not a grid of its axes")
+    shape.append(n // rows)
+    for k, column in enumerate(columns):  # every column: the mesh of the axes' values
+        inner = math.prod(shape[k + 1 :])
+        values = column[::inner][: shape[k]]
+        if not np.array_equal(np.tile(np.repeat(values, inner), math.prod(shape[:k])), column):
+            raise ValueError(f"{str(path)!r} is not a grid of its axes")
+    return tuple(shape)
+
+
 def read_table(path: Path) -> SweepResult:
     """A CSV or JSON file of `write_csv` / `write_json` back as a `SweepResult` of NumPy
-    arrays. Those files hold `x`, `cost`, `iterations` and `status` per member, not the
-    gradient or the last step: `grad` and `step_size` come back NaN. JSON records its dtype;
-    CSV does not, and its numbers come back as float64."""
+    arrays, its grid axes (`learning_rate`, any other, `initial_guess`) restored. Those files
+    hold `x`, `cost`, `iterations` and `status` per member, not the gradient or the last
+    step: `grad` and `step_size` come back NaN. JSON records its dtype; CSV does not, and its
+    numbers come back as float64."""
     if path.suffix.lower() == ".json":
         with open(path) as f:
             doc = json.load(f)
@@ -197,6 +246,7 @@ def read_table(path: Path) -> SweepResult:
 
         x0 = [value(r, "x0") for r in records]
         x = [value(r, "x") for r in records]
+        scalar = value
     else:
         dtype = np.dtype(np.float64)
         with open(path, newline="") as f:
@@ -214,27 +264,34 @@ def read_table(path: Path) -> SweepResult:
 
         x0 = [vector(r, "x0") for r in records]
         x = [vector(r, "x") for r in records]
+
+        def scalar(record: dict, name: str) -> Any:
+            return float(record[name])
+
     if not records:
         raise ValueError(f"{str(path)!r} holds no members")
-    rates = np.array([float(r["learning_rate"]) for r in records], dtype)
-    n_lr = 1 + int(np.count_nonzero(rates[1:] != rates[:-1]))
-    n_g = len(records) // n_lr
-    if n_lr * n_g != len(records):
-        raise ValueError(f"{str(path)!r} is not a learning-rate x starting-point grid")
-    shape = (n_lr, n_g)
+    names = _axis_names(list(records[0]), path)
+    columns = [
+        np.array([scalar(r, name) for r in records], dtype) for name in ("learning_rate", *names)
+    ]
+    shape = _grid_shape(columns, path)
     xs = np.asarray(x, dtype).reshape(*shape, *np.shape(x[0]))
     try:
         statuses = [Status[str(r["status"])] for r in records]
     except KeyError as err:
         raise ValueError(f"{str(path)!r} holds an unknown status {err}") from None
+    # each axis's values: its column at the first member of each of its steps
+    strides = [math.prod(shape[k + 1 :]) for k in range(len(columns))]
+    values = [c[::stride][:n] for c, stride, n in zip(columns, strides, shape, strict=False)]
     return SweepResult(
         x=xs,
-        cost=np.asarray([float(r["cost"]) for r in records], dtype).reshape(shape),
+        cost=np.asarray([scalar(r, "cost") for r in records], dtype).reshape(shape),
         grad=np.full_like(xs, np.nan),
         step_size=np.full(shape, np.nan, dtype),
         iterations=np.asarray([int(r["iterations"]) for r in records], np.int32).reshape(shape),
         status=np.asarray(statuses, np.int32).reshape(shape),
         history=None,
-        learning_rate=rates[::n_g],
-        initial_guess=np.asarray(x0[:n_g], dtype),
+        learning_rate=values[0],
+        initial_guess=np.asarray(x0[: shape[-1]], dtype),
+        grid_axes=Axes(tuple(names), tuple(values[1:])),
     )
