@@ -54,7 +54,7 @@ from ._kernel import (
     with_members,
 )
 from ._optimizers import velocity_copies
-from ._progress import monitor, trips_between_reports
+from ._progress import batch_counts, monitor, trips_between_reports
 from ._result import RUNNING, Result
 
 PyTree = Any
@@ -119,7 +119,9 @@ def run_batch(
             s = one(s, params)
         trips = trips + 1
         if opts.progress_every:
-            monitor(s, trips, opts.progress_every, axes=opts.device_axes)
+            monitor(
+                batch_counts(s.status, s.cost), trips, opts.progress_every, axes=opts.device_axes
+            )
         return s, trips
 
     state, _ = lax.while_loop(
@@ -137,43 +139,28 @@ def _pack(status: Array) -> Array:
     return jnp.where(status == RUNNING, _lanes.running_code(zero), _lanes.pack_code(zero, status))
 
 
-class _ProgressView:
-    """What `monitor` reads (`status` and `cost` of the whole batch), built only when a report
-    is sent: `read(home)`."""
-
-    def __init__(self, read: Callable[[Any], tuple[Array, Array]], home: Any):
-        self._read, self._home = read, home
-
-    @functools.cached_property
-    def _status_cost(self) -> tuple[Array, Array]:
-        return self._read(self._home)
-
-    @property
-    def status(self) -> Array:
-        return self._status_cost[0]
-
-    @property
-    def cost(self) -> Array:
-        return self._status_cost[1]
-
-
 def _run_lanes(
     rep: _lanes.Representation,
     home: Any,
     numbers: Any,
     lanes: int,
-    read: Callable[[Any], tuple[Array, Array]],
     opts: Options,
     part: Array | int,
 ) -> Any:
     """`_lanes.run`, with a progress report every `opts.progress_every` trips (in whole
-    looks) when it is set."""
+    looks) when it is set. A report sends the lanes' tally of members written home; it reads
+    no member's state and evaluates no cost (that would be a step of every member), so its
+    best cost is that of finished chunks."""
     if not opts.progress_every:
         return _lanes.run(rep, home, numbers, lanes)
     every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
 
-    def report(home: Any, looks: Array) -> None:
-        monitor(_ProgressView(read, home), looks, every, part, opts.device_axes)
+    members = jax.tree.leaves(numbers)[0].shape[0]
+
+    def report(tally: Array, looks: Array) -> None:
+        finished, converged, diverged = tally[0], tally[1], tally[2]
+        counts = (members - finished, converged, diverged, jnp.inf)
+        monitor(counts, looks, every, part, opts.device_axes)
 
     return _lanes.run(rep, home, numbers, lanes, report, every)
 
@@ -275,20 +262,13 @@ def _solve_fast(
                 value_and_grad, packed, params, state.ceiling, args, opts, stall_test
             )
 
-        def read_lagged(packed: Array) -> tuple[Array, Array]:
-            final = finish(packed)
-            return _lanes.code_status(_lagged.unpack(packed)[1]), final.cost
-
         rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
         packed = _lagged.pack(state.x, code)
-        return finish(_run_lanes(rep, packed, numbers, lanes, read_lagged, opts, part))
-
-    def read(home: Carry) -> tuple[Array, Array]:
-        return _lanes.code_status(home.code), jax.vmap(lambda x: value_and_grad(x, args)[0])(home.x)
+        return finish(_run_lanes(rep, packed, numbers, lanes, opts, part))
 
     home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
     rep = _carry_representation(value_and_grad, params, args, opts, step_dtype, stall_test)
-    done = _run_lanes(rep, home, numbers, lanes, read, opts, part)
+    done = _run_lanes(rep, home, numbers, lanes, opts, part)
     return State(
         x=done.x,
         cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from ._result import RUNNING
+from ._result import RUNNING, Status
 
 PyTree = Any
 
@@ -123,15 +123,25 @@ def _load(rep: Representation, home: PyTree, ids: Array, members: int) -> PyTree
 
 
 def _refill(
-    rep: Representation, home: PyTree, numbers: PyTree, lanes: Lanes
-) -> tuple[PyTree, Lanes]:
-    """Lanes whose member stopped write it home and load their next member."""
+    rep: Representation, home: PyTree, numbers: PyTree, lanes: Lanes, tally: Array
+) -> tuple[PyTree, Lanes, Array]:
+    """Lanes whose member stopped write it home and load their next member; `tally` (members
+    written home: all, converged, diverged) counts them."""
     members, width = _count(numbers), lanes.ids.shape[0]
-    done = (rep.code(lanes.carry) >= 0) & (lanes.ids < members)
+    code = rep.code(lanes.carry)
+    done = (code >= 0) & (lanes.ids < members)
+    status = code & 7
+    tally = tally + jnp.stack(
+        [
+            jnp.sum(done, dtype=jnp.int32),
+            jnp.sum(done & (status == Status.CONVERGED), dtype=jnp.int32),
+            jnp.sum(done & (status == Status.DIVERGED), dtype=jnp.int32),
+        ]
+    )
     home = _put(home, jnp.where(done, lanes.ids, members), lanes.carry)
     ids = jnp.where(done, jnp.minimum(lanes.ids + width, members), lanes.ids)
     carry = select(done, _load(rep, home, ids, members), lanes.carry)
-    return home, Lanes(ids, carry, _take(numbers, ids))
+    return home, Lanes(ids, carry, _take(numbers, ids)), tally
 
 
 def run(
@@ -150,11 +160,12 @@ def run(
         numbers: every member's own numbers (its learning rate, ...), `M` on every leaf's
             leading axis.
         lanes: how many lanes.
-        monitor: called with `(home, looks)` every `every` looks at the lanes, just after a
-            refill: `home` then holds every stopped member; the members still on lanes show
-            as running (for progress reports). The loop then runs in stretches of `every`
-            looks inside an outer loop that refills and calls `monitor`: the inner loop
-            carries no host call.
+        monitor: called with `(tally, looks)` every `every` looks at the lanes, just after a
+            refill, `tally` being the members written home so far (all, converged,
+            diverged; int32): the members still on lanes or waiting count as running (for
+            progress reports). The loop then runs in stretches of `every` looks inside an
+            outer loop that refills and calls `monitor`: the inner loop carries no host call,
+            and a report reads no member's state.
         every: looks between two calls of `monitor`.
 
     Returns:
@@ -177,20 +188,20 @@ def run(
     # lane-looks of waiting worth a refill
     threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
 
-    def refill(home: PyTree, ln: Lanes) -> tuple[PyTree, Lanes]:
-        return _refill(rep, home, numbers, ln)
+    def refill(home: PyTree, ln: Lanes, tally: Array) -> tuple[PyTree, Lanes, Array]:
+        return _refill(rep, home, numbers, ln, tally)
 
     def body(s: tuple) -> tuple:
-        home, ln, looks, live, waiting, idle = s
+        home, ln, looks, live, waiting, idle, tally = s
         now = (idle + waiting >= threshold) | (live == 0)
-        home, ln = lax.cond(now, refill, lambda h, l_: (h, l_), home, ln)
+        home, ln, tally = lax.cond(now, refill, lambda *hlt: hlt, home, ln, tally)
         carry = lax.fori_loop(0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers), ln.carry)
         ln = ln._replace(carry=carry)
         idle = jnp.where(now, 0, idle + waiting)  # lane-looks waited since the last refill
-        return (home, ln, looks + 1, *counts(ln), idle)
+        return (home, ln, looks + 1, *counts(ln), idle, tally)
 
     zero = jnp.array(0, jnp.int32)
-    state = (home, start, zero, *counts(start), zero)
+    state = (home, start, zero, *counts(start), zero, jnp.zeros(3, jnp.int32))
     if monitor is None:
         home, ln, *_ = lax.while_loop(cond, body, state)
         return merged(home, ln)
@@ -203,10 +214,10 @@ def run(
         def go(t: tuple) -> Array:
             return cond(t) & (t[2] < end)
 
-        home, ln, looks, _, _, idle = lax.while_loop(go, body, s)
-        home, ln = refill(home, ln)
-        monitor(home, looks)
-        return (home, ln, looks, *counts(ln), idle)
+        home, ln, looks, _, _, idle, tally = lax.while_loop(go, body, s)
+        home, ln, tally = refill(home, ln, tally)
+        monitor(tally, looks)
+        return (home, ln, looks, *counts(ln), idle, tally)
 
     home, ln, *_ = lax.while_loop(cond, stretch, state)
     return merged(home, ln)

@@ -48,7 +48,9 @@ class Progress(NamedTuple):
         running: members still iterating (an estimate between in-loop reports).
         converged: members stopped with `Status.CONVERGED`.
         diverged: members stopped with `Status.DIVERGED`.
-        best_cost: the lowest cost among converged members so far (`inf` before any).
+        best_cost: the lowest cost among converged members of the chunks finished so far
+            (`inf` before any; with `history=True`, also of members converged in the
+            running chunk).
     """
 
     chunks_done: int
@@ -80,13 +82,28 @@ def _deliver(
         sink(int(device), int(trips), int(running), int(converged), int(diverged), float(best_cost))
 
 
-def monitor(
-    state: Any, trips: Array, every: int, part: Array | int = 0, axes: tuple[str, ...] = ()
-) -> None:
-    """Inside the loop: every `every` trips (not at 0), send counts of the batch `state` to
-    the host.
+def batch_counts(status: Array, cost: Array) -> tuple[Array, Array, Array, Array]:
+    """(running, converged, diverged, lowest converged cost) of a batch."""
+    converged = status == Status.CONVERGED
+    return (
+        jnp.sum(status == RUNNING),
+        jnp.sum(converged),
+        jnp.sum(status == Status.DIVERGED),
+        jnp.min(jnp.where(converged, cost, jnp.inf)),
+    )
 
-    The counts are reduced over the batch on the device; only five numbers travel. Traced
+
+def monitor(
+    counts: tuple[Array, Array, Array, Any],
+    trips: Array,
+    every: int,
+    part: Array | int = 0,
+    axes: tuple[str, ...] = (),
+) -> None:
+    """Inside the loop: every `every` trips (not at 0), send the batch's `counts` (running,
+    converged, diverged, lowest converged cost: `batch_counts`) to the host.
+
+    The counts are reduced on the device; only five numbers travel. Traced
     under `shard_map` over the mesh axes `axes`, each device reports its own share with its index;
     else the report carries `part`, the part of a chunk that host threads share.
     Under a user's `jax.vmap` the trip test is batched, so the call runs every trip and the
@@ -96,17 +113,7 @@ def monitor(
 
     def send() -> None:
         device = lax.axis_index(axes) if axes else jnp.asarray(part, jnp.int32)
-        converged = state.status == Status.CONVERGED
-        jax.debug.callback(
-            _deliver,
-            due,
-            device,
-            trips,
-            jnp.sum(state.status == RUNNING),
-            jnp.sum(converged),
-            jnp.sum(state.status == Status.DIVERGED),
-            jnp.min(jnp.where(converged, state.cost, jnp.inf)),
-        )
+        jax.debug.callback(_deliver, due, device, trips, *counts)
 
     lax.cond(due, send, lambda: None)
 

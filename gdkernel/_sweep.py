@@ -253,13 +253,12 @@ def sweep(
         _chunks.check_host(n, _chunks.result_bytes(x0, dtype, rows), rows)
     if plan.n_chunks == 1 and path is None and mesh is None:
         return finish(_whole(cost_fn, grad_fn, x0, params, args, opts, pinned, threads, report))
-    if plan.n_chunks == 1 and path is None and report is None and mesh is not None:
-        if not _devices.spans_processes(mesh):
-            return finish(
-                _sharded.solve_grid(
-                    mesh, x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts
-                )
-            )
+    one_process = mesh is not None and not _devices.spans_processes(mesh)
+    if plan.n_chunks == 1 and path is None and report is None and one_process:
+        assert mesh is not None
+        return finish(
+            _sharded.solve_grid(mesh, x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)
+        )
     if mesh is None:  # the parts of every chunk, dealt to host threads
         device = run_on[0]
         threads = threads or default_threads(plan.chunk_size, device)
