@@ -663,6 +663,7 @@ _FLAGS = {
     "out": "--out",
 }
 _NAMED = re.compile(r"`(\w+)(?:=(?:'([^'`]*)'|([^`]*)))?`")
+_METHOD = re.compile(r"\bmethod='(\w+)'")  # the library's `method=...` in plain words
 
 
 def in_cli_terms(message: str) -> str:
@@ -680,7 +681,7 @@ def in_cli_terms(message: str) -> str:
         value = quoted if quoted is not None else bare
         return f"`{_FLAGS[name]}`" if value is None else f"`{_FLAGS[name]} {value}`"
 
-    return _NAMED.sub(flag, message)
+    return _METHOD.sub(r"`--method \1`", _NAMED.sub(flag, message))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

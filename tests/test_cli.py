@@ -601,6 +601,10 @@ def test_a_grid_too_big_for_memory_points_to_the_flag(monkeypatch, tmp_path, cap
         ("`cost_fn` must output a real scalar", "`--function` must output a real scalar"),
         ("`learning_rate` rounds to 0 in float32", "`--lr` rounds to 0 in float32"),
         ("`history_every` is ignored", "`history_every` is ignored"),  # no flag: as it was
+        (
+            "method='adam' with `hyperparams` {'b1': 'x'} fails on `initial_guess`: bad",
+            "`--method adam` with `--hyperparam` {'b1': 'x'} fails on `--x0`: bad",
+        ),
     ],
 )
 def test_library_messages_name_the_flags(message, said):
