@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import math
 import os
 import sys
@@ -307,16 +306,7 @@ def hyperparam_value(text: str) -> Hyperparam:
 
 def _keywords(method: str) -> list[str]:
     """The keywords an optax optimizer takes besides `learning_rate` (empty: any)."""
-    factory = _optimizers.as_method(method)  # ImportError without optax
-    if isinstance(factory, str):  # a built-in rule
-        return []
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return []
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []
-    return [k for k in params if k != "learning_rate"]
+    return _optimizers.keywords(_optimizers.as_method(method)) or []  # ImportError: no optax
 
 
 def hyperparams(given: Sequence[Hyperparam], method: str) -> dict[str, Any]:

@@ -95,6 +95,17 @@ def velocity_copies(method: Method) -> int:
     return 0 if method == "gd" else 2 if is_optax(method) else 1
 
 
+def keywords(method: Method) -> list[str] | None:
+    """The keywords an optax method takes besides `learning_rate`; None when it takes any
+    (its signature has `**kwargs` or cannot be read); empty for a built-in rule."""
+    if isinstance(method, str):
+        return []
+    takes = _parameters(method)
+    if not takes or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):
+        return None
+    return [k for k in takes if k != "learning_rate"]
+
+
 def method_name(method: Method) -> str:
     return method if isinstance(method, str) else getattr(method, "__name__", repr(method))
 
@@ -130,8 +141,7 @@ def split_hyperparams(
                 "are `momentum`, `precision`, ...)"
             )
         return {}, ()
-    takes = _parameters(method)
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values())
+    known = keywords(method)
     numeric: dict[str, Any] = {}
     static: list[tuple[str, Any]] = []
     for key, value in hyperparams.items():
@@ -142,10 +152,9 @@ def split_hyperparams(
                 "`learning_rate` is gdkernel's own argument (an axis of a sweep): "
                 "leave it out of `hyperparams`"
             )
-        if takes and not open_ended and key not in takes:
-            known = ", ".join(k for k in takes if k != "learning_rate")
+        if known is not None and key not in known:
             raise ValueError(
-                f"unknown hyperparameter {key!r} for method={name!r}; it takes: {known}"
+                f"unknown hyperparameter {key!r} for method={name!r}; it takes: {', '.join(known)}"
             )
         if is_number(value) or (np.ndim(value) > 0 and not isinstance(value, str)):
             numeric[key] = value
