@@ -297,7 +297,8 @@ def load_sweep(path: str | os.PathLike, *, mmap: bool = False) -> SweepResult:
             read piece by piece.
 
     Returns:
-        A `SweepResult` of NumPy arrays, with `best()`, `member(i, j)` and `counts()`.
+        A `SweepResult` of NumPy arrays with every grid axis it was written with (`axes`,
+        `coords`), and `best()`, `member(*index)` and `counts()`.
 
     Raises:
         ValueError: the file was not written by `sweep(..., out=...)`.
