@@ -814,8 +814,9 @@ def sweep_map(
         A grid of Adam's `b1`: learning rate x `b1`, the fraction of starting points that
         converged, then learning rate x starting point at `b1 = 0.9`:
 
-        >>> grid = gd.sweep(cost, guesses, rates, method="adam",
-        ...                 hyperparams={"b1": [0.5, 0.8, 0.9]})
+        >>> grid = gd.sweep(lambda x: (x - 1.0) ** 2, jnp.linspace(-3, 3, 13),
+        ...                 jnp.geomspace(1e-3, 0.5, 8), method="adam",
+        ...                 hyperparams={"b1": [0.5, 0.8, 0.9]}, max_iter=500)
         >>> ax = plot.sweep_map(grid, y="b1", value="converged")
         >>> ax = plot.sweep_map(grid, at={"b1": 0.9})
     """
