@@ -110,7 +110,14 @@ def _implicit_tangent(value_and_grad: ValueAndGrad) -> Callable:
                 return jax.jvp(lambda y: grad_flat(y, args), (flat,), (v,))[1]
 
             tol = 10 * float(jnp.finfo(flat.dtype).eps)
-            dx = -jax.scipy.sparse.linalg.cg(hvp, rhs, tol=tol, maxiter=10 * flat.size)[0]
+
+            def cg(matvec: Callable, r: Array) -> Array:
+                return jax.scipy.sparse.linalg.cg(matvec, r, tol=tol, maxiter=10 * r.size)[0]
+
+            # CG inside our own symmetric solve: `cg` called on the tangent directly puts its
+            # starting point through one `device_put` with the tangent, which then counts as
+            # linear in it, and reverse mode cannot transpose that solve
+            dx = -lax.custom_linear_solve(hvp, rhs, solve=cg, symmetric=True)
         ok = status == Status.CONVERGED
         dx_tree = unravel(jnp.where(ok, dx, jnp.zeros_like(dx)))
         _, (dcost, dgrad) = jax.jvp(value_and_grad, (x, args), (dx_tree, dargs))

@@ -302,3 +302,29 @@ def test_implicit_on_a_flat_direction_is_nan_and_unrolled_is_exact(x64):
         ).iterations
     )
     np.testing.assert_allclose(jax.grad(x_sum)(1.0, "unrolled"), 1 - 0.8**n, rtol=1e-12)
+
+
+def test_reverse_mode_through_the_conjugate_gradient_path(x64, monkeypatch):
+    """Past the direct solve, `jax.grad` of a sweep's summed cost with respect to a vector in
+    `args`: d/db of sum_k min_x (x.A.x / 2 - b.x) is -members * A^-1 b (the envelope)."""
+    from gdkernel import _adjoint
+
+    monkeypatch.setattr(_adjoint, "DIRECT_MAX", 1)
+    a = jnp.asarray(np.diag([1.0, 2.0, 4.0]) + 0.3)
+    b = jnp.array([1.0, -2.0, 0.5])
+
+    def total(b):
+        grid = gd.sweep(
+            lambda x, a, b: 0.5 * x @ a @ x - b @ x,
+            jnp.asarray(RNG.normal(size=(4, 3))),
+            0.2,
+            args=(a, b),
+            precision=1e-12,
+            max_iter=20_000,
+        )
+        assert bool(grid.converged.all())
+        return grid.cost.sum()
+
+    want = -4 * np.linalg.solve(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(jax.grad(total)(b), want, rtol=1e-8)
+    np.testing.assert_allclose(jax.jvp(total, (b,), (jnp.ones(3),))[1], want.sum(), rtol=1e-8)
