@@ -245,6 +245,8 @@ def gradient_descent(
         initial_guess: the starting point: a number, an array, or a pytree of arrays (e.g.
             `{"b0": 0.0, "b1": 0.0}`). Integers are promoted to the default float dtype.
         learning_rate: the step size $\eta > 0$.
+
+    Keyword Args:
         precision: stop once the step is smaller than this (default `1e-4`).
         max_iter: the iteration cap (default 100); a static Python int.
         args: extra arguments passed as `cost_fn(x, *args)`, e.g. data `(X, y)`.

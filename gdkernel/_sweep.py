@@ -170,6 +170,9 @@ def sweep(
             for a tqdm bar on stderr (extra `gdkernel[progress]`). Off by default.
         threads: host threads that share the grid (every chunk of it) on one device: None
             (default) for one per CPU core on a CPU device, one on an accelerator.
+
+
+    Keyword Args:
         adjoint: how a sweep under `jax.grad` or `jax.jvp` (traced inputs) is
             differentiated, member by member: `"implicit"` or `"unrolled"`, as in
             `gradient_descent`.
