@@ -130,7 +130,7 @@ def compile_sweep(
         (2, 5)
     """
     cost_fn, grad_fn, x0, params, opts, args, rates, axes = prepare(
-        cost_fn, initial_guesses, learning_rates, resolve(options, "compile_sweep")
+        cost_fn, initial_guesses, learning_rates, resolve(options, "compile_sweep", ("threads",))
     )
     n_members = params.learning_rate.shape[0] * jax.tree.leaves(x0)[0].shape[0]
     threads = v.as_threads(threads) or default_threads(n_members)
@@ -154,7 +154,7 @@ def compile_sweep(
     )
     seconds = time.perf_counter() - start
     # jax Arrays for the fixed numbers, so each call passes them without conversion
-    params = jax.tree.map(lambda leaf: jax.numpy.asarray(np.asarray(leaf)), params)
+    params = jax.tree.map(jax.numpy.asarray, params)  # (a PRNG key stays a key)
     return CompiledSweep(
         compiled,
         seconds,

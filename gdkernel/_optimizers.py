@@ -115,8 +115,9 @@ def is_optax(method: Method) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    """A hyperparameter that is traced (a grid axis or a shared number), not static."""
-    if isinstance(value, bool | np.bool_):
+    """A hyperparameter that is traced (a grid axis or a shared number), not static. An
+    integer scalar is static: optimizers take seeds, counts and sizes as Python ints."""
+    if isinstance(value, bool | np.bool_ | numbers.Integral | np.integer):
         return False
     if isinstance(value, numbers.Real | np.number):
         return True
@@ -196,7 +197,10 @@ def optax_update(
     """The new iterate and optimizer state: $x_{k+1} = x_k + u_k$."""
     optax = _optax()
     opt = optimizer(method, learning_rate, numeric, static)  # type: ignore[arg-type]
-    updates, state = opt.update(grad, state, x)
+    updates, new_state = opt.update(grad, state, x)
+    # each leaf of the state keeps its dtype: a number of `numeric` (in the guess's promoted
+    # dtype) would otherwise promote, say, the bfloat16 moments of a mixed-precision guess
+    state = jax.tree.map(lambda new, old: new.astype(jax.numpy.result_type(old)), new_state, state)
     return optax.apply_updates(x, updates), state
 
 
@@ -226,6 +230,6 @@ def check(method: Method, x0: PyTree, numeric: dict[str, Any], static: tuple, gi
     except Exception as err:  # the optimizer's own error, whatever its type
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
-            f"method={method_name(method)!r} with `hyperparams` {dict(given)!r} fails on "
+            f"method={method_name(method)!r} with `hyperparams` {dict(given or {})!r} fails on "
             f"`initial_guess`: {first}"
         ) from None

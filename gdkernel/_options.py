@@ -67,15 +67,16 @@ DEFAULTS: RunOptions = {
 }
 
 
-def resolve(options: Mapping[str, Any], caller: str, without: tuple[str, ...] = ()) -> RunOptions:
+def resolve(options: Mapping[str, Any], caller: str, own: tuple[str, ...] = ()) -> RunOptions:
     """Every option, defaults filled in.
 
     Raises:
-        TypeError: a name that is not an option of `caller` (with the closest one).
+        TypeError: a name that is not an option of `caller` (with the closest one among the
+            options and `caller`'s `own` keywords).
     """
     for name in options:
-        if name not in DEFAULTS or name in without:
-            known = [k for k in DEFAULTS if k not in without]
+        if name not in DEFAULTS:
+            known = [*DEFAULTS, *own]
             near = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")

@@ -220,7 +220,10 @@ class Axes:
         return cls(names, tuple(values))
 
     def __repr__(self) -> str:
-        return f"Axes({', '.join(f'{n}={np.shape(a)[0]}' for n, a in zip(self.names, self.values, strict=True))})"
+        sizes = ", ".join(
+            f"{n}={np.shape(a)}" for n, a in zip(self.names, self.values, strict=False)
+        )
+        return f"Axes({sizes})"
 
 
 class SweepResult(NamedTuple):
@@ -285,9 +288,11 @@ class SweepResult(NamedTuple):
         return _messages(self.status)
 
     def __repr__(self) -> str:
-        if not _concrete(self.status, self.iterations, self.cost):
-            return _fields_repr(self)
         sizes = np.shape(self.status)
+        if not _concrete(self.status, self.iterations, self.cost) or len(sizes) != len(
+            self.axes
+        ):  # traced, or batched or sliced by a transformation: the fields as they are
+            return _fields_repr(self)
         n_lr, n_g = sizes[0], sizes[-1]
         others = "".join(
             f" x {n} {name}" for name, n in zip(self.grid_axes.names, sizes[1:-1], strict=True)

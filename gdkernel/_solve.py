@@ -147,7 +147,8 @@ def _plain(dtype: Any, options: RunOptions) -> tuple | None:
     values = tuple(options[name] for name in _PLAIN_NAMES)  # type: ignore[literal-required]
     if not all(type(value) in _PLAIN for value in values):
         return None
-    return (np.dtype(dtype), *values)
+    # with each value's type: 50 and 50.0, 1 and True are the same key otherwise
+    return (np.dtype(dtype), *((type(value), value) for value in values))
 
 
 _PLAIN_NAMES = (
@@ -166,8 +167,8 @@ _PLAIN_NAMES = (
 
 @functools.lru_cache(maxsize=256)
 def _checked_plain(key: tuple) -> tuple[Params, Options]:
-    dtype, *values = key
-    options = dict(zip(_PLAIN_NAMES, values, strict=True))
+    dtype, *typed = key
+    options = dict(zip(_PLAIN_NAMES, (value for _, value in typed), strict=True))
     options.update(hyperparams=None, batch_size=None, key=None, args=())
     return _check(dtype, options, None)  # type: ignore[arg-type]
 
@@ -264,9 +265,9 @@ def gradient_descent(
             `hyperparams`). An optax rule steps $x_{k+1} = x_k + u_k$ with its update $u_k$
             and stops, diverges and stalls by the rules above.
         momentum: $\mu \in [0, 1)$ for the momentum methods (default 0.9).
-        hyperparams: an optax method's other keyword arguments, e.g. `{"b1": 0.8}`. Numbers
-            are traced (new values never recompile); other values (booleans, dtypes) are
-            static. `learning_rate` is not one: it is this function's own argument.
+        hyperparams: an optax method's other keyword arguments, e.g. `{"b1": 0.8}`.
+            Floating-point numbers are traced (new values never recompile); other values
+            (booleans, integers, dtypes, functions) are static. `learning_rate` is not one: it is this function's own argument.
         batch_size: draw each iteration's gradient from `batch_size` random rows of the data
             in `args` (every array there must share its leading axis, the data size `n`):
             mini-batch gradient descent. Rows are drawn with replacement from

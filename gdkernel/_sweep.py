@@ -94,6 +94,9 @@ def prepare(
     return Prepared(cost_fn, grad_fn, x0, rows, opts, args, lrs, grid_axes)
 
 
+_OWN = ("devices", "chunk_size", "memory_budget", "out", "progress", "threads")
+
+
 def sweep(
     cost_fn: Callable[..., Any],
     initial_guesses: PyTree,
@@ -203,7 +206,7 @@ def sweep(
         0.1...
     """
     cost_fn, grad_fn, x0, params, opts, args, learning_rates, axes = prepare(
-        cost_fn, initial_guesses, learning_rates, resolve(options, "sweep")
+        cost_fn, initial_guesses, learning_rates, resolve(options, "sweep", _OWN)
     )
     dtype = float_dtype(x0)
     size = _chunks.as_chunk_size(chunk_size)

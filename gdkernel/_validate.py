@@ -369,7 +369,10 @@ def as_momentum(value: Any, method: Any) -> Any:
 
 def as_hyperparam(value: Any, name: str) -> Any:
     """A numeric hyperparameter of an optax method: a finite real scalar (or traced)."""
-    return _scalar(value, f"hyperparams[{name!r}]")
+    value = _scalar(value, f"hyperparams[{name!r}]")
+    if not is_traced(value) and not np.isfinite(value):
+        raise ValueError(f"`hyperparams[{name!r}]` must be a finite number, got {value}")
+    return value
 
 
 MAX_ITER = 2**31 - 1  # iterations are counted in int32

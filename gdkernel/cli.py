@@ -89,7 +89,7 @@ from ._cli_args import (
     starting_points,
 )
 from ._cli_progress import Display
-from ._result import Status, SweepResult
+from ._result import Status, SweepResult, _many
 from ._solve import gradient_descent
 from ._sweep import sweep
 from ._validate import MOMENTUM
@@ -386,16 +386,16 @@ def _summary(
     shape = np.shape(grid.status)
     n_lr, n_g = shape[0], shape[-1]
     names = grid.grid_axes.names
-    sizes = [f"{n_lr} learning rates"]
+    sizes = [_many(n_lr, "learning rate")]
     sizes += [f"{n} {name}" for name, n in zip(names, shape[1:-1], strict=True)]
-    sizes.append(f"{n_g} starting points")
+    sizes.append(_many(n_g, "starting point"))
     dtype = np.asarray(grid.cost).dtype
     width = max([15, *(len(name) + 2 for name in names)])  # the labels of the lines below
 
     def line(label: str, text: str, extra: int) -> str:
         return f"  {label:<{width + extra}}{text}"
 
-    lines = [f"{problem.name}: {' x '.join(sizes)} = {math.prod(shape)} members ({dtype})"]
+    lines = [f"{problem.name}: {' x '.join(sizes)} = {_many(math.prod(shape), 'member')} ({dtype})"]
     if options["method"] not in ("gd", "sgd"):
         lines.append(line("method", _method(options, specs), 2))
     lines.append(line("learning rates", describe_range(lr_axis, "log-spaced"), 2))

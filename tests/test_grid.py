@@ -240,3 +240,18 @@ def test_float32_axes_keep_the_dtype():
     assert grid.coords["b1"].dtype == np.float32
     assert grid.x.dtype == np.float32
     assert jax.tree.leaves(grid.grid_axes)[0].shape == (2,)
+
+
+def test_a_transformed_grid_still_prints():
+    """`jax.tree.map` slicing, or a `vmap`, leaves fewer or more axes than names: the result
+    prints field by field rather than raising."""
+    grid = gd.sweep(
+        lambda x: jnp.sum((x - 1.0) ** 2),
+        np.zeros((3, 2)),
+        [0.1],
+        method="adam",
+        hyperparams={"b1": [0.5, 0.9]},
+    )
+    sliced = jax.tree.map(lambda leaf: leaf[0], grid)
+    assert repr(sliced).startswith("SweepResult(x=")
+    assert "1 learning rate x 2 b1 x 3 guesses" in repr(grid)

@@ -160,3 +160,14 @@ def test_bad_mini_batch_inputs_are_named():
         )
     with pytest.raises(TypeError, match=r"`key` must be a jax.random key"):
         gd.gradient_descent(line_cost, jnp.zeros(2), 0.1, args=(X, y), batch_size=5, key=3)
+
+
+def test_compiled_sweep_with_mini_batches_equals_sweep(x64):
+    X, y = noisy_line(500)
+    kw = dict(args=(X, y), batch_size=20, key=jax.random.key(4), precision=0, max_iter=80)
+    guesses = np.array([[0.0, 0.0], [1.0, 1.0]])
+    compiled = gd.compile_sweep(line_cost, guesses, [0.05, 0.1], method="adam", **kw)
+    direct = gd.sweep(line_cost, guesses, [0.02, 0.2], method="adam", **kw)
+    np.testing.assert_array_equal(
+        np.asarray(compiled(guesses, [0.02, 0.2]).x), np.asarray(direct.x)
+    )

@@ -176,3 +176,35 @@ def test_missing_optax_names_the_extra(monkeypatch):
         gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam")
     # the built-in rules need no optax
     assert gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="nesterov").converged
+
+
+def test_mixed_precision_guess_keeps_each_state_dtype():
+    """A bfloat16 leaf beside a float32 one: a hyperparameter (in the promoted dtype) must not
+    promote the bfloat16 moments, and the run equals the optax loop's iteration count."""
+
+    def cost(p):
+        return jnp.sum((p["a"] - 1) ** 2 + (p["b"] - 2) ** 2).astype(jnp.float32)
+
+    guess = {"a": jnp.zeros(2, jnp.bfloat16), "b": jnp.zeros(2, jnp.float32)}
+    res = gd.gradient_descent(cost, guess, 0.1, method="adam", hyperparams={"b1": 0.8})
+    assert res.x["a"].dtype == jnp.bfloat16 and res.x["b"].dtype == jnp.float32
+    _, its, status = optax_loop(cost, guess, optax.adam(0.1, b1=0.8), 1e-4, 100)
+    assert (int(res.iterations), res.status.item()) == (its, gd.Status[status])
+
+
+def test_integer_hyperparameters_are_static_and_bad_numbers_refused():
+    # adafactor takes sizes and offsets as Python ints (shapes depend on them): ints stay static
+    res = gd.gradient_descent(
+        bowl,
+        jnp.zeros(2),
+        0.1,
+        method=optax.adafactor,
+        hyperparams={"min_dim_size_to_factor": 64, "decay_offset": 0},
+        max_iter=30,
+    )
+    assert res.status.item() in (gd.Status.MAX_ITER, gd.Status.CONVERGED)
+    assert int(res.iterations) >= 1
+    with pytest.raises(ValueError, match=r"`hyperparams\['b1'\]` must be a finite number"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={"b1": np.nan})
+    with pytest.raises(ValueError, match=r"^method='<lambda>' with `hyperparams` \{\} fails"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method=lambda learning_rate: 3)

@@ -321,3 +321,16 @@ def test_an_empty_container_is_the_same_error_as_an_empty_array(guess):
     with pytest.raises(ValueError) as e:
         gd.gradient_descent(square, guess, 0.1)
     assert_short(e, "`initial_guess`")
+
+
+def test_checked_options_do_not_depend_on_earlier_calls():
+    """Options checked once are remembered by value *and* type: 50.0 stays refused after 50."""
+    f = lambda x: jnp.sum(x**2)  # noqa: E731
+    gd.gradient_descent(f, np.zeros(2), 0.1, max_iter=50)
+    with pytest.raises(TypeError, match=r"`max_iter` must be an integer, got float"):
+        gd.gradient_descent(f, np.zeros(2), 0.1, max_iter=50.0)
+    gd.gradient_descent(f, np.zeros(2), 0.1, precision=1.0)
+    with pytest.raises(TypeError, match=r"`precision` must be a real number, got bool"):
+        gd.gradient_descent(f, np.zeros(2), 0.1, precision=True)
+    with pytest.raises(TypeError, match=r"did you mean 'chunk_size'"):
+        gd.sweep(f, np.zeros((1, 2)), 0.1, chunksize=10)
