@@ -10,7 +10,6 @@ gives a flat-row result the grid's shape.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -130,7 +129,3 @@ def to_sweep_result(
         initial_guess=initial_guess,
         grid_axes=axes,
     )
-
-
-def n_rows(learning_rates: Numbers, axes: Axes) -> int:
-    return math.prod(shape(learning_rates, axes))
