@@ -197,6 +197,13 @@ class Tracker:
         if self.error is not None:
             raise self.error
 
+    def finish_chunk(self, status: Any, cost: Any) -> None:
+        """After a chunk's program: wait for its in-loop reports, raise what the callback
+        raised, then fold in the chunk's exact counts (`end_chunk`)."""
+        jax.effects_barrier()
+        self.check()
+        self.end_chunk(status, cost)
+
     def _snapshot(self) -> Progress:
         unseen = max(0, self.chunk_real - self.share * len(self.live))
         running = min(self.chunk_real, unseen + sum(v[0] for v in self.live.values()))
@@ -215,7 +222,8 @@ class Tracker:
 
 @contextlib.contextmanager
 def reporting(tracker: Tracker | None) -> Iterator[None]:
-    """Route in-loop reports to `tracker` while a sweep runs; wait for the last ones at exit."""
+    """Route in-loop reports to `tracker` while a sweep runs; wait for the last ones at exit,
+    and close a bar however the sweep ends."""
     global _sink
     if tracker is None:
         yield
@@ -226,6 +234,8 @@ def reporting(tracker: Tracker | None) -> Iterator[None]:
         jax.effects_barrier()
     finally:
         _sink = previous
+        if isinstance(tracker.report, Bar):
+            tracker.report.close()
 
 
 class Bar:

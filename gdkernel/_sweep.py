@@ -317,20 +317,14 @@ def _whole(
     platform = device.platform if device is not None else jax.default_backend()
     opts = opts._replace(progress_every=report_trips(share, x0, opts, args, platform))
     tracker = _progress.Tracker(report, 1, members, share * threads, threads)
-    try:
-        with _progress.reporting(tracker):
-            tracker.begin()
-            tracker.start_chunk(members)
-            result = solve_grid(
-                x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
-            )
-            jax.effects_barrier()
-            tracker.check()
-            tracker.end_chunk(np.asarray(result.status).ravel(), np.asarray(result.cost).ravel())
-        return result
-    finally:
-        if isinstance(report, _progress.Bar):
-            report.close()
+    with _progress.reporting(tracker):
+        tracker.begin()
+        tracker.start_chunk(members)
+        result = solve_grid(
+            x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
+        )
+        tracker.finish_chunk(np.asarray(result.status).ravel(), np.asarray(result.cost).ravel())
+    return result
 
 
 def _chunked(
@@ -400,13 +394,8 @@ def _chunked(
                 flat = jax.tree.map(lambda leaf, k=stop - start: np.asarray(leaf)[:k], flat)
                 store.write(start, flat)
                 if tracker is not None:
-                    jax.effects_barrier()
-                    tracker.check()
-                    tracker.end_chunk(flat.status, flat.cost)
+                    tracker.finish_chunk(flat.status, flat.cost)
         return store.finish(np.asarray(learning_rates), x0_host, jax.device_get(axes))
     except BaseException:
         store.abort()
         raise
-    finally:
-        if isinstance(report, _progress.Bar):
-            report.close()
