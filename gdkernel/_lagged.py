@@ -1,9 +1,11 @@
-"""The lanes' trip for a scalar problem on a CPU: one array per lane set, one fused loop.
+"""The lanes' trip for a scalar problem: one array per lane set, one fused loop.
 
 XLA on a CPU fuses each output of a loop body into a loop of its own, and each of those loops
 recomputes what the outputs share. With the iterate, gradient, step size and status code
 carried as four arrays, every step runs four loops over the lanes, each recomputing the whole
-step, plus copies of the carry that the loops overwrite while others still read it.
+step, plus copies of the carry that the loops overwrite while others still read it. On a GPU
+a trip's cost is the bytes it reads and writes: 8 bytes a float32 member here, against 16
+plus the code for the four arrays (measured on an H200 at 1e8 members: 2.7x faster).
 
 Here a member of a scalar problem (one scalar leaf, plain gradient descent) carries two
 numbers, packed into one complex array: the iterate *before* its last accepted one,
@@ -38,10 +40,9 @@ DTYPES = (jnp.float32, jnp.float64)
 def applies(x0: PyTree, opts: Options) -> bool:
     """Whether a batch of guesses `x0` (batch on the leading axis) takes this loop: a bare
     array of one float32 or float64 number per member, plain gradient descent on all the
-    data, on a CPU."""
+    data."""
     return (
-        jax.default_backend() == "cpu"
-        and opts.method == "gd"  # (an optax method's name is its factory, never "gd")
+        opts.method == "gd"  # (an optax method's name is its factory, never "gd")
         and not opts.batch_size  # its trip re-evaluates a gradient without the iteration
         and jax.tree_util.treedef_is_leaf(jax.tree.structure(x0))  # an array, not a container
         and jnp.ndim(x0) == 1

@@ -1,7 +1,8 @@
 """A batch of members run on a fixed set of lanes, each lane refilled as its member stops.
 
 `jax.vmap` of a `while_loop` steps every member until the slowest one stops. Here a batch of
-`M` members runs on `w` lanes (`w` cache-sized on a CPU, the whole batch on an accelerator).
+`M` members runs on `w` lanes (`w` cache-sized on a CPU, the whole batch on an accelerator,
+where nothing is ever refilled and a look is a plain loop of trips).
 Lane `j` runs members `j, j + w, j + 2w, ...` one after another: a trip takes one masked step
 on every lane, and once an eighth of the lanes have a stopped member with another one waiting,
 those lanes write their member back to the *home* arrays (`M` rows) and load their next one.
@@ -15,7 +16,7 @@ masked by each member's stopping rule, so every member ends bit for bit where th
 per-member loop ends.
 
 A representation of the lanes (`_batch`'s `Carry` for any pytree problem, `_lagged`'s packed
-array for one scalar per member on a CPU) provides the trip; this module moves members
+array for one scalar per member) provides the trip; this module moves members
 between lanes and home.
 """
 
@@ -151,6 +152,7 @@ def run(
     lanes: int,
     monitor: Callable[[PyTree, Array], None] | None = None,
     every: int = 0,
+    unroll: bool = False,
 ) -> PyTree:
     """Run every member of `home` (`M` rows, codes from `rep.code`) until all have stopped.
 
@@ -167,6 +169,9 @@ def run(
             outer loop that refills and calls `monitor`: the inner loop carries no host call,
             and a report reads no member's state.
         every: looks between two calls of `monitor`.
+        unroll: write a look's `CHECK_EVERY` trips out in full, so that XLA can fuse them
+            into one pass over the lanes (an accelerator: a trip's cost is the bytes it
+            moves, and the fused pass moves the carry once for all of them).
 
     Returns:
         `home` with every member stopped.
@@ -191,12 +196,20 @@ def run(
     def refill(home: PyTree, ln: Lanes, tally: Array) -> tuple[PyTree, Lanes, Array]:
         return _refill(rep, home, numbers, ln, tally)
 
+    def trips(ln: Lanes) -> Lanes:
+        def one(_: Any, c: PyTree) -> PyTree:
+            return rep.trip(c, ln.numbers)
+
+        return ln._replace(carry=lax.fori_loop(0, CHECK_EVERY, one, ln.carry, unroll=unroll))
+
     def body(s: tuple) -> tuple:
         home, ln, looks, live, waiting, idle, tally = s
-        now = (idle + waiting >= threshold) | (live == 0)
-        home, ln, tally = lax.cond(now, refill, lambda *hlt: hlt, home, ln, tally)
-        carry = lax.fori_loop(0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers), ln.carry)
-        ln = ln._replace(carry=carry)
+        if lanes >= members:  # every member has a lane from the start: nothing to refill
+            now = jnp.bool_(False)
+        else:
+            now = (idle + waiting >= threshold) | (live == 0)
+            home, ln, tally = lax.cond(now, refill, lambda *hlt: hlt, home, ln, tally)
+        ln = trips(ln)
         idle = jnp.where(now, 0, idle + waiting)  # lane-looks waited since the last refill
         return (home, ln, looks + 1, *counts(ln), idle, tally)
 

@@ -28,13 +28,14 @@ from jax import Array, lax
 
 from ._result import RUNNING, Status
 
-# Member-steps between two in-loop reports. A report costs a host round trip (a fixed cost,
-# covered by the floor below) and about one step of every member of the batch (their costs and
-# statuses, read from where they are): spreading it over `REPORT_SHARE` steps per member keeps
-# it to a few percent of the run (see docs/progress.md).
-MEMBER_STEPS_PER_REPORT = {"cpu": 2**22}
-MEMBER_STEPS_PER_REPORT_ACCELERATOR = 2**26
+# When in-loop reports come: every `REPORT_SHARE` steps per member, and never closer than
+# the floor of (member-steps, trips) of the platform ("cpu", else "accelerator"). A report
+# costs a host round trip and a refill of the lanes (a pass over them): on a CPU a trip over
+# 2**22 member-steps hides it; on an accelerator a trip takes microseconds and the round
+# trip (the device's stream synchronised) about a millisecond, so thousands of trips do
+# (see docs/progress.md).
 REPORT_SHARE = 400
+REPORT_FLOOR = {"cpu": (2**22, 1), "accelerator": (2**26, 4096)}
 
 
 class Progress(NamedTuple):
@@ -121,9 +122,9 @@ def monitor(
 def trips_between_reports(members: int, per_trip: int, platform: str) -> int:
     """Trips between two reports of a loop over `members` that steps `per_trip` of them per
     trip: enough that a report costs about 1% of the work."""
-    floor = MEMBER_STEPS_PER_REPORT.get(platform, MEMBER_STEPS_PER_REPORT_ACCELERATOR)
-    steps = max(floor, REPORT_SHARE * members)
-    return max(1, math.ceil(steps / max(1, per_trip)))
+    steps, trips = REPORT_FLOOR["cpu" if platform == "cpu" else "accelerator"]
+    steps = max(steps, REPORT_SHARE * members)
+    return max(trips, math.ceil(steps / max(1, per_trip)))
 
 
 class Tracker:

@@ -74,7 +74,7 @@ def spy(self, device, *counts):
     devices_seen.add(device)
     return in_loop(self, device, *counts)
 _progress.Tracker.in_loop = spy
-_progress.MEMBER_STEPS_PER_REPORT["cpu"] = 1
+_progress.REPORT_FLOOR = {"cpu": (1, 1), "accelerator": (1, 1)}
 _progress.REPORT_SHARE = 0
 reports = []
 four = gd.sweep(bowl, guesses, rates, progress=reports.append, **kw)  # default: all 4 devices

@@ -43,16 +43,20 @@ def _reference(cost_fn, x0, params, opts, args=()):
     )
 
 
-def _fast(cost_fn, x0, params, opts, args=(), lanes=None, packed=True, stall_test=None):
+def _fast(
+    cost_fn, x0, params, opts, args=(), lanes=None, packed=True, stall_test=None, unroll=None
+):
     """The fast path, traced afresh (params traced); `stall_test=None` keeps the stall test;
-    `lanes` sets how many lanes run the batch."""
+    `lanes` sets how many lanes run the batch; `unroll` whether a look's trips are written
+    out (`None`: this backend's choice, `True`: an accelerator's)."""
     vg = _kernel.make_value_and_grad(cost_fn, None)
 
     def run(x0, params, args):
-        if lanes is None:
-            return _batch.solve_batch(vg, x0, params, args, opts, packed, stall_test)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_batch, "_lane_width", lambda *a: lanes)
+            if lanes is not None:
+                mp.setattr(_batch, "_lane_width", lambda *a: lanes)
+            if unroll is not None:
+                mp.setattr(_batch, "unrolled", lambda: unroll)
             return _batch.solve_batch(vg, x0, params, args, opts, packed, stall_test)
 
     return jax.jit(run, compiler_options=_batch.compiler_options())(x0, params, args)
@@ -78,14 +82,15 @@ def _all_statuses_batch():
     return np.tile(guesses, rates.size), np.repeat(rates, guesses.size)
 
 
-def test_every_member_equals_the_plain_loop(dtype):
+@pytest.mark.parametrize("unroll", [None, True])
+def test_every_member_equals_the_plain_loop(dtype, unroll):
     x0, rates = _all_statuses_batch()
     x0, params, opts = _inputs(x0.astype(dtype), rates, precision=1e-5, max_iter=400, grad_tol=1e-3)
     want = _reference(_square, x0, params, opts)
     statuses = set(np.asarray(want.status).tolist())
     assert {gd.Status.CONVERGED, gd.Status.MAX_ITER, gd.Status.DIVERGED} <= statuses
     assert gd.Status.STALLED in statuses
-    _assert_same(_fast(_square, x0, params, opts), want)
+    _assert_same(_fast(_square, x0, params, opts, unroll=unroll), want)
 
 
 def _log_barrier(x):
@@ -106,7 +111,8 @@ def test_scalar_problems_take_the_one_array_loop(dtype):
     np.testing.assert_array_equal(x, code.astype(dtype) * 0.5)
 
 
-def test_one_array_loop_diverging_at_the_first_step_or_later(dtype):
+@pytest.mark.parametrize("unroll", [None, True])
+def test_one_array_loop_diverging_at_the_first_step_or_later(dtype, unroll):
     # From 0.5: lr 2.5 jumps below 0 at once (DIVERGED after 0 iterations, x stays the guess);
     # lr 0.9 oscillates and leaves the domain later; small rates converge or run out.
     x0 = np.tile(np.array([0.5, 2.0, 0.05], dtype), 6)
@@ -118,7 +124,7 @@ def test_one_array_loop_diverging_at_the_first_step_or_later(dtype):
     assert ((status == gd.Status.DIVERGED) & (its == 0)).any()
     assert ((status == gd.Status.DIVERGED) & (its > 0)).any()
     assert _lagged.applies(x0, opts)
-    _assert_same(_fast(_log_barrier, x0, params, opts), want)
+    _assert_same(_fast(_log_barrier, x0, params, opts, unroll=unroll), want)
 
 
 def test_members_equal_lone_gradient_descent_runs(x64):
@@ -151,11 +157,12 @@ def test_invalid_members_are_flagged_not_run(dtype):
     np.testing.assert_array_equal(np.asarray(got.iterations)[1:4], 0)
 
 
+@pytest.mark.parametrize("unroll", [None, True])
 @pytest.mark.parametrize(
     ("method", "norm"),
     [("momentum", "l1"), ("momentum", "l2"), ("nesterov", "l2"), ("nesterov", "max")],
 )
-def test_momentum_methods_and_norms_on_a_pytree(method, norm, dtype):
+def test_momentum_methods_and_norms_on_a_pytree(method, norm, dtype, unroll):
     target = jnp.array([1.0, -2.0, 0.5], dtype=dtype)
 
     def cost(p):
@@ -170,7 +177,7 @@ def test_momentum_methods_and_norms_on_a_pytree(method, norm, dtype):
     )
     want = _reference(cost, x0, params, opts)
     assert len(set(np.asarray(want.status).tolist())) > 1  # some converge, some do not
-    _assert_same(_fast(cost, x0, params, opts), want)
+    _assert_same(_fast(cost, x0, params, opts, unroll=unroll), want)
 
 
 def test_data_in_args_least_squares(x64):
@@ -202,14 +209,15 @@ def test_data_in_args_least_squares(x64):
         (300, 32),  # ten members a lane, refilled as they stop
     ],
 )
-def test_lanes_refilled_as_members_stop(size, lanes, dtype):
+@pytest.mark.parametrize("unroll", [None, True])
+def test_lanes_refilled_as_members_stop(size, lanes, dtype, unroll):
     rng = np.random.default_rng(size)
     # learning-rate-major: the rates span four decades, so members stop at very different times
     x0 = rng.uniform(-5, 5, size).astype(dtype)
     rates = np.sort(10 ** rng.uniform(-3, 0.2, size))
     x0, params, opts = _inputs(x0, rates, precision=1e-5, max_iter=2000)
     want = _reference(_square, x0, params, opts)
-    got = _fast(_square, x0, params, opts, lanes=lanes, stall_test=False)  # grad_tol is inf
+    got = _fast(_square, x0, params, opts, lanes=lanes, stall_test=False, unroll=unroll)
     _assert_same(got, want)
     if size == 1:
         return  # a reference batch of one compiles to scalar code that contracts differently
@@ -218,7 +226,8 @@ def test_lanes_refilled_as_members_stop(size, lanes, dtype):
     x0_, params_, opts_ = _inputs(pair, rates, precision=1e-5, max_iter=2000, method="momentum")
     cost = lambda p: p["a"] ** 2 + 0.5 * p["b"] ** 2  # noqa: E731
     _assert_same(
-        _fast(cost, x0_, params_, opts_, lanes=lanes), _reference(cost, x0_, params_, opts_)
+        _fast(cost, x0_, params_, opts_, lanes=lanes, unroll=unroll),
+        _reference(cost, x0_, params_, opts_),
     )
     if size > 8:
         its = np.asarray(want.iterations)

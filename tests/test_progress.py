@@ -42,9 +42,13 @@ def test_a_report_after_every_chunk_with_exact_counts(x64):
     np.testing.assert_allclose(float(grid.best().result.cost), min(costs), rtol=1e-9)
 
 
-def test_reports_from_inside_the_loop(monkeypatch, x64):
-    monkeypatch.setitem(_progress.MEMBER_STEPS_PER_REPORT, "cpu", 1)  # every trip
+def _report_every_trip(monkeypatch):
+    monkeypatch.setattr(_progress, "REPORT_FLOOR", {"cpu": (1, 1), "accelerator": (1, 1)})
     monkeypatch.setattr(_progress, "REPORT_SHARE", 0)
+
+
+def test_reports_from_inside_the_loop(monkeypatch, x64):
+    _report_every_trip(monkeypatch)
     reports = []
     rates = np.array([1e-3, 0.2])  # the first takes thousands of iterations
     gd.sweep(square, GUESSES, rates, max_iter=20_000, progress=reports.append)
@@ -87,8 +91,7 @@ def test_bad_progress_argument():
 @pytest.mark.parametrize("inside", [False, True])
 def test_an_error_in_the_callback_reaches_the_caller(monkeypatch, tmp_path, inside):
     if inside:
-        monkeypatch.setitem(_progress.MEMBER_STEPS_PER_REPORT, "cpu", 1)
-        monkeypatch.setattr(_progress, "REPORT_SHARE", 0)
+        _report_every_trip(monkeypatch)
 
     def fail(p):
         if p.running or p.chunks_done:  # past the first report, made before any work
@@ -134,7 +137,9 @@ def test_trips_between_reports():
     # a loop stepping every member per trip: the floor of member-steps, or `share` trips
     assert _progress.trips_between_reports(2**22, 2**22, "cpu") == share
     assert _progress.trips_between_reports(1000, 1000, "cpu") == 4195  # ceil(2**22 / 1000)
-    assert _progress.trips_between_reports(2**20, 2**20, "gpu") == share
-    assert _progress.trips_between_reports(2**14, 2**14, "gpu") == 4096  # 2**26 / 2**14
+    # an accelerator: at least 4,096 trips, and 2**26 member-steps
+    assert _progress.trips_between_reports(2**20, 2**20, "gpu") == 4096
+    assert _progress.trips_between_reports(2**10, 2**10, "gpu") == 2**16  # 2**26 / 2**10
+    assert _progress.trips_between_reports(2**24, 2**16, "gpu") == share * 2**8
     # lanes: `share` steps per member between reports, whatever the lanes
     assert _progress.trips_between_reports(10**6, 2**15, "cpu") == -(-(share * 10**6) // 2**15)
