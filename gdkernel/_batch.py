@@ -171,9 +171,10 @@ def _run_lanes(
 def unrolled() -> bool:
     """Whether a look's trips are written out in full (`_lanes.run`'s `unroll`): on an
     accelerator, where the fused look moves the lanes' carry once instead of once a trip.
-    On a CPU the trips run as they are: there XLA fuses each carried array of a look into a
-    loop of its own, and one of them (the step size of a float64 Rastrigin member) then
-    rounds differently from the plain loop."""
+    On a CPU the trips run as they are: there a fused look ran 2-5x slower (W1 at 1e6
+    members: 0.61 s against 0.12 s), and XLA fuses each carried array of a look into a loop
+    of its own, one of which (the step size of a float64 Rastrigin member) then rounds
+    differently from the plain loop."""
     return jax.default_backend() != "cpu"
 
 

@@ -87,7 +87,9 @@ def matches(want: str, got: str) -> bool:
 
 
 def environment() -> dict[str, str]:
-    env = {**os.environ, "MPLBACKEND": "Agg", "COLUMNS": "80"}
+    # The pages' printed numbers were computed on a CPU; on a GPU the last digits of some
+    # differ (reductions are ordered differently), so the blocks run on the CPU everywhere.
+    env = {**os.environ, "MPLBACKEND": "Agg", "COLUMNS": "80", "JAX_PLATFORMS": "cpu"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     # The `gdkernel` script of the environment running the tests comes first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

@@ -68,7 +68,13 @@ def _assert_same(got, want, history=False):
         for g, w in zip(
             jax.tree.leaves(getattr(got, name)), jax.tree.leaves(getattr(want, name)), strict=True
         ):
-            np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
+            g, w = np.asarray(g), np.asarray(w)
+            if name == "cost" and jax.default_backend() != "cpu":
+                # on a GPU XLA may order a reduction inside the cost differently in the two
+                # programs: the last bit of a summed cost can differ (docs/benchmarks.md)
+                np.testing.assert_allclose(g, w, rtol=4 * np.finfo(g.dtype).eps, err_msg=name)
+            else:
+                np.testing.assert_array_equal(g, w, err_msg=name)
 
 
 def _square(x):
