@@ -141,31 +141,23 @@ def _pack(status: Array) -> Array:
     return jnp.where(status == RUNNING, _lanes.running_code(zero), _lanes.pack_code(zero, status))
 
 
-def _run_lanes(
-    rep: _lanes.Representation,
-    home: Any,
-    numbers: Any,
-    lanes: int,
-    opts: Options,
-    part: Array | int,
-) -> Any:
-    """`_lanes.run`, with a progress report every `opts.progress_every` trips (in whole
-    looks) when it is set. A report sends the lanes' tally of members written home; it reads
-    no member's state and evaluates no cost (that would be a step of every member), so its
-    best cost is that of finished chunks."""
-    unroll = unrolled()
+def _reports(
+    members: int, opts: Options, part: Array | int
+) -> tuple[Callable[[Array, Array], None] | None, int]:
+    """`_lanes.run`'s `(monitor, every)`: a progress report every `opts.progress_every`
+    trips (in whole looks) when it is set. A report sends the lanes' tally of members written
+    home; it reads no member's state and evaluates no cost (that would be a step of every
+    member), so its best cost is that of finished chunks."""
     if not opts.progress_every:
-        return _lanes.run(rep, home, numbers, lanes, unroll=unroll)
+        return None, 0
     every = -(-opts.progress_every // _lanes.CHECK_EVERY)  # looks at the lanes
-
-    members = jax.tree.leaves(numbers)[0].shape[0]
 
     def report(tally: Array, looks: Array) -> None:
         finished, converged, diverged = tally[0], tally[1], tally[2]
         counts = (members - finished, converged, diverged, jnp.inf)
         monitor(counts, looks, every, part, opts.device_axes)
 
-    return _lanes.run(rep, home, numbers, lanes, report, every, unroll)
+    return report, every
 
 
 def unrolled() -> bool:
@@ -266,8 +258,10 @@ def _solve_fast(
     state = init_batch(value_and_grad, x0, params, args, opts)
     code = _pack(state.status)
     step_dtype = state.step_size.dtype
-    lanes = _lane_width(params.learning_rate.shape[0], *_sizes(x0, opts, args))
+    members = params.learning_rate.shape[0]
+    lanes = _lane_width(members, *_sizes(x0, opts, args))
     numbers = (per_member(params), state.ceiling)  # each member's own
+    report, every = _reports(members, opts, part)
     if _lagged.applies(x0, opts):  # one scalar per member: the one-array loop
 
         def finish(packed: Array) -> State:
@@ -277,11 +271,11 @@ def _solve_fast(
 
         rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
         packed = _lagged.pack(state.x, code)
-        return finish(_run_lanes(rep, packed, numbers, lanes, opts, part))
+        return finish(_lanes.run(rep, packed, numbers, lanes, report, every, unrolled()))
 
     home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
     rep = _carry_representation(value_and_grad, params, args, opts, step_dtype, stall_test)
-    done = _run_lanes(rep, home, numbers, lanes, opts, part)
+    done = _lanes.run(rep, home, numbers, lanes, report, every, unrolled())
     return State(
         x=done.x,
         cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),
@@ -325,9 +319,15 @@ def solve_batch(
         packed = packed_now if packed is None else packed
         stall_test = stall_now if stall_test is None else stall_test
 
-    def fast(x0: PyTree) -> State:
-        return _solve_fast(value_and_grad, x0, params, args, opts, stall_test, part)
-
+    fast = functools.partial(
+        _solve_fast,
+        value_and_grad,
+        params=params,
+        args=args,
+        opts=opts,
+        stall_test=stall_test,
+        part=part,
+    )
     if opts.history_every or packed is False:
         state = plain(x0)
     elif packed is None:
@@ -420,10 +420,9 @@ def _grid(
     n_rows, n_g = rows.learning_rate.shape[0], jax.tree.leaves(guesses)[0].shape[0]
     xs, params = grid_members(guesses, rows, part_ids(n_rows * n_g, part, parts))
     vg = make_value_and_grad(cost_fn, grad_fn)
-
-    def run(xs: PyTree, params: Params, args: tuple) -> Result:
-        return solve_batch(vg, xs, params, args, opts, packed, stall_test, part)
-
+    run = functools.partial(
+        solve_batch, vg, opts=opts, packed=packed, stall_test=stall_test, part=part
+    )
     flat = differentiable(run, vg, opts, batched=True)(xs, params, args)
     return to_grid(flat, n_rows, n_g) if parts == 1 else flat
 
