@@ -9,7 +9,8 @@
 #    reported rather than raised);
 # 3. the paired Adam-grid, progress and adjoint benchmarks;
 # 4. the pytest-benchmark suite of W1-W4 (gdkernel and the reference), unchanged.
-# Logs and JSON go to $OUT; the last lines printed are the summary.
+# Logs and JSON go to $OUT (8 files: what a device run may bring back); the last lines printed
+# are each step's exit status, and the script fails if any step did.
 set -u
 OUT=${OUT:-/tmp/accelerator}
 mkdir -p "$OUT"
@@ -21,11 +22,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     shift 2
     echo "== $name (at most ${limit}s)"
     local start=$SECONDS
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    # SIGINT first, so that pytest still prints its summary when the limit cuts it
+    timeout -s INT -k 20 "$limit" "$@" >"$OUT/$name.log" 2>&1
     local rc=$?
     echo "== $name: exit $rc after $((SECONDS - start))s"
     tail -n "${TAIL:-25}" "$OUT/$name.log"
+    STATUS+=("$name: exit $rc")
+    [ "$rc" -eq 0 ] || FAILED=1
 }
+STATUS=()
+FAILED=0
 
 step env 40 bash -c "nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem \
     --format=csv; $PY -m pip list 2>/dev/null | grep -i -E '^(jax|optax|optimistix|jaxopt|numba|pytest|tqdm)'; \
@@ -38,8 +44,8 @@ if ! command -v gdkernel >/dev/null; then  # the command-line tests call the con
     chmod +x /tmp/gdkernel-bin/gdkernel
     export PATH="/tmp/gdkernel-bin:$PATH"
 fi
-TAIL=60 step figures 170 $PY -m benchmarks.accelerator --json "$OUT/figures.json"
-TAIL=30 XLA_PYTHON_CLIENT_PREALLOCATE=false step tests 180 $PY -m pytest -p no:cacheprovider \
+TAIL=60 step figures 130 $PY -m benchmarks.accelerator --json "$OUT/figures.json"
+TAIL=30 XLA_PYTHON_CLIENT_PREALLOCATE=false step tests 220 $PY -m pytest -p no:cacheprovider \
     -n 12 -q -rfE --timeout 150 -W default::DeprecationWarning -W default::FutureWarning \
     tests gdkernel
 step adam 50 $PY -m benchmarks.test_optimizer_bench 2
@@ -49,3 +55,5 @@ TAIL=15 step adjoint 35 $PY -m pytest -p no:cacheprovider -q benchmarks/test_adj
 TAIL=40 step suite 60 $PY -m pytest -p no:cacheprovider -q benchmarks/test_workloads.py \
     --benchmark-only -k "(gdkernel or reference) and not 1thread and not W1-1-" \
     --benchmark-columns=min,median
+printf '%s\n' "${STATUS[@]}"
+exit "$FAILED"

@@ -2,7 +2,7 @@
 
 `jax.vmap` of a `while_loop` steps every member until the slowest one stops. Here a batch of
 `M` members runs on `w` lanes (`w` cache-sized on a CPU, the whole batch on an accelerator,
-where nothing is ever refilled and a look is a plain loop of trips).
+where nothing is ever refilled and a look's trips are written out for one fused pass).
 Lane `j` runs members `j, j + w, j + 2w, ...` one after another: a trip takes one masked step
 on every lane, and once an eighth of the lanes have a stopped member with another one waiting,
 those lanes write their member back to the *home* arrays (`M` rows) and load their next one.

@@ -30,10 +30,9 @@ from ._result import RUNNING, Status
 
 # When in-loop reports come: every `REPORT_SHARE` steps per member, and never closer than
 # the floor of (member-steps, trips) of the platform ("cpu", else "accelerator"). A report
-# costs a host round trip and a refill of the lanes (a pass over them): on a CPU a trip over
-# 2**22 member-steps hides it; on an accelerator a trip takes microseconds and the round
-# trip (the device's stream synchronised) about a millisecond, so thousands of trips do
-# (see docs/progress.md).
+# costs a host round trip and a refill of the lanes (a pass over them): on a CPU 2**22
+# member-steps between reports hide it; on an accelerator a trip takes microseconds, so
+# thousands of trips do (see docs/progress.md).
 REPORT_SHARE = 400
 REPORT_FLOOR = {"cpu": (2**22, 1), "accelerator": (2**26, 4096)}
 
