@@ -306,10 +306,15 @@ def test_compile_sweep_runs_the_same_members_without_recompiling(x64):
         run(guesses[:2], rates)
 
 
+@pytest.mark.parametrize("unroll", [None, True])
 @pytest.mark.parametrize("name", ["rosenbrock", "himmelblau", "rastrigin"])
-def test_builtin_costs_bit_for_bit(name, dtype):
+def test_builtin_costs_bit_for_bit(name, dtype, unroll, request):
     """XLA contracts multiply-adds into FMAs per fused expression: the fast path must keep
-    each step's arithmetic whole so that the bits match the plain loop's."""
+    each step's arithmetic whole so that the bits match the plain loop's. With the looks
+    written out (an accelerator's route) a CPU rounds one float64 Rastrigin member's step size
+    differently, which is why a CPU runs the trips as they are (`_batch.unrolled`)."""
+    if unroll and name == "rastrigin" and dtype == np.float64 and jax.default_backend() == "cpu":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="a step size's last bit"))
     from gdkernel.functions import BUILTINS
 
     builtin = BUILTINS[name]
@@ -323,5 +328,6 @@ def test_builtin_costs_bit_for_bit(name, dtype):
             xs, rates, precision=1e-6, max_iter=1500, norm=norm, method=method, momentum=0.5
         )
         _assert_same(
-            _fast(builtin.fn, xs_, params, opts), _reference(builtin.fn, xs_, params, opts)
+            _fast(builtin.fn, xs_, params, opts, unroll=unroll),
+            _reference(builtin.fn, xs_, params, opts),
         )
