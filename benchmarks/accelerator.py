@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -66,28 +68,6 @@ def copy_bandwidth(gib: int = 4, repeats: int = 30) -> float:
     return 2 * gib * GIB / min(times)
 
 
-@contextlib.contextmanager
-def rolled() -> Iterator[None]:
-    """Each look's trips run in a loop, on every backend, while this is active."""
-    original = _batch.unrolled
-    _batch.unrolled = lambda: False
-    try:
-        yield
-    finally:
-        _batch.unrolled = original
-
-
-@contextlib.contextmanager
-def longer_looks(trips: int = 32) -> Iterator[None]:
-    """Looks of `trips` trips while this is active."""
-    original = _lanes.CHECK_EVERY
-    _lanes.CHECK_EVERY = trips
-    try:
-        yield
-    finally:
-        _lanes.CHECK_EVERY = original
-
-
 def _own_cost(p: Problem) -> Problem:
     """`p` with a cost function of its own, so its compiled programs are traced afresh."""
     cost = p.cost
@@ -108,10 +88,12 @@ def implementations(case: str, p: Problem) -> list[str]:
 
 def _runner(name: str, p: Problem) -> tuple[peers.Runner, Callable[[], Any]]:
     """The runner of `name`, and the context to run it in."""
-    if name == "gdkernel_rolled":
-        return peers.prepare("gdkernel", _own_cost(p)), rolled
-    if name == "gdkernel_look32":
-        return peers.prepare("gdkernel", _own_cost(p)), longer_looks
+    if name == "gdkernel_rolled":  # each look's trips in a loop, on every backend
+        route = functools.partial(mock.patch.object, _batch, "unrolled", lambda: False)
+        return peers.prepare("gdkernel", _own_cost(p)), route
+    if name == "gdkernel_look32":  # looks of 32 trips
+        route = functools.partial(mock.patch.object, _lanes, "CHECK_EVERY", 32)
+        return peers.prepare("gdkernel", _own_cost(p)), route
     return peers.prepare(name, p), contextlib.nullcontext
 
 

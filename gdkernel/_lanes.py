@@ -196,12 +196,6 @@ def run(
     def refill(home: PyTree, ln: Lanes, tally: Array) -> tuple[PyTree, Lanes, Array]:
         return _refill(rep, home, numbers, ln, tally)
 
-    def trips(ln: Lanes) -> Lanes:
-        def one(_: Any, c: PyTree) -> PyTree:
-            return rep.trip(c, ln.numbers)
-
-        return ln._replace(carry=lax.fori_loop(0, CHECK_EVERY, one, ln.carry, unroll=unroll))
-
     def body(s: tuple) -> tuple:
         home, ln, looks, live, waiting, idle, tally = s
         if lanes >= members:  # every member has a lane from the start: nothing to refill
@@ -209,7 +203,10 @@ def run(
         else:
             now = (idle + waiting >= threshold) | (live == 0)
             home, ln, tally = lax.cond(now, refill, lambda *hlt: hlt, home, ln, tally)
-        ln = trips(ln)
+        carry = lax.fori_loop(
+            0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers), ln.carry, unroll=unroll
+        )
+        ln = ln._replace(carry=carry)
         idle = jnp.where(now, 0, idle + waiting)  # lane-looks waited since the last refill
         return (home, ln, looks + 1, *counts(ln), idle, tally)
 
