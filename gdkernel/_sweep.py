@@ -75,7 +75,8 @@ def prepare(
     lrs = lrs if lrs.dtype == dtype else lrs.astype(dtype)
     scalars, hyperparams, axes = _grid.split(options, options["hyperparams"])
     one = {**options, **scalars, "hyperparams": hyperparams, "args": args}
-    guess = jax.tree.map(lambda leaf: leaf[0], x0)
+    # one starting point's shape and dtype (an optax method is tried on it abstractly)
+    guess = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0)
     params, opts = checked(dtype, 1.0, one, guess)  # type: ignore[arg-type]
     checks: dict[str, Callable[[Any], Any]] = {
         "momentum": lambda value: v.as_momentum(value, opts.method),
