@@ -13,8 +13,10 @@ interleaved rounds after a first (compiling) call.
 Implementations:
 - `gdkernel`: `gd.sweep` as a user calls it (the route this backend takes by default);
 - `gdkernel_rolled`: the same with each look's trips left in a loop (`_batch.unrolled`
-  false, a CPU's choice), to show what the fused look gains on an accelerator;
-- `gdkernel_look32`: looks of 32 trips instead of `_lanes.CHECK_EVERY` (accelerators);
+  false, a CPU's choice), to show what the fused look gains on an accelerator (with
+  `--rolled`);
+- `gdkernel_look16`, `gdkernel_look32`: looks of 16 and 32 trips instead of
+  `_lanes.CHECK_EVERY` (accelerators);
 - `reference`: `jit(vmap(while_loop))` of the same rule (`benchmarks.peers`);
 - `lax_map`: `lax.map` over chunks of the vmapped loop (W3 only; chunks of 65,536 members on
   an accelerator, where the CPU's 4,096 would run 64 sequential loops);
@@ -74,10 +76,10 @@ def _own_cost(p: Problem) -> Problem:
     return replace(p, cost=lambda x, *args: cost(x, *args))
 
 
-def implementations(case: str, p: Problem) -> list[str]:
+def implementations(case: str, p: Problem, rolled: bool = False) -> list[str]:
     names = ["gdkernel"]
     if jax.default_backend() != "cpu":
-        names += ["gdkernel_rolled", "gdkernel_look32"]
+        names += ["gdkernel_rolled"] * rolled + ["gdkernel_look16", "gdkernel_look32"]
     names.append("reference")
     if case == "W3":
         names.append("lax_map")
@@ -91,16 +93,17 @@ def _runner(name: str, p: Problem) -> tuple[peers.Runner, Callable[[], Any]]:
     if name == "gdkernel_rolled":  # each look's trips in a loop, on every backend
         route = functools.partial(mock.patch.object, _batch, "unrolled", lambda: False)
         return peers.prepare("gdkernel", _own_cost(p)), route
-    if name == "gdkernel_look32":  # looks of 32 trips
-        route = functools.partial(mock.patch.object, _lanes, "CHECK_EVERY", 32)
+    if name.startswith("gdkernel_look"):  # looks of 16 or 32 trips
+        trips = int(name.removeprefix("gdkernel_look"))
+        route = functools.partial(mock.patch.object, _lanes, "CHECK_EVERY", trips)
         return peers.prepare("gdkernel", _own_cost(p)), route
     return peers.prepare(name, p), contextlib.nullcontext
 
 
-def measure(case: str, p: Problem, rounds: int) -> dict[str, dict[str, Any]]:
+def measure(case: str, p: Problem, rounds: int, rolled: bool = False) -> dict[str, dict[str, Any]]:
     """Per implementation: first call, median wall time, member-iterations per second, and
     agreement with the reference."""
-    names = implementations(case, p)
+    names = implementations(case, p, rolled)
     out: dict[str, dict[str, Any]] = {}
     with jax.enable_x64(p.dtype == "float64"):
         runners = {name: _runner(name, p) for name in names}
@@ -155,6 +158,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--case", nargs="*", default=None, help="cases to run (default all)")
     parser.add_argument("--json", default=None, help="write the figures to this file")
+    parser.add_argument(
+        "--rolled", action="store_true", help="also time each look's trips left in a loop"
+    )
     opts = parser.parse_args()
     chosen = cases(int(opts.members))
     unknown = sorted(set(opts.case or ()) - set(chosen))
@@ -182,7 +188,7 @@ def main() -> None:
     }
     for case in names:
         p = chosen[case]()
-        rows = measure(case, p, opts.rounds)
+        rows = measure(case, p, opts.rounds, opts.rolled)
         figures["cases"][case] = rows
         ref = rows["reference"]["wall_s"]
         print(f"\n## {case} ({p.size:,} members, {p.dtype})")

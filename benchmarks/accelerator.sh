@@ -8,7 +8,9 @@
 # 2. the test suite on the device (12 processes; deprecation warnings of the installed JAX
 #    reported rather than raised);
 # 3. the paired Adam-grid, progress and adjoint benchmarks;
-# 4. the pytest-benchmark suite of W1-W4 (gdkernel and the reference), unchanged.
+# 4. the pytest-benchmark suite of W1-W4 (gdkernel and the reference), unchanged;
+# 5. where a sweep's fixed costs go (benchmarks/profile_calls.py).
+# STEPS="env figures" runs only those steps; TESTS="tests/test_x.py ..." narrows the tests.
 # Logs and JSON go to $OUT (8 files: what a device run may bring back); the last lines printed
 # are each step's exit status, and the script fails if any step did.
 set -u
@@ -17,9 +19,11 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
 
+STEPS=" ${STEPS:-env figures tests adam progress adjoint suite profile} "
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log
     local name=$1 limit=$2
     shift 2
+    [[ $STEPS == *" $name "* ]] || return 0
     echo "== $name (at most ${limit}s)"
     local start=$SECONDS
     # SIGINT first, so that pytest still prints its summary when the limit cuts it
@@ -47,7 +51,7 @@ fi
 TAIL=60 step figures 130 $PY -m benchmarks.accelerator --json "$OUT/figures.json"
 TAIL=30 XLA_PYTHON_CLIENT_PREALLOCATE=false step tests 220 $PY -m pytest -p no:cacheprovider \
     -n 12 -q -rfE --timeout 150 -W default::DeprecationWarning -W default::FutureWarning \
-    tests gdkernel
+    ${TESTS:-tests gdkernel}
 step adam 50 $PY -m benchmarks.test_optimizer_bench 2
 step progress 40 $PY -m benchmarks.test_progress_bench 1000 3
 TAIL=15 step adjoint 35 $PY -m pytest -p no:cacheprovider -q benchmarks/test_adjoint_bench.py \
@@ -55,5 +59,6 @@ TAIL=15 step adjoint 35 $PY -m pytest -p no:cacheprovider -q benchmarks/test_adj
 TAIL=40 step suite 60 $PY -m pytest -p no:cacheprovider -q benchmarks/test_workloads.py \
     --benchmark-only -k "(gdkernel or reference) and not 1thread and not W1-1-" \
     --benchmark-columns=min,median
+TAIL=120 step profile 150 $PY -m benchmarks.profile_calls
 printf '%s\n' "${STATUS[@]}"
 exit "$FAILED"

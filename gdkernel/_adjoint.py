@@ -49,6 +49,15 @@ ADJOINTS = ("implicit", "unrolled")
 # Parameters up to which the implicit adjoint builds the Hessian and solves directly; past
 # it, conjugate gradients on Hessian-vector products.
 DIRECT_MAX = 256
+# Replayed steps written out per trip of the unrolled adjoint's scan on an accelerator, where
+# each trip of a loop costs a kernel launch and a read of its predicate on the host. A CPU
+# takes one step a trip.
+REPLAY_UNROLL = 8
+
+
+def replay_unroll() -> int:
+    """Steps per trip of the replay's scan on the default backend (`REPLAY_UNROLL`)."""
+    return 1 if jax.default_backend() == "cpu" else REPLAY_UNROLL
 
 
 def differentiable(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bool) -> Run:
@@ -167,7 +176,8 @@ def _unrolled(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bo
 
         @jax.checkpoint
         def run_segment(carry: tuple, start: Array) -> tuple:
-            return lax.scan(scan_step, carry, start + jnp.arange(segment))[0]
+            steps = start + jnp.arange(segment)
+            return lax.scan(scan_step, carry, steps, unroll=min(replay_unroll(), segment))[0]
 
         last = jnp.max(n)  # segments past every member's count are skipped
 

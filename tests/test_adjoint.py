@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gdkernel as gd
+from gdkernel import _adjoint
 
 N, D = 40, 3
 RNG = np.random.default_rng(0)
@@ -149,7 +150,9 @@ def test_unrolled_square_exactly(x64, max_iter):
     np.testing.assert_allclose(t, 3 * n * 0.8 ** (n - 1) * (-2), rtol=1e-12)
 
 
-def test_unrolled_through_a_sweep_each_member_its_own_count(x64):
+@pytest.mark.parametrize("unroll", [1, 8])  # 8: an accelerator's replay, 8 steps a trip
+def test_unrolled_through_a_sweep_each_member_its_own_count(x64, monkeypatch, unroll):
+    monkeypatch.setattr(_adjoint, "replay_unroll", lambda: unroll)
     rates = jnp.array([0.05, 0.1, 0.3])
     guesses = jnp.array([3.0, -1.0])
 
