@@ -64,8 +64,18 @@ PyTree = Any
 # Bytes of lane carry on a CPU: small enough to stay in a core's L2 cache while the lanes
 # iterate (32,768 members of a scalar float32 problem).
 LANE_BYTES = 2**19
-# Bytes of the data in `args` times lanes, on a CPU: a trip's work then dwarfs its fixed cost.
-LANE_DATA_BYTES = 2**21
+# Bytes of the values a trip's cost and gradient compute (a member's intermediates times
+# lanes), on a CPU: a cost that reads its data elementwise (W4's 10,000 points: 720 KB a
+# member) keeps a trip's intermediates within the last-level cache on a few lanes.
+LANE_WORK_BYTES = 2**23
+# Arithmetic per byte of carry from which a member is compute-bound: a trip's time is then
+# its evaluations', not its passes over the carry, and its lanes follow `LANE_WORK_BYTES`
+# alone. A cost that multiplies each member by shared data (the adjoint benchmark's
+# 100 x 100 matrix: about 37 flops a byte of its 1.6 KB carry) then takes the whole batch
+# into one matrix product a trip: 1,000 members ran in 37-60 ms, against 65 ms on 16 lanes
+# and 86-137 ms on the 320 lanes that keep its carry in L2. Scalar and 2-D problems do a
+# few flops a byte (W1: 2; Rosenbrock: 3).
+COMPUTE_BOUND = 16
 # Compiler options for the fast path's programs on a CPU. XLA vectorises for 256-bit registers
 # by default; the masked loop bodies are elementwise over the lanes and run faster with 512-bit
 # vectors where the CPU has them (LLVM caps the width at what the target supports). Only the
@@ -170,10 +180,20 @@ def unrolled() -> bool:
     return jax.default_backend() != "cpu"
 
 
-def report_trips(members: int, x0: PyTree, opts: Options, args: tuple, platform: str) -> int:
+def report_trips(
+    members: int,
+    x0: PyTree,
+    opts: Options,
+    args: tuple,
+    platform: str,
+    value_and_grad: ValueAndGrad,
+) -> int:
     """`Options.progress_every` for a batch of `members` like `x0` (batch on the leading
     axis): trips between two reports, so that reports cost about 1% of the run."""
-    per_trip = members if opts.history_every else _lane_width(members, *_sizes(x0, opts, args))
+    if opts.history_every:
+        per_trip = members
+    else:
+        per_trip = _lane_width(members, *_sizes(value_and_grad, x0, opts, args))
     return trips_between_reports(members, per_trip, platform)
 
 
@@ -215,33 +235,70 @@ def _carry_representation(
     )
 
 
-def _lane_width(size: int, member_bytes: int = 16, data_bytes: int = 0) -> int:
+def _lane_width(size: int, member_bytes: int = 16, work: tuple[int, int] = (0, 0)) -> int:
     """How many lanes run a batch of `size` members on this backend (whole vectors).
 
-    `member_bytes`: the carry of one member; `data_bytes`: the arrays in `args`, which each
-    member's cost reads (so a trip's work grows with them). On a CPU the lanes' carry stays
-    cache-sized and, when the cost reads data, a trip's data intermediates stay within
-    `LANE_DATA_BYTES`: fewer lanes then waste fewer steps on members that wait for the
-    slowest. An accelerator takes the whole batch at once.
+    `member_bytes`: the carry of one member; `work`: what one evaluation of its cost and
+    gradient computes (`_work`: bytes, flops). On a CPU a trip's intermediates stay within
+    `LANE_WORK_BYTES` and, unless the member is compute-bound (`COMPUTE_BOUND`), the lanes'
+    carry stays within `LANE_BYTES` (a core's L2 cache). An accelerator takes the whole batch
+    at once.
     """
     whole = -(-size // VECTOR) * VECTOR
     if jax.default_backend() != "cpu":
         return whole
-    most = min(LANE_BYTES // max(member_bytes, 1), LANE_DATA_BYTES // max(data_bytes, 1))
+    work_bytes, flops = work
+    most = LANE_WORK_BYTES // max(work_bytes, 1)
+    if flops < COMPUTE_BOUND * member_bytes:
+        most = min(most, LANE_BYTES // max(member_bytes, 1))
     return min(whole, max(VECTOR, most // VECTOR * VECTOR))
 
 
-def _sizes(x0: PyTree, opts: Options, args: tuple) -> tuple[int, int]:
-    """(carry bytes per member, bytes of array data in `args`)."""
+def _sizes(
+    value_and_grad: ValueAndGrad, x0: PyTree, opts: Options, args: tuple
+) -> tuple[int, tuple[int, int]]:
+    """(carry bytes per member, `_work` of one evaluation of a member)."""
     leaves = jax.tree.leaves(x0)
     itemsize = jnp.result_type(*leaves).itemsize
     per = sum(math.prod(jnp.shape(leaf)[1:]) for leaf in leaves) * itemsize
     copies = 2 + velocity_copies(opts.method)  # x, grad, velocity
-    data = sum(
-        math.prod(jnp.shape(leaf)) * jnp.result_type(leaf).itemsize
-        for leaf in jax.tree.leaves(args)
-    )
-    return copies * per + itemsize + 4, data
+    return copies * per + itemsize + 4, _work(value_and_grad, x0, args)
+
+
+def _work(value_and_grad: ValueAndGrad, x0: PyTree, args: tuple) -> tuple[int, int]:
+    """(bytes, flops) one member's cost and gradient compute, from their jaxpr on one member
+    of the batch `x0`: the bytes of every operation's outputs, and an element operation per
+    output element, two per multiply-add of a contraction (each loop or call body counted
+    once)."""
+
+    def abstract(leaf: Any, batched: bool) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(jnp.shape(leaf)[batched:], jnp.result_type(leaf))
+
+    one = jax.tree.map(lambda leaf: abstract(leaf, True), x0)
+    jaxpr = jax.make_jaxpr(value_and_grad)(one, jax.tree.map(lambda a: abstract(a, False), args))
+    return _jaxpr_work(jaxpr.jaxpr)
+
+
+def _jaxpr_work(jaxpr: Any) -> tuple[int, int]:
+    total, flops = 0, 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            aval = var.aval
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                size = math.prod(aval.shape)
+                total += size * aval.dtype.itemsize
+                flops += size
+                if eqn.primitive.name == "dot_general":
+                    (contracted, _), _ = eqn.params["dimension_numbers"]
+                    lhs = eqn.invars[0].aval.shape
+                    flops += size * (2 * math.prod(lhs[d] for d in contracted) - 1)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's, or a Jaxpr
+                if hasattr(inner, "eqns"):
+                    more = _jaxpr_work(inner)
+                    total, flops = total + more[0], flops + more[1]
+    return total, flops
 
 
 def _solve_fast(
@@ -259,7 +316,7 @@ def _solve_fast(
     code = _pack(state.status)
     step_dtype = state.step_size.dtype
     members = params.learning_rate.shape[0]
-    lanes = _lane_width(members, *_sizes(x0, opts, args))
+    lanes = _lane_width(members, *_sizes(value_and_grad, x0, opts, args))
     numbers = (per_member(params), state.ceiling)  # each member's own
     report, every = _reports(members, opts, part)
     if _lagged.applies(x0, opts):  # one scalar per member: the one-array loop

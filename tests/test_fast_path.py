@@ -331,3 +331,39 @@ def test_builtin_costs_bit_for_bit(name, dtype, unroll, request):
             _fast(builtin.fn, xs_, params, opts, unroll=unroll),
             _reference(builtin.fn, xs_, params, opts),
         )
+
+
+def _width(cost, x0, args, method="gd"):
+    vg = _kernel.make_value_and_grad(cost, None)
+    opts = make_options("l2", method, False, None, 100, "implicit")
+    return _batch._lane_width(x0.shape[0], *_batch._sizes(vg, x0, opts, args))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the lane rule of a CPU")
+def test_lanes_follow_what_a_member_computes():
+    """Elementwise data (each member a pass over 10,000 points) keeps few lanes; a matrix
+    that multiplies every member takes the whole batch in one product; a scalar problem's
+    lanes keep its carry cache-sized."""
+    points = jnp.linspace(0.0, 1.0, 10_000)
+
+    def line(w, X):
+        return jnp.mean((w[0] + w[1] * X - 1.0) ** 2)
+
+    def quadratic(x, a):
+        return 0.5 * x @ (a @ x)
+
+    # a member of `line` computes a few arrays of 10,000 points; one of `quadratic` a few
+    # vectors of 100: the work counts every intermediate, inside nested jitted calls too
+    vg = _kernel.make_value_and_grad(line, None)
+    work, flops = _batch._work(vg, jnp.zeros((4, 2)), (points,))
+    assert 3 * 40_000 <= work < 40 * 40_000
+    assert 3 * 10_000 <= flops < 40 * 10_000
+    nested = _kernel.make_value_and_grad(jax.jit(line), None)
+    inner = _batch._work(nested, jnp.zeros((4, 2)), (points,))
+    assert inner[0] >= work and inner[1] >= flops
+    # a @ x, and x @ a for the gradient: two products of 100 x 100 multiply-adds
+    quad = _kernel.make_value_and_grad(quadratic, None)
+    assert 2 * 20_000 <= _batch._work(quad, jnp.zeros((4, 100)), (jnp.eye(100),))[1] < 10**5
+    assert _width(line, jnp.zeros((1000, 2)), (points,)) == _batch.VECTOR
+    assert _width(quadratic, jnp.zeros((1000, 100)), (jnp.eye(100),)) == 1008  # whole
+    assert _width(lambda x: x**2, jnp.zeros(10**6), ()) == _batch.LANE_BYTES // 16
