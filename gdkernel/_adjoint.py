@@ -79,9 +79,7 @@ def _implicit(run: Run, value_and_grad: ValueAndGrad, batched: bool) -> Run:
     if batched:
         member = jax.vmap(member, in_axes=(0, 0, None, None))
 
-    @jax.custom_jvp
-    def solved(x0: PyTree, params: Params, args: tuple) -> Result:
-        return run(x0, params, args)
+    solved = jax.custom_jvp(run)  # (`run` itself: no frame of ours between the two)
 
     @solved.defjvp
     def tangent(primals: tuple, tangents: tuple) -> tuple[Result, Result]:

@@ -56,7 +56,7 @@ from ._kernel import (
     with_members,
 )
 from ._optimizers import velocity_copies
-from ._progress import batch_counts, monitor, trips_between_reports
+from ._progress import Report, Tracker, batch_counts, monitor, reporting, trips_between_reports
 from ._result import RUNNING, Result
 
 PyTree = Any
@@ -301,38 +301,9 @@ def _jaxpr_work(jaxpr: Any) -> tuple[int, int]:
     return total, flops
 
 
-def _solve_fast(
-    value_and_grad: ValueAndGrad,
-    x0: PyTree,
-    params: Params,
-    args: tuple,
-    opts: Options,
-    stall_test: bool = True,
-    part: Array | int = 0,
-) -> State:
-    """Every member on refilled lanes (`_lanes.run`); the final kernel state, no history.
-    `part` tags progress reports (the part of a chunk this program runs)."""
-    state = init_batch(value_and_grad, x0, params, args, opts)
-    code = _pack(state.status)
-    step_dtype = state.step_size.dtype
-    members = params.learning_rate.shape[0]
-    lanes = _lane_width(members, *_sizes(value_and_grad, x0, opts, args))
-    numbers = (per_member(params), state.ceiling)  # each member's own
-    report, every = _reports(members, opts, part)
-    if _lagged.applies(x0, opts):  # one scalar per member: the one-array loop
-
-        def finish(packed: Array) -> State:
-            return _lagged.finish(
-                value_and_grad, packed, params, state.ceiling, args, opts, stall_test
-            )
-
-        rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
-        packed = _lagged.pack(state.x, code)
-        return finish(_lanes.run(rep, packed, numbers, lanes, report, every, unrolled()))
-
-    home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
-    rep = _carry_representation(value_and_grad, params, args, opts, step_dtype, stall_test)
-    done = _lanes.run(rep, home, numbers, lanes, report, every, unrolled())
+def _carry_state(value_and_grad: ValueAndGrad, done: Carry, start: State, args: tuple) -> State:
+    """The final kernel state from the lanes' `Carry` of every member (its cost evaluated once
+    more), no history."""
     return State(
         x=done.x,
         cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),
@@ -341,7 +312,7 @@ def _solve_fast(
         step_size=done.step_size,
         iterations=_lanes.code_iterations(done.code),
         status=done.code & 7,
-        ceiling=state.ceiling,
+        ceiling=start.ceiling,
         history=None,
     )
 
@@ -361,36 +332,54 @@ def solve_batch(
     `x0` and `params.learning_rate` carry the batch on their leading axis; the other numbers
     of `params` are shared. Each member's result equals a lone `gradient_descent` run's.
 
-    `packed`: whether `max_iter` fits the fast path's packed code (< 2**28); `stall_test`:
+    The members run on refilled lanes (`_lanes.run`), or, with `history` or a `max_iter`
+    past the packed code (`packed` false), the plain masked loop (`run_batch`).
+    `packed`: whether `max_iter` fits the lanes' packed code (< 2**28); `stall_test`:
     whether `grad_tol` may be finite. None: decided from `params` where its values are
     concrete, else `packed` at run time with `lax.cond` (compiling both loops) and the stall
-    test kept.
+    test kept. `part` tags progress reports (the part of a chunk this program runs).
     """
-
-    def plain(x0: PyTree) -> State:
-        state = init_batch(value_and_grad, x0, params, args, opts)
-        return run_batch(value_and_grad, state, params, args, opts)
-
     if packed is None or stall_test is None:
         packed_now, stall_now = static_choices(params)
         packed = packed_now if packed is None else packed
         stall_test = stall_now if stall_test is None else stall_test
+    if packed is None and not opts.history_every:  # `max_iter` traced: chosen at run time
+        branch = functools.partial(
+            solve_batch,
+            value_and_grad,
+            params=params,
+            args=args,
+            opts=opts,
+            stall_test=stall_test,
+            part=part,
+        )
+        fits = params.max_iter <= _MAX_PACKED_ITER
+        on_lanes, plain = (functools.partial(branch, packed=p) for p in (True, False))
+        return lax.cond(fits, on_lanes, plain, x0)
 
-    fast = functools.partial(
-        _solve_fast,
-        value_and_grad,
-        params=params,
-        args=args,
-        opts=opts,
-        stall_test=stall_test,
-        part=part,
-    )
-    if opts.history_every or packed is False:
-        state = plain(x0)
-    elif packed is None:
-        state = lax.cond(params.max_iter <= _MAX_PACKED_ITER, fast, plain, x0)
+    state = init_batch(value_and_grad, x0, params, args, opts)
+    if opts.history_every or not packed:
+        state = run_batch(value_and_grad, state, params, args, opts)
     else:
-        state = fast(x0)
+        code = _pack(state.status)
+        members = params.learning_rate.shape[0]
+        lanes = _lane_width(members, *_sizes(value_and_grad, x0, opts, args))
+        numbers = (per_member(params), state.ceiling)  # each member's own
+        report, every = _reports(members, opts, part)
+        lagged = _lagged.applies(x0, opts)  # one scalar per member: the one-array loop
+        if lagged:
+            rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
+            home: Any = _lagged.pack(state.x, code)
+        else:
+            dtype = state.step_size.dtype
+            rep = _carry_representation(value_and_grad, params, args, opts, dtype, stall_test)
+            home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
+        done = _lanes.run(rep, home, numbers, lanes, report, every, unrolled())
+        if lagged:
+            ceiling = state.ceiling
+            state = _lagged.finish(value_and_grad, done, params, ceiling, args, opts, stall_test)
+        else:
+            state = _carry_state(value_and_grad, done, state, args)
     return on_all_data(value_and_grad, to_result(state), args, opts, batched=True)
 
 
@@ -578,29 +567,59 @@ def solve_grid(
     cost_fn: Callable,
     grad_fn: Callable | None,
     opts: Options,
-    threads: int = 1,
+    threads: int | None = None,
+    device: jax.Device | None = None,
+    report: Report | None = None,
 ) -> Result:
-    """Every learning rate of `params.learning_rate` from every starting point of `guesses`
-    (batch on every leading axis) on one device. Returns a `Result` whose fields have the
-    grid axes `(n_lr, n_g)` in front.
+    """Every row of settings of `params` (`params.learning_rate` and any gridded number) from
+    every starting point of `guesses` (batch on every leading axis) on one device (JAX's
+    default, or `device`). Returns a `Result` of JAX arrays whose fields have the grid axes
+    `(n_rows, n_g)` in front.
 
-    With `threads` > 1 the members are dealt to that many parts (`part_ids`), each solved by
-    the same compiled program called from its own host thread: one device then runs the parts
-    side by side (a CPU device runs one program per calling thread). Traced inputs run as one
-    part.
+    The members are dealt to `threads` parts (`part_ids`; None: `default_threads`), each
+    solved by the same compiled program called from its own host thread: one device then
+    runs the parts side by side (a CPU device runs one program per calling thread). Traced
+    inputs run as one part. With `report`, the loop reports its progress (one chunk, one
+    part per thread).
     """
-    packed, stall_test = static_choices(params)
+    if device is not None:
+        guesses, params, args = jax.device_put((guesses, params, args), device)
     inputs = (guesses, params, args)
-    program = _program("grid", inputs)
-    static = dict(cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, packed=packed, stall_test=stall_test)
-    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(inputs))
-    if threads == 1 or traced:
-        return program(*inputs, np.int32(0), parts=1, **static)
     n_rows, n_g = params.learning_rate.shape[0], jax.tree.leaves(guesses)[0].shape[0]
-    parts = run_parts(
-        lambda part: program(*inputs, np.int32(part), parts=threads, **static), threads
+    members = n_rows * n_g
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(inputs)):
+        threads = 1
+    elif threads is None:
+        threads = default_threads(members, device)
+    tracker = None
+    if report is not None:
+        share = -(-members // threads)
+        platform = device.platform if device is not None else jax.default_backend()
+        vg = make_value_and_grad(cost_fn, grad_fn)
+        opts = opts._replace(progress_every=report_trips(share, guesses, opts, args, platform, vg))
+        tracker = Tracker(report, 1, members, share * threads, threads)
+    packed, stall_test = static_choices(params)
+    program = functools.partial(
+        grid_program(inputs),
+        *inputs,
+        cost_fn=cost_fn,
+        grad_fn=grad_fn,
+        opts=opts,
+        packed=packed,
+        stall_test=stall_test,
     )
-    return interleave(tuple(parts), n_rows, n_g)
+    with reporting(tracker):
+        if tracker is not None:
+            tracker.begin()
+            tracker.start_chunk(members)
+        if threads == 1:
+            result = program(np.int32(0), parts=1)
+        else:
+            parts = run_parts(lambda part: program(np.int32(part), parts=threads), threads)
+            result = interleave(tuple(parts), n_rows, n_g)
+        if tracker is not None:
+            tracker.finish_chunk(np.asarray(result.status), np.asarray(result.cost))
+    return result
 
 
 _POOL: dict[int, ThreadPoolExecutor] = {}  # by size: the one pool of worker threads

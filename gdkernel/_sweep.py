@@ -20,7 +20,7 @@ from ._batch import default_threads, report_trips, solve_grid, solve_members
 from ._kernel import Options, Params, make_value_and_grad
 from ._options import RunOptions, resolve
 from ._progress import Progress
-from ._result import Axes, Result, SweepResult
+from ._result import Axes, SweepResult
 from ._solve import checked, float_dtype
 from ._types import Numbers
 
@@ -241,7 +241,7 @@ def sweep(
                 f"`{asked[0]}` needs concrete inputs: call `sweep` outside `jax.jit` "
                 "(traced inputs run as one batch on one device)"
             )
-        return finish(_whole(cost_fn, grad_fn, x0, params, args, opts, None, 1))
+        return finish(solve_grid(x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts))
 
     if path is not None:
         _store.check_storable(x0)
@@ -259,7 +259,18 @@ def sweep(
     if path is None and n * _chunks.result_bytes(x0, dtype, rows) > _chunks.SMALL:
         _chunks.check_host(n, _chunks.result_bytes(x0, dtype, rows), rows)
     if plan.n_chunks == 1 and path is None and mesh is None:
-        return finish(_whole(cost_fn, grad_fn, x0, params, args, opts, pinned, threads, report))
+        whole = solve_grid(
+            x0,
+            params,
+            args,
+            cost_fn=cost_fn,
+            grad_fn=grad_fn,
+            opts=opts,
+            threads=threads,
+            device=pinned,
+            report=report,
+        )
+        return finish(whole)
     one_process = mesh is not None and not _devices.spans_processes(mesh)
     if plan.n_chunks == 1 and path is None and report is None and one_process:
         assert mesh is not None
@@ -289,44 +300,6 @@ def sweep(
         report,
         threads or 1,
     )
-
-
-def _whole(
-    cost_fn: Callable,
-    grad_fn: Callable | None,
-    x0: PyTree,
-    params: Params,
-    args: tuple,
-    opts: Options,
-    device: jax.Device | None,
-    threads: int | None,
-    report: _progress.Report | None = None,
-) -> Result:
-    """The grid as one batch on one device (JAX's default, or `device`), shared by `threads`
-    host threads (None: `default_threads`): JAX arrays with the axes `(n_rows, n_guesses)`.
-    With `report`, the loop reports its progress (one chunk, one part per thread)."""
-    if device is not None:
-        x0, params, args = jax.device_put((x0, params, args), device)
-    members = params.learning_rate.shape[0] * jax.tree.leaves(x0)[0].shape[0]
-    if threads is None:
-        threads = default_threads(members, device)
-    if report is None:
-        return solve_grid(
-            x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
-        )
-    share = -(-members // threads)
-    platform = device.platform if device is not None else jax.default_backend()
-    vg = make_value_and_grad(cost_fn, grad_fn)
-    opts = opts._replace(progress_every=report_trips(share, x0, opts, args, platform, vg))
-    tracker = _progress.Tracker(report, 1, members, share * threads, threads)
-    with _progress.reporting(tracker):
-        tracker.begin()
-        tracker.start_chunk(members)
-        result = solve_grid(
-            x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts, threads=threads
-        )
-        tracker.finish_chunk(np.asarray(result.status).ravel(), np.asarray(result.cost).ravel())
-    return result
 
 
 def _chunked(

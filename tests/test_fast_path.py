@@ -6,6 +6,7 @@ and for a few members a lone `gd.gradient_descent` call. Every field must agree 
 """
 
 import functools
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -367,3 +368,19 @@ def test_lanes_follow_what_a_member_computes():
     assert _width(line, jnp.zeros((1000, 2)), (points,)) == _batch.VECTOR
     assert _width(quadratic, jnp.zeros((1000, 100)), (jnp.eye(100),)) == 1008  # whole
     assert _width(lambda x: x**2, jnp.zeros(10**6), ()) == _batch.LANE_BYTES // 16
+
+
+def test_six_frames_from_sweep_to_the_loop_body():
+    """The route: sweep > solve_grid > _grid (the compiled program) > solve_batch >
+    _lanes.run > its loop body, with no frame of gdkernel's between them."""
+    stacks = []
+
+    def cost(x):
+        stacks.append([f.name for f in traceback.extract_stack() if "/gdkernel/" in f.filename])
+        return x**2
+
+    gd.sweep(cost, np.linspace(-1, 1, 64), [0.1, 0.2], threads=1)
+    routes = [names[: names.index("body") + 1] for names in stacks if "body" in names]
+    assert routes and all(
+        route == ["sweep", "solve_grid", "_grid", "solve_batch", "run", "body"] for route in routes
+    )
