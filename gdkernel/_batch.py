@@ -193,14 +193,16 @@ def report_trips(
     opts: Options,
     args: tuple,
     platform: str,
-    value_and_grad: ValueAndGrad,
+    cost_fn: Callable,
+    grad_fn: Callable | None,
 ) -> int:
     """`Options.progress_every` for a batch of `members` like `x0` (batch on the leading
-    axis): trips between two reports, so that reports cost about 1% of the run."""
+    axis) of `cost_fn`: trips between two reports, so that reports cost about 1% of the run."""
     if opts.history_every:
         per_trip = members
     else:
-        per_trip = _lane_width(members, *_sizes(value_and_grad, x0, opts, args))
+        vg = make_value_and_grad(cost_fn, grad_fn)
+        per_trip = _lane_width(members, *_sizes(vg, x0, opts, args))
     return trips_between_reports(members, per_trip, platform)
 
 
@@ -604,8 +606,8 @@ def solve_grid(
     if report is not None:
         share = -(-members // threads)
         platform = device.platform if device is not None else jax.default_backend()
-        vg = make_value_and_grad(cost_fn, grad_fn)
-        opts = opts._replace(progress_every=report_trips(share, guesses, opts, args, platform, vg))
+        every = report_trips(share, guesses, opts, args, platform, cost_fn, grad_fn)
+        opts = opts._replace(progress_every=every)
         tracker = Tracker(report, 1, members, share * threads, threads)
     packed, stall_test = static_choices(params)
     program = functools.partial(

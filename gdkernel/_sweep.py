@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 from . import _chunks, _devices, _grid, _progress, _sharded, _store
 from . import _validate as v
 from ._batch import default_threads, report_trips, solve_grid, solve_members
-from ._kernel import Options, Params, make_value_and_grad
+from ._kernel import Options, Params
 from ._options import RunOptions, resolve
 from ._progress import Progress
 from ._result import Axes, SweepResult
@@ -335,8 +335,8 @@ def _chunked(
     tracker = None
     if report is not None:
         first = mesh.devices.flat[0] if mesh is not None else device or jax.devices()[0]
-        vg = make_value_and_grad(cost_fn, grad_fn)
-        every = report_trips(plan.chunk_size // n_devices, x0_host, opts, args, first.platform, vg)
+        share = plan.chunk_size // n_devices
+        every = report_trips(share, x0_host, opts, args, first.platform, cost_fn, grad_fn)
         opts = opts._replace(progress_every=every)
         tracker = _progress.Tracker(report, plan.n_chunks, n, plan.chunk_size, n_devices)
     if mesh is not None:
