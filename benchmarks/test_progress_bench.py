@@ -10,11 +10,17 @@ variant's time to `off` in the same run:
 or, paired in one process (alternating rounds, the minimum of each):
 
     python -m benchmarks.test_progress_bench 1000 3
+
+How steady the reports are (`steadiness`): each report's time and members done, and the time
+left a bar would show, `elapsed * (1 - done) / done`, against the time that was left:
+
+    python -m benchmarks.test_progress_bench 3000 steady
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -85,5 +91,27 @@ def paired(n: int, rounds: int) -> dict[str, float]:
     return out
 
 
+def steadiness(n: int) -> list[dict[str, float]]:
+    """Per report of one sweep (compiled beforehand): seconds since the call, the share of
+    members done, the time left estimated from that share, and the time that was left."""
+    _sweep(n, lambda p: None)  # compile
+    seen: list[tuple[float, int]] = []
+    start = time.perf_counter()
+    _sweep(n, lambda p: seen.append((time.perf_counter() - start, p.members_done)))
+    total = time.perf_counter() - start
+    rows = []
+    for elapsed, done in seen:
+        share = done / (n * n)
+        estimate = elapsed * (1 - share) / share if share else math.inf
+        rows.append(
+            {"seconds": elapsed, "done": share, "estimated_left": estimate, "left": total - elapsed}
+        )
+    return rows
+
+
 if __name__ == "__main__":
-    print(json.dumps(paired(int(sys.argv[1]), int(sys.argv[2])), indent=1))
+    if sys.argv[2] == "steady":
+        for row in steadiness(int(sys.argv[1])):
+            print(json.dumps({k: round(v, 3) for k, v in row.items()}))
+    else:
+        print(json.dumps(paired(int(sys.argv[1]), int(sys.argv[2])), indent=1))

@@ -3,7 +3,10 @@
 `jax.vmap` of a `while_loop` steps every member until the slowest one stops. Here a batch of
 `M` members runs on `w` lanes (`w` cache-sized on a CPU, the whole batch on an accelerator,
 where nothing is ever refilled and a look's trips are written out for one fused pass).
-Lane `j` runs members `j, j + w, j + 2w, ...` one after another: a trip takes one masked step
+Lane `j` runs the members `j + s w` (`s = 0, 1, ...`) one after another, starting from
+`s = (j // 16) mod n_j` (`n_j` its members) and wrapping around, so that at any time the lanes work
+on every part of the grid alike, and the members done grow evenly with the work (a grid's
+rows often differ in their members' lengths). A trip takes one masked step
 on every lane, and once an eighth of the lanes have a stopped member with another one waiting,
 those lanes write their member back to the *home* arrays (`M` rows) and load their next one.
 A trip's cost then follows the members still running, not the slowest member of a fixed
@@ -42,6 +45,11 @@ CHECK_EVERY = 8
 # summed since the last refill, reach that cost: the waiting then never costs more than the
 # refills, however the members' run lengths mix.
 REFILL_TRIPS = 4
+
+
+# Lanes start their turns in blocks of this many neighbours (`Order`): a block loads
+# neighbouring members, a few cache lines, while the blocks spread over the whole grid.
+BLOCK = 16
 
 
 def running_code(iterations: Array) -> Array:
@@ -92,6 +100,7 @@ class Representation(NamedTuple):
 
 class Lanes(NamedTuple):
     ids: Array  # int32 (w,): the member on each lane; `M` for an empty lane
+    rounds: Array  # int32 (w,): the members each lane has written home
     carry: PyTree  # the lanes' state, leading axis w
     numbers: PyTree  # the lanes' members' own numbers (learning rate, ...), leading axis w
 
@@ -117,6 +126,29 @@ def select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(one, on_true, on_false)
 
 
+class Order(NamedTuple):
+    """Which member each lane runs in turn: lane `j` runs its `own[j]` members `j + s w`,
+    `s` going round from `first[j] = (j // BLOCK) mod own[j]`."""
+
+    members: int
+    own: Array  # int32 (w,)
+    first: Array  # int32 (w,)
+
+    @classmethod
+    def of(cls, members: int, width: int) -> Order:
+        lane = jnp.arange(width, dtype=jnp.int32)
+        strata = -(-members // width)
+        own = jnp.where(lane < members - (strata - 1) * width, strata, strata - 1)
+        return cls(members, own, (lane // BLOCK) % jnp.maximum(own, 1))
+
+    def ids(self, rounds: Array) -> Array:
+        """The member each lane runs after writing `rounds` home; `members` once none is left."""
+        width = self.own.shape[0]
+        lane = jnp.arange(width, dtype=jnp.int32)
+        stratum = (rounds + self.first) % jnp.maximum(self.own, 1)
+        return jnp.where(rounds < self.own, lane + stratum * width, self.members)
+
+
 def _load(rep: Representation, home: PyTree, ids: Array, members: int) -> PyTree:
     """The rows `ids` of `home`; an id of `members` or more gives an empty lane."""
     carry = _take(home, ids)
@@ -124,11 +156,11 @@ def _load(rep: Representation, home: PyTree, ids: Array, members: int) -> PyTree
 
 
 def _refill(
-    rep: Representation, home: PyTree, numbers: PyTree, lanes: Lanes, tally: Array
+    rep: Representation, home: PyTree, numbers: PyTree, order: Order, lanes: Lanes, tally: Array
 ) -> tuple[PyTree, Lanes, Array]:
     """Lanes whose member stopped write it home and load their next member; `tally` (members
     written home: all, converged, diverged) counts them."""
-    members, width = _count(numbers), lanes.ids.shape[0]
+    members = order.members
     code = rep.code(lanes.carry)
     done = (code >= 0) & (lanes.ids < members)
     status = code & 7
@@ -140,9 +172,10 @@ def _refill(
         ]
     )
     home = _put(home, jnp.where(done, lanes.ids, members), lanes.carry)
-    ids = jnp.where(done, jnp.minimum(lanes.ids + width, members), lanes.ids)
+    rounds = lanes.rounds + done
+    ids = order.ids(rounds)
     carry = select(done, _load(rep, home, ids, members), lanes.carry)
-    return home, Lanes(ids, carry, _take(numbers, ids)), tally
+    return home, Lanes(ids, rounds, carry, _take(numbers, ids)), tally
 
 
 def run(
@@ -177,13 +210,15 @@ def run(
         `home` with every member stopped.
     """
     members = _count(numbers)
-    ids = jnp.minimum(jnp.arange(lanes, dtype=jnp.int32), members)
-    start = Lanes(ids, _load(rep, home, ids, members), _take(numbers, ids))
+    order = Order.of(members, lanes)
+    rounds = jnp.zeros(lanes, jnp.int32)
+    ids = order.ids(rounds)
+    start = Lanes(ids, rounds, _load(rep, home, ids, members), _take(numbers, ids))
 
     def counts(ln: Lanes) -> tuple[Array, Array]:
         """(lanes running, lanes with a stopped member and another waiting)."""
         code, real = rep.code(ln.carry), ln.ids < members
-        waiting = real & (code >= 0) & (ln.ids + lanes < members)
+        waiting = real & (code >= 0) & (ln.rounds + 1 < order.own)
         return jnp.sum(real & (code < 0), dtype=jnp.int32), jnp.sum(waiting, dtype=jnp.int32)
 
     def cond(s: tuple) -> Array:
@@ -194,7 +229,7 @@ def run(
     threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
 
     def refill(home: PyTree, ln: Lanes, tally: Array) -> tuple[PyTree, Lanes, Array]:
-        return _refill(rep, home, numbers, ln, tally)
+        return _refill(rep, home, numbers, order, ln, tally)
 
     def body(s: tuple) -> tuple:
         home, ln, looks, live, waiting, idle, tally = s

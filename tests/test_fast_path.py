@@ -214,6 +214,7 @@ def test_data_in_args_least_squares(x64):
         (64, 16),  # a batch that divides into the lanes
         (50, 96),  # more lanes than members
         (300, 32),  # ten members a lane, refilled as they stop
+        (1000, 256),  # blocks of lanes start their turns in different parts of the grid
     ],
 )
 @pytest.mark.parametrize("unroll", [None, True])
@@ -239,6 +240,28 @@ def test_lanes_refilled_as_members_stop(size, lanes, dtype, unroll):
     if size > 8:
         its = np.asarray(want.iterations)
         assert its.max() > 20 * its.min()  # members finish at very different times
+
+
+@pytest.mark.parametrize(("members", "width"), [(1000, 256), (4096, 512), (50, 96), (37, 16)])
+def test_lanes_run_every_member_once_spread_over_the_grid(members, width):
+    order = _lanes.Order.of(members, width)
+    turns = [
+        np.asarray(order.ids(jnp.full(width, k, jnp.int32)))
+        for k in range(-(-members // width) + 1)
+    ]
+    ran = np.concatenate(turns)
+    ran = ran[ran < members]
+    np.testing.assert_array_equal(np.sort(ran), np.arange(members))  # each member once
+    for j in range(width):  # lane j runs members j + s * width, nothing else
+        own = [t[j] for t in turns if t[j] < members]
+        assert all((m - j) % width == 0 for m in own)
+    strata = -(-members // width)  # the grid's parts of `width` members
+    blocks = width // _lanes.BLOCK
+    first = turns[0][turns[0] < members] // width  # the grid stratum each lane starts in
+    counts = np.bincount(first, minlength=strata)
+    if blocks >= strata:  # the lanes start spread over every stratum, not all in the first one
+        assert counts.min() > 0
+        assert counts.max() <= 2 * width / strata  # at most twice a stratum's share
 
 
 def test_history_matches_the_plain_loop(dtype):
