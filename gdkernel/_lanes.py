@@ -138,14 +138,22 @@ class Order(NamedTuple):
     def of(cls, members: int, width: int) -> Order:
         lane = jnp.arange(width, dtype=jnp.int32)
         strata = -(-members // width)
-        own = jnp.where(lane < members - (strata - 1) * width, strata, strata - 1)
-        return cls(members, own, (lane // BLOCK) % jnp.maximum(own, 1))
+        full = lane < members - (strata - 1) * width
+        own = jnp.where(full, strata, strata - 1)
+        # by the two divisors as constants: an integer division by a number the compiler
+        # knows is a multiplication, by an array it is a loop over the lanes one at a time
+        block = lane // BLOCK
+        first = jnp.where(full, block % strata, block % max(strata - 1, 1))
+        return cls(members, own, first)
 
     def ids(self, rounds: Array) -> Array:
         """The member each lane runs after writing `rounds` home; `members` once none is left."""
         width = self.own.shape[0]
         lane = jnp.arange(width, dtype=jnp.int32)
-        stratum = (rounds + self.first) % jnp.maximum(self.own, 1)
+        # `(rounds + first) mod own`, both terms below `own` while the lane has a member
+        # left: a subtraction, not an integer division (which a CPU does one lane at a time)
+        stratum = rounds + self.first
+        stratum = jnp.where(stratum >= self.own, stratum - self.own, stratum)
         return jnp.where(rounds < self.own, lane + stratum * width, self.members)
 
 
