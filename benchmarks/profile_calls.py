@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import gdkernel as gd
 from gdkernel import _adjoint
 
 from . import peers, test_adjoint_bench, test_progress_bench
@@ -125,17 +124,12 @@ def adjoint(members: int = 1000) -> None:
 
 
 def device(members: int = 1_000_000, calls: int = 3, lines: int = 30) -> None:
-    p = w1(members, 0.1)
-    x0, rates = jnp.asarray(p.members()[0]), jnp.asarray(p.rates)
-
-    def call() -> Any:
-        return gd.sweep(p.cost, x0, rates, precision=p.precision, max_iter=p.max_iter, threads=1).x
-
-    jax.block_until_ready(call())
+    call = peers.prepare("gdkernel_1thread", w1(members, 0.1)).run
+    call()
     with tempfile.TemporaryDirectory() as folder:
         with jax.profiler.trace(folder, create_perfetto_trace=True):
             for _ in range(calls):
-                jax.block_until_ready(call())
+                call()
         (path,) = glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True)
         with gzip.open(path) as f:
             events = json.load(f)["traceEvents"]
