@@ -60,12 +60,24 @@ def replay_unroll() -> int:
     return 1 if jax.default_backend() == "cpu" else REPLAY_UNROLL
 
 
-def differentiable(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bool) -> Run:
+# `(x0, params) -> (starting points, params)` of every member of a batch given as `x0` and
+# `params` (a grid's guesses and rows), differentiably
+Members = Callable[[PyTree, Params], tuple[PyTree, Params]]
+
+
+def differentiable(
+    run: Run,
+    value_and_grad: ValueAndGrad,
+    opts: Options,
+    batched: bool,
+    members: Members | None = None,
+) -> Run:
     """`run` (a solve of one member, or of a batch when `batched`) with the derivatives of
-    `opts.adjoint`."""
+    `opts.adjoint`. `members`: how the batch's members are built from `run`'s `x0` and
+    `params` (None: they are those, one member per row)."""
     if opts.adjoint == "implicit":
         return _implicit(run, value_and_grad, batched)
-    return _unrolled(run, value_and_grad, opts, batched)
+    return _unrolled(run, value_and_grad, opts, batched, members)
 
 
 def _zero_tangent(leaf: Any) -> Any:
@@ -145,7 +157,9 @@ def _keep_values(values: PyTree, derivatives: PyTree) -> PyTree:
     return jax.tree.map(one, values, derivatives)
 
 
-def _unrolled(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bool) -> Run:
+def _unrolled(
+    run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bool, members: Members | None
+) -> Run:
     max_iter = opts.replay_steps
     segment = max(1, math.isqrt(max(max_iter - 1, 0)) + 1)  # ceil(sqrt(max_iter))
     segments = max(1, -(-max_iter // segment))
@@ -187,6 +201,8 @@ def _unrolled(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bo
 
     def solved(x0: PyTree, params: Params, args: tuple) -> Result:
         result = run(*lax.stop_gradient((x0, params, args)))
+        if members is not None:
+            x0, params = members(x0, params)
         x = replay(x0, params, args, result.iterations)
         evaluate = jax.vmap(value_and_grad, in_axes=(0, None)) if batched else value_and_grad
         cost, grad = evaluate(x, args)

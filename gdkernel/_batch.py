@@ -312,19 +312,29 @@ def _jaxpr_work(jaxpr: Any) -> tuple[int, int]:
     return total, flops
 
 
-def _carry_state(value_and_grad: ValueAndGrad, done: Carry, start: State, args: tuple) -> State:
-    """The final kernel state from the lanes' `Carry` of every member (its cost evaluated once
-    more), no history."""
-    return State(
+def _carry_result(value_and_grad: ValueAndGrad, done: Carry, args: tuple) -> Result:
+    """The result from the lanes' `Carry` of every member (its cost evaluated once more)."""
+    return Result(
         x=done.x,
         cost=jax.vmap(lambda x: value_and_grad(x, args)[0])(done.x),
         grad=done.grad,
-        velocity=done.velocity,
         step_size=done.step_size,
         iterations=_lanes.code_iterations(done.code),
         status=done.code & 7,
-        ceiling=start.ceiling,
         history=None,
+    )
+
+
+# `(x0, params, ids) -> (starting points, params)` of the members `ids` of a batch whose
+# inputs are `x0` and `params` (`flat_members`, `grid_build`)
+Build = Callable[[PyTree, Params, Array], tuple[PyTree, Params]]
+
+
+def flat_members(x0: PyTree, params: Params, ids: Array) -> tuple[PyTree, Params]:
+    """`Build` of a flat batch: member `i` starts from `x0[i]` with the numbers `i` of
+    `params`."""
+    return jax.tree.map(lambda leaf: jnp.take(leaf, ids, axis=0, mode="clip"), x0), take(
+        params, jnp.minimum(ids, params.learning_rate.shape[0] - 1)
     )
 
 
@@ -337,14 +347,20 @@ def solve_batch(
     packed: bool | None = None,
     stall_test: bool | None = None,
     part: Array | int = 0,
+    *,
+    build: Build = flat_members,
+    size: int | None = None,
 ) -> Result:
-    """Every member of a flat batch, each stopping on its own rule. Pure and traceable.
+    """Every member of a batch, each stopping on its own rule. Pure and traceable.
 
-    `x0` and `params.learning_rate` carry the batch on their leading axis; the other numbers
-    of `params` are shared. Each member's result equals a lone `gradient_descent` run's.
+    By default a flat batch: `x0` and `params.learning_rate` carry the batch on their leading
+    axis; the other numbers of `params` are shared. Else member `i` of the `size` is
+    `build(x0, params, i)` (`grid_build`: a part of a grid). Each member's result equals a lone
+    `gradient_descent` run's.
 
-    The members run on refilled lanes (`_lanes.run`), or, with `history` or a `max_iter`
-    past the packed code (`packed` false), the plain masked loop (`run_batch`).
+    The members run on refilled lanes (`_lanes.run`), each built where a lane loads it, or,
+    with `history` or a `max_iter` past the packed code (`packed` false), the plain masked
+    loop (`run_batch`) over the batch built first.
     `packed`: whether `max_iter` fits the lanes' packed code (< 2**28); `stall_test`:
     whether `grad_tol` may be finite. None: decided from `params` where its values are
     concrete, else `packed` at run time with `lax.cond` (compiling both loops) and the stall
@@ -363,35 +379,48 @@ def solve_batch(
             opts=opts,
             stall_test=stall_test,
             part=part,
+            build=build,
+            size=size,
         )
         fits = params.max_iter <= _MAX_PACKED_ITER
         on_lanes, plain = (functools.partial(branch, packed=p) for p in (True, False))
         return lax.cond(fits, on_lanes, plain, x0)
 
-    state = init_batch(value_and_grad, x0, params, args, opts)
+    members = params.learning_rate.shape[0] if size is None else size
+    every_member = jnp.arange(members, dtype=jnp.int32)
+    # one member's starting point, as a batch of one: its shapes and dtypes
+    example = jax.eval_shape(lambda: build(x0, params, every_member[:1])[0])
     if opts.history_every or not packed:
-        state = run_batch(value_and_grad, state, params, args, opts)
+        xs, mine = build(x0, params, every_member)
+        state = init_batch(value_and_grad, xs, mine, args, opts)
+        result = to_result(run_batch(value_and_grad, state, mine, args, opts))
     else:
-        code = _pack(state.status)
-        members = params.learning_rate.shape[0]
-        lanes = _lane_width(members, *_sizes(value_and_grad, x0, opts, args))
-        numbers = (per_member(params), state.ceiling)  # each member's own
+        lanes = _lane_width(members, *_sizes(value_and_grad, example, opts, args))
         report, every = _reports(members, opts, part)
-        lagged = _lagged.applies(x0, opts)  # one scalar per member: the one-array loop
+        lagged = _lagged.applies(example, opts)  # one scalar per member: the one-array loop
+
+        def load(ids: Array) -> tuple[Any, tuple[Params, Array]]:
+            xs, mine = build(x0, params, ids)
+            state = init_batch(value_and_grad, xs, mine, args, opts)
+            code = _pack(state.status)
+            if lagged:
+                carry: Any = _lagged.pack(state.x, code)
+            else:
+                carry = Carry(state.x, state.grad, state.velocity, state.step_size, code)
+            return carry, (per_member(mine), state.ceiling)  # each member's own numbers
+
         if lagged:
             rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
-            home: Any = _lagged.pack(state.x, code)
         else:
-            dtype = state.step_size.dtype
+            dtype = jnp.result_type(*jax.tree.leaves(example))
             rep = _carry_representation(value_and_grad, params, args, opts, dtype, stall_test)
-            home = Carry(state.x, state.grad, state.velocity, state.step_size, code)
-        done = _lanes.run(rep, home, numbers, lanes, report, every, unrolled())
+        done = _lanes.run(rep, load, members, lanes, report, every, unrolled())
         if lagged:
-            ceiling = state.ceiling
-            state = _lagged.finish(value_and_grad, done, params, ceiling, args, opts, stall_test)
+            mine = build(x0, params, every_member)[1]
+            result = _lagged.finish(value_and_grad, done, mine, args, opts, stall_test)
         else:
-            state = _carry_state(value_and_grad, done, state, args)
-    return on_all_data(value_and_grad, to_result(state), args, opts, batched=True)
+            result = _carry_result(value_and_grad, done, args)
+    return on_all_data(value_and_grad, result, args, opts, batched=True)
 
 
 def fits_packed(max_iter: Any) -> bool:
@@ -430,10 +459,22 @@ def grid_members(guesses: PyTree, rows: Params, ids: Array) -> tuple[PyTree, Par
     return x0, params._replace(learning_rate=rate)
 
 
-def part_ids(members: int, part: Array | int, parts: int) -> Array:
-    """The members of part `part` of `parts`: `part, part + parts, ...` (padded past
-    `members`). Dealt in turn, each part gets a like share of the slow members."""
-    return part + parts * jnp.arange(-(-members // parts), dtype=jnp.int32)
+def grid_build(stride: int) -> Build:
+    """`Build` of a part of a grid: `x0` is `(guesses, first)` and `params` the grid's rows
+    (`grid_members`); member `i` of the part is grid member `first + stride * i`."""
+
+    def build(source: tuple[PyTree, Array], rows: Params, ids: Array) -> tuple[PyTree, Params]:
+        guesses, first = source
+        return grid_members(guesses, rows, first + stride * ids)
+
+    return build
+
+
+def part_size(members: int, parts: int) -> int:
+    """Members in each of `parts` parts of a grid of `members`, dealt in turn: part `p` has
+    grid members `p, p + parts, ...` (padded past `members`), so that each part gets a like
+    share of the slow members."""
+    return -(-members // parts)
 
 
 def to_grid(flat: PyTree, n_lr: int, n_g: int) -> PyTree:
@@ -471,16 +512,30 @@ def _grid(
     packed: bool | None,
     stall_test: bool,
 ) -> Result:
-    """Part `part` of the grid's members (`part_ids`), built and solved in one program: no
-    batch-sized array is built outside it. With one part, the result has the grid axes
+    """Part `part` of `parts` of the grid's members (`part_size`), built and solved in one
+    program: each member is built where a lane loads it. With one part, the result has the grid axes
     `(n_lr, n_g)`; with several, it is flat, in the part's order (see `interleave`)."""
     n_rows, n_g = rows.learning_rate.shape[0], jax.tree.leaves(guesses)[0].shape[0]
-    xs, params = grid_members(guesses, rows, part_ids(n_rows * n_g, part, parts))
+    size, build = part_size(n_rows * n_g, parts), grid_build(parts)
     vg = make_value_and_grad(cost_fn, grad_fn)
     run = functools.partial(
-        solve_batch, vg, opts=opts, packed=packed, stall_test=stall_test, part=part
+        solve_batch,
+        vg,
+        opts=opts,
+        packed=packed,
+        stall_test=stall_test,
+        part=part,  # (tags progress reports only, which a solve with derivatives never makes)
+        build=build,
+        size=size,
     )
-    flat = differentiable(run, vg, opts, batched=True)(xs, params, args)
+
+    def members(source: tuple[PyTree, Array], rows: Params) -> tuple[PyTree, Params]:
+        return build(source, rows, jnp.arange(size, dtype=jnp.int32))
+
+    # `part` goes in with the guesses: a solve with derivatives may not close over a traced
+    # number
+    solve = differentiable(run, vg, opts, batched=True, members=members)
+    flat = solve((guesses, part), rows, args)
     return to_grid(flat, n_rows, n_g) if parts == 1 else flat
 
 
@@ -541,7 +596,7 @@ def solve_members(
     leading axis of `x0` and on `params.learning_rate`), solved to completion. Returns a flat
     `Result` of host arrays.
 
-    With `threads` > 1 the members are dealt in turn to that many parts (`part_ids`), each
+    With `threads` > 1 the members are dealt in turn to that many parts (`part_size`), each
     solved by the same compiled program from its own host thread (as in `solve_grid`); the
     batch size must then be a multiple of `threads`.
     """
@@ -587,7 +642,7 @@ def solve_grid(
     default, or `device`). Returns a `Result` of JAX arrays whose fields have the grid axes
     `(n_rows, n_g)` in front.
 
-    The members are dealt to `threads` parts (`part_ids`; None: `default_threads`), each
+    The members are dealt to `threads` parts (`part_size`; None: `default_threads`), each
     solved by the same compiled program called from its own host thread: one device then
     runs the parts side by side (a CPU device runs one program per calling thread). Traced
     inputs run as one part. With `report`, the loop reports its progress (one chunk, one

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from . import _lanes
-from ._kernel import Options, Params, State, ValueAndGrad, member_axes, propose, with_members
+from ._kernel import Options, Params, ValueAndGrad, member_axes, propose, with_members
+from ._result import Result
 
 PyTree = Any
 
@@ -116,26 +117,26 @@ def finish(
     value_and_grad: ValueAndGrad,
     packed: Array,
     params: Params,
-    tops: Array,
     args: tuple,
     opts: Options,
     stall_test: bool,
-) -> State:
-    """The final kernel state of every member: its last iteration taken again, exactly."""
+) -> Result:
+    """The result of every member (`params`: the members' own numbers): its last iteration
+    taken again, exactly."""
     before, code = unpack(packed)
     step, evaluate = _steps(value_and_grad, params, args, opts, before.dtype, stall_test)
     iterations = _lanes.code_iterations(code)
     cost_before, grad_before = evaluate(before)
-    last = step(before, grad_before, iterations, params, tops)
+    # the status is the code's: the ceiling, which only decides a status, plays no part
+    no_ceiling = jnp.full(iterations.shape, jnp.inf, cost_before.dtype)
+    last = step(before, grad_before, iterations, params, no_ceiling)
     stepped = iterations >= 1  # else `before` is the initial guess
-    return State(
+    return Result(
         x=jnp.where(stepped, last.x, before),
         cost=jnp.where(stepped, last.cost, cost_before),
         grad=jnp.where(stepped, last.grad, grad_before),
-        velocity=None,
         step_size=jnp.where(stepped, last.step_size, jnp.inf).astype(before.dtype),
         iterations=iterations,
         status=code & 7,
-        ceiling=tops,
         history=None,
     )

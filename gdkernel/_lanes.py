@@ -8,7 +8,9 @@ Lane `j` runs the members `j + s w` (`s = 0, 1, ...`) one after another, startin
 on every part of the grid alike, and the members done grow evenly with the work (a grid's
 rows often differ in their members' lengths). A trip takes one masked step
 on every lane, and once an eighth of the lanes have a stopped member with another one waiting,
-those lanes write their member back to the *home* arrays (`M` rows) and load their next one.
+those lanes write their member to the *home* arrays (`M` rows) and load their next one. A
+member is built where a lane loads it (its starting point, its numbers, its first cost and
+gradient), so nothing batch-sized is computed before the loop: home is only written.
 A trip's cost then follows the members still running, not the slowest member of a fixed
 group: what is left is the spread of the lanes' totals at the end, and the trips a stopped
 member waits for its lane to be refilled.
@@ -98,19 +100,16 @@ class Representation(NamedTuple):
     idle: Callable[[PyTree], PyTree]
 
 
+# `(ids) -> (carry, numbers)`: the lanes' start for the members `ids`, and those members' own
+# numbers (the learning rate, ...) that a trip takes
+Load = Callable[[Array], tuple[PyTree, PyTree]]
+
+
 class Lanes(NamedTuple):
     ids: Array  # int32 (w,): the member on each lane; `M` for an empty lane
     rounds: Array  # int32 (w,): the members each lane has written home
     carry: PyTree  # the lanes' state, leading axis w
     numbers: PyTree  # the lanes' members' own numbers (learning rate, ...), leading axis w
-
-
-def _take(home: PyTree, ids: Array) -> PyTree:
-    return jax.tree.map(lambda leaf: jnp.take(leaf, ids, axis=0, mode="clip"), home)
-
-
-def _count(numbers: PyTree) -> int:
-    return jax.tree.leaves(numbers)[0].shape[0]
 
 
 def _put(home: PyTree, ids: Array, rows: PyTree) -> PyTree:
@@ -157,14 +156,14 @@ class Order(NamedTuple):
         return jnp.where(rounds < self.own, lane + stratum * width, self.members)
 
 
-def _load(rep: Representation, home: PyTree, ids: Array, members: int) -> PyTree:
-    """The rows `ids` of `home`; an id of `members` or more gives an empty lane."""
-    carry = _take(home, ids)
-    return select(ids >= members, rep.idle(carry), carry)
+def _load(rep: Representation, load: Load, ids: Array, members: int) -> tuple[PyTree, PyTree]:
+    """`load(ids)`, an id of `members` or more giving an empty lane."""
+    carry, numbers = load(ids)
+    return select(ids >= members, rep.idle(carry), carry), numbers
 
 
 def _refill(
-    rep: Representation, home: PyTree, numbers: PyTree, order: Order, lanes: Lanes, tally: Array
+    rep: Representation, load: Load, home: PyTree, order: Order, lanes: Lanes, tally: Array
 ) -> tuple[PyTree, Lanes, Array]:
     """Lanes whose member stopped write it home and load their next member; `tally` (members
     written home: all, converged, diverged) counts them."""
@@ -182,26 +181,29 @@ def _refill(
     home = _put(home, jnp.where(done, lanes.ids, members), lanes.carry)
     rounds = lanes.rounds + done
     ids = order.ids(rounds)
-    carry = select(done, _load(rep, home, ids, members), lanes.carry)
-    return home, Lanes(ids, rounds, carry, _take(numbers, ids)), tally
+    fresh, numbers = _load(rep, load, ids, members)
+    # a lane's numbers are those its member was loaded with, computed once
+    carry, numbers = select(done, (fresh, numbers), (lanes.carry, lanes.numbers))
+    return home, Lanes(ids, rounds, carry, numbers), tally
 
 
 def run(
     rep: Representation,
-    home: PyTree,
-    numbers: PyTree,
+    load: Load,
+    members: int,
     lanes: int,
     monitor: Callable[[PyTree, Array], None] | None = None,
     every: int = 0,
     unroll: bool = False,
 ) -> PyTree:
-    """Run every member of `home` (`M` rows, codes from `rep.code`) until all have stopped.
+    """Run members `0 .. members - 1` until all have stopped.
 
     Args:
         rep: the lane representation.
-        home: every member's state, the batch on the leading axis of every leaf.
-        numbers: every member's own numbers (its learning rate, ...), `M` on every leaf's
-            leading axis.
+        load: `ids -> (carry, numbers)`: the start of members `ids` on lanes (codes from
+            `rep.code`), and their own numbers (learning rate, ...) that `rep.trip` takes. An
+            id of `members` or more may give anything: that lane is made empty.
+        members: how many members.
         lanes: how many lanes.
         monitor: called with `(tally, looks)` every `every` looks at the lanes, just after a
             refill, `tally` being the members written home so far (all, converged,
@@ -215,13 +217,16 @@ def run(
             moves, and the fused pass moves the carry once for all of them).
 
     Returns:
-        `home` with every member stopped.
+        every member's stopped carry, `members` on the leading axis of every leaf.
     """
-    members = _count(numbers)
     order = Order.of(members, lanes)
     rounds = jnp.zeros(lanes, jnp.int32)
     ids = order.ids(rounds)
-    start = Lanes(ids, rounds, _load(rep, home, ids, members), _take(numbers, ids))
+    start = Lanes(ids, rounds, *_load(rep, load, ids, members))
+    if lanes >= members and monitor is None:  # every member has a lane from the start, and
+        home = None  # keeps it (`ids` is `0 .. lanes - 1`)
+    else:  # written row by row as members stop: its first values are never read
+        home = jax.tree.map(lambda c: jnp.zeros((members, *c.shape[1:]), c.dtype), start.carry)
 
     def counts(ln: Lanes) -> tuple[Array, Array]:
         """(lanes running, lanes with a stopped member and another waiting)."""
@@ -237,7 +242,7 @@ def run(
     threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
 
     def refill(home: PyTree, ln: Lanes, tally: Array) -> tuple[PyTree, Lanes, Array]:
-        return _refill(rep, home, numbers, order, ln, tally)
+        return _refill(rep, load, home, order, ln, tally)
 
     def body(s: tuple) -> tuple:
         home, ln, looks, live, waiting, idle, tally = s
@@ -257,7 +262,7 @@ def run(
     state = (home, start, zero, *counts(start), zero, jnp.zeros(3, jnp.int32))
     if monitor is None:
         home, ln, *_ = lax.while_loop(cond, body, state)
-        return merged(home, ln)
+        return merged(home, ln, members)
 
     # With reports: the loop above runs `every` looks at a time inside an outer loop, which
     # refills the lanes and reports between two runs; the inner loop carries no host call.
@@ -273,9 +278,12 @@ def run(
         return (home, ln, looks, *counts(ln), idle, tally)
 
     home, ln, *_ = lax.while_loop(cond, stretch, state)
-    return merged(home, ln)
+    return merged(home, ln, members)
 
 
-def merged(home: PyTree, lanes: Lanes) -> PyTree:
-    """`home` with the lanes' current members written in."""
+def merged(home: PyTree, lanes: Lanes, members: int) -> PyTree:
+    """`home` with the lanes' current members written in (None: the lanes hold every member,
+    in order)."""
+    if home is None:
+        return jax.tree.map(lambda c: c[:members], lanes.carry)
     return _put(home, lanes.ids, lanes.carry)

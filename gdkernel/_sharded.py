@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 from . import _devices
 from ._batch import (
     compiler_options,
-    grid_members,
+    grid_build,
     solve_batch,
     static_choices,
     to_grid,
@@ -75,7 +75,7 @@ def _grid_solver(
     """The whole grid on the devices of `mesh`, in one program that stays on the devices.
 
     Every device takes the guesses and learning rates whole, builds its own contiguous block of
-    members (`grid_members`; the last block padded) and runs its own loop; the result is laid
+    members (`grid_build`; the last block padded) and runs its own loop; the result is laid
     out over the devices, with the grid axes `(n_lr, n_g)` in front.
     """
     names = _devices.axis_names(mesh)
@@ -87,9 +87,18 @@ def _grid_solver(
         per = -(-(n_rows * n_g) // n_devices)
 
         def local(guesses: PyTree, rows: Params, args: tuple) -> Result:
-            ids = lax.axis_index(names) * per + jnp.arange(per, dtype=jnp.int32)
-            x0, params = grid_members(guesses, rows, ids)
-            return solve_batch(value_and_grad, x0, params, args, opts, packed, stall_test)
+            first = lax.axis_index(names) * per
+            return solve_batch(
+                value_and_grad,
+                (guesses, first),
+                rows,
+                args,
+                opts,
+                packed,
+                stall_test,
+                build=grid_build(1),
+                size=per,
+            )
 
         flat = jax.shard_map(
             local,
