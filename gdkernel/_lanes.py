@@ -205,12 +205,12 @@ def run(
             id of `members` or more may give anything: that lane is made empty.
         members: how many members.
         lanes: how many lanes.
-        monitor: called with `(tally, looks)` every `every` looks at the lanes, just after a
-            refill, `tally` being the members written home so far (all, converged,
-            diverged; int32): the members still on lanes or waiting count as running (for
-            progress reports). The loop then runs in stretches of `every` looks inside an
-            outer loop that refills and calls `monitor`: the inner loop carries no host call,
-            and a report reads no member's state.
+        monitor: called with `(tally, looks)` after every refill, and at least every
+            `every` looks at the lanes (just after a refill, made then), `tally` being the
+            members written home so far (all, converged, diverged; int32): the members
+            still on lanes or waiting count as running (for progress reports; `monitor`
+            reports the calls at whole multiples of `every` looks). The looks run in an
+            inner loop that carries no host call, and a report reads no member's state.
         every: looks between two calls of `monitor`.
         unroll: write a look's `CHECK_EVERY` trips out in full, so that XLA can fuse them
             into one pass over the lanes (an accelerator: a trip's cost is the bytes it
@@ -223,10 +223,6 @@ def run(
     rounds = jnp.zeros(lanes, jnp.int32)
     ids = order.ids(rounds)
     start = Lanes(ids, rounds, *_load(rep, load, ids, members))
-    if lanes >= members and monitor is None:  # every member has a lane from the start, and
-        home = None  # keeps it (`ids` is `0 .. lanes - 1`)
-    else:  # written row by row as members stop: its first values are never read
-        home = jax.tree.map(lambda c: jnp.zeros((members, *c.shape[1:]), c.dtype), start.carry)
 
     def counts(ln: Lanes) -> tuple[Array, Array]:
         """(lanes running, lanes with a stopped member and another waiting)."""
@@ -234,56 +230,43 @@ def run(
         waiting = real & (code >= 0) & (ln.rounds + 1 < order.own)
         return jnp.sum(real & (code < 0), dtype=jnp.int32), jnp.sum(waiting, dtype=jnp.int32)
 
-    def cond(s: tuple) -> Array:
-        live, waiting = s[3], s[4]
-        return (live > 0) | (waiting > 0)
-
-    # lane-looks of waiting worth a refill
-    threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
-
-    def refill(home: PyTree, ln: Lanes, tally: Array) -> tuple[PyTree, Lanes, Array]:
-        return _refill(rep, load, home, order, ln, tally)
-
     def body(s: tuple) -> tuple:
-        home, ln, looks, live, waiting, idle, tally = s
-        if lanes >= members:  # every member has a lane from the start: nothing to refill
-            now = jnp.bool_(False)
-        else:
-            now = (idle + waiting >= threshold) | (live == 0)
-            home, ln, tally = lax.cond(now, refill, lambda *hlt: hlt, home, ln, tally)
+        """`CHECK_EVERY` trips, then the counts; `idle` sums the lane-looks waited."""
+        ln, looks, _, waiting, idle = s
         carry = lax.fori_loop(
             0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers), ln.carry, unroll=unroll
         )
         ln = ln._replace(carry=carry)
-        idle = jnp.where(now, 0, idle + waiting)  # lane-looks waited since the last refill
-        return (home, ln, looks + 1, *counts(ln), idle, tally)
+        return (ln, looks + 1, *counts(ln), idle + waiting)
 
     zero = jnp.array(0, jnp.int32)
-    state = (home, start, zero, *counts(start), zero, jnp.zeros(3, jnp.int32))
-    if monitor is None:
-        home, ln, *_ = lax.while_loop(cond, body, state)
-        return merged(home, ln, members)
+    if lanes >= members and monitor is None:  # every member has a lane from the start and
+        # keeps it (`ids` is `0 .. lanes - 1`): nothing to refill
+        ln = lax.while_loop(lambda s: s[2] > 0, body, (start, zero, *counts(start), zero))[0]
+        return jax.tree.map(lambda c: c[:members], ln.carry)
 
-    # With reports: the loop above runs `every` looks at a time inside an outer loop, which
-    # refills the lanes and reports between two runs; the inner loop carries no host call.
+    # Lanes are refilled once the lane-looks lost to waiting reach `threshold`, or none runs:
+    # the looks run in an inner loop between two refills, so that a look carries no branch
+    # (a `lax.cond` there would copy the lanes on every look) and home stays out of it.
+    threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
+
     def stretch(s: tuple) -> tuple:
-        end = s[2] + every
+        home, ln, looks, live, waiting, tally = s
+        # reports fall on whole multiples of `every` looks (`monitor` skips the other calls)
+        end = (looks // every + 1) * every if monitor is not None else None
 
         def go(t: tuple) -> Array:
-            return cond(t) & (t[2] < end)
+            more = (t[2] > 0) & (t[4] + t[3] < threshold)
+            return more if end is None else more & (t[1] < end)
 
-        home, ln, looks, _, _, idle, tally = lax.while_loop(go, body, s)
-        home, ln, tally = refill(home, ln, tally)
-        monitor(tally, looks)
-        return (home, ln, looks, *counts(ln), idle, tally)
+        ln, looks, *_ = lax.while_loop(go, body, (ln, looks, live, waiting, zero))
+        home, ln, tally = _refill(rep, load, home, order, ln, tally)
+        if monitor is not None:
+            monitor(tally, looks)
+        return (home, ln, looks, *counts(ln), tally)
 
-    home, ln, *_ = lax.while_loop(cond, stretch, state)
-    return merged(home, ln, members)
-
-
-def merged(home: PyTree, lanes: Lanes, members: int) -> PyTree:
-    """`home` with the lanes' current members written in (None: the lanes hold every member,
-    in order)."""
-    if home is None:
-        return jax.tree.map(lambda c: c[:members], lanes.carry)
-    return _put(home, lanes.ids, lanes.carry)
+    # written row by row as members stop: its first values are never read
+    home = jax.tree.map(lambda c: jnp.zeros((members, *c.shape[1:]), c.dtype), start.carry)
+    state = (home, start, zero, *counts(start), jnp.zeros(3, jnp.int32))
+    # every member is home after the last refill (no lane runs, none waits)
+    return lax.while_loop(lambda s: (s[3] > 0) | (s[4] > 0), stretch, state)[0]
