@@ -205,12 +205,12 @@ def run(
             id of `members` or more may give anything: that lane is made empty.
         members: how many members.
         lanes: how many lanes.
-        monitor: called with `(tally, looks)` after every refill, and at least every
-            `every` looks at the lanes (just after a refill, made then), `tally` being the
-            members written home so far (all, converged, diverged; int32): the members
-            still on lanes or waiting count as running (for progress reports; `monitor`
-            reports the calls at whole multiples of `every` looks). The looks run in an
-            inner loop that carries no host call, and a report reads no member's state.
+        monitor: called with `(tally, looks)` every `every` looks at the lanes, just after
+            a refill, `tally` being the members written home so far (all, converged,
+            diverged; int32): the members still on lanes or waiting count as running (for
+            progress reports). The loops of refills and looks run inside an outer loop
+            that calls `monitor`: they carry no host call, and a report reads no member's
+            state.
         every: looks between two calls of `monitor`.
         unroll: write a look's `CHECK_EVERY` trips out in full, so that XLA can fuse them
             into one pass over the lanes (an accelerator: a trip's cost is the bytes it
@@ -250,23 +250,39 @@ def run(
     # (a `lax.cond` there would copy the lanes on every look) and home stays out of it.
     threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
 
-    def stretch(s: tuple) -> tuple:
+    def stretch(s: tuple, end: Array | None = None) -> tuple:
+        """The looks until a refill is due (or `end` looks), then a refill."""
         home, ln, looks, live, waiting, tally = s
-        # reports fall on whole multiples of `every` looks (`monitor` skips the other calls)
-        end = (looks // every + 1) * every if monitor is not None else None
 
         def go(t: tuple) -> Array:
-            more = (t[2] > 0) & (t[4] + t[3] < threshold)
-            return more if end is None else more & (t[1] < end)
+            _, n, live, waiting, idle = t
+            more = (live > 0) & (idle + waiting < threshold)
+            return more if end is None else more & (n < end)
 
         ln, looks, *_ = lax.while_loop(go, body, (ln, looks, live, waiting, zero))
         home, ln, tally = _refill(rep, load, home, order, ln, tally)
-        if monitor is not None:
-            monitor(tally, looks)
         return (home, ln, looks, *counts(ln), tally)
+
+    def more(s: tuple) -> Array:  # a lane runs, or a member waits
+        return (s[3] > 0) | (s[4] > 0)
+
+    outer: Callable[[tuple], tuple] = stretch
+    if monitor is not None:
+        send = monitor
+
+        def report(s: tuple) -> tuple:
+            """Stretches for `every` looks, then one report."""
+            end = s[2] + every
+            s = lax.while_loop(lambda t: more(t) & (t[2] < end), lambda t: stretch(t, end), s)
+            send(s[5], s[2])
+            return s
+
+        outer = report
 
     # written row by row as members stop: its first values are never read
     home = jax.tree.map(lambda c: jnp.zeros((members, *c.shape[1:]), c.dtype), start.carry)
     state = (home, start, zero, *counts(start), jnp.zeros(3, jnp.int32))
-    # every member is home after the last refill (no lane runs, none waits)
-    return lax.while_loop(lambda s: (s[3] > 0) | (s[4] > 0), stretch, state)[0]
+    home, ln, *_ = lax.while_loop(more, outer, state)
+    # the lanes' last members: those that stopped before any refill ran (the loop runs no
+    # stretch when every member stops at its start)
+    return _put(home, ln.ids, ln.carry)

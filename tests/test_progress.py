@@ -143,3 +143,16 @@ def test_trips_between_reports():
     assert _progress.trips_between_reports(2**24, 2**16, "gpu") == share * 2**8
     # lanes: `share` steps per member between reports, whatever the lanes
     assert _progress.trips_between_reports(10**6, 2**15, "cpu") == -(-(share * 10**6) // 2**15)
+
+
+def test_members_that_stop_at_their_start_come_back_with_progress_on():
+    """With reports, a loop whose members all stop at `init` (`max_iter=0`) runs no look and
+    no refill: every member still comes back, at its starting point."""
+    guesses = np.linspace(-2, 2, 64, dtype=np.float32)
+    reports = []
+    grid = gd.sweep(lambda x: x**2, guesses, [0.1, 0.2], max_iter=0, progress=reports.append)
+    assert (np.asarray(grid.status) == gd.Status.MAX_ITER).all()
+    assert (np.asarray(grid.iterations) == 0).all()
+    np.testing.assert_array_equal(np.asarray(grid.x), np.broadcast_to(guesses, (2, 64)))
+    np.testing.assert_allclose(np.asarray(grid.cost), np.broadcast_to(guesses**2, (2, 64)))
+    assert reports
