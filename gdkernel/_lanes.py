@@ -165,11 +165,13 @@ def _load(rep: Representation, load: Load, ids: Array, members: int) -> tuple[Py
 def _refill(
     rep: Representation, load: Load, home: PyTree, order: Order, lanes: Lanes, tally: Array
 ) -> tuple[PyTree, Lanes, Array]:
-    """Lanes whose member stopped write it home and load their next member; `tally` (members
-    written home: all, converged, diverged) counts them."""
+    """Lanes whose member stopped write it home and load their next member, and lanes that
+    have run none load their first; `tally` (members written home: all, converged,
+    diverged) counts them."""
     members = order.members
     code = rep.code(lanes.carry)
     done = (code >= 0) & (lanes.ids < members)
+    unloaded = (lanes.ids >= members) & (lanes.rounds < order.own)
     status = code & 7
     tally = tally + jnp.stack(
         [
@@ -183,7 +185,7 @@ def _refill(
     ids = order.ids(rounds)
     fresh, numbers = _load(rep, load, ids, members)
     # a lane's numbers are those its member was loaded with, computed once
-    carry, numbers = select(done, (fresh, numbers), (lanes.carry, lanes.numbers))
+    carry, numbers = select(done | unloaded, (fresh, numbers), (lanes.carry, lanes.numbers))
     return home, Lanes(ids, rounds, carry, numbers), tally
 
 
@@ -221,8 +223,6 @@ def run(
     """
     order = Order.of(members, lanes)
     rounds = jnp.zeros(lanes, jnp.int32)
-    ids = order.ids(rounds)
-    start = Lanes(ids, rounds, *_load(rep, load, ids, members))
 
     def counts(ln: Lanes) -> tuple[Array, Array]:
         """(lanes running, lanes with a stopped member and another waiting)."""
@@ -242,6 +242,8 @@ def run(
     zero = jnp.array(0, jnp.int32)
     if lanes >= members and monitor is None:  # every member has a lane from the start and
         # keeps it (`ids` is `0 .. lanes - 1`): nothing to refill
+        ids = order.ids(rounds)
+        start = Lanes(ids, rounds, *_load(rep, load, ids, members))
         ln = lax.while_loop(lambda s: s[2] > 0, body, (start, zero, *counts(start), zero))[0]
         return jax.tree.map(lambda c: c[:members], ln.carry)
 
@@ -279,9 +281,15 @@ def run(
 
         outer = report
 
+    # The lanes start empty, and the first stretch, which finds none running, loads them: the
+    # member's start (`load`, often the cost and gradient) is compiled once, in `_refill`.
+    shapes = jax.eval_shape(load, rounds)
+    carry, numbers = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    start = Lanes(jnp.full(lanes, members, jnp.int32), rounds, rep.idle(carry), numbers)
     # written row by row as members stop: its first values are never read
-    home = jax.tree.map(lambda c: jnp.zeros((members, *c.shape[1:]), c.dtype), start.carry)
-    state = (home, start, zero, *counts(start), jnp.zeros(3, jnp.int32))
+    home = jax.tree.map(lambda c: jnp.zeros((members, *c.shape[1:]), c.dtype), carry)
+    lanes_to_load = jnp.array(lanes, jnp.int32)  # counted as waiting, to enter the loop
+    state = (home, start, zero, zero, lanes_to_load, jnp.zeros(3, jnp.int32))
     home, ln, *_ = lax.while_loop(more, outer, state)
     # the lanes' last members: those that stopped before any refill ran (the loop runs no
     # stretch when every member stops at its start)
