@@ -291,6 +291,6 @@ def run(
     lanes_to_load = jnp.array(lanes, jnp.int32)  # counted as waiting, to enter the loop
     state = (home, start, zero, zero, lanes_to_load, jnp.zeros(3, jnp.int32))
     home, ln, *_ = lax.while_loop(more, outer, state)
-    # the lanes' last members: those that stopped before any refill ran (the loop runs no
-    # stretch when every member stops at its start)
+    # the lanes' last members: those the last refill loaded already stopped (at their start),
+    # which no later refill wrote home
     return _put(home, ln.ids, ln.carry)

@@ -146,8 +146,9 @@ def test_trips_between_reports():
 
 
 def test_members_that_stop_at_their_start_come_back_with_progress_on():
-    """With reports, a loop whose members all stop at `init` (`max_iter=0`) runs no look and
-    no refill: every member still comes back, at its starting point."""
+    """With reports, a loop whose members all stop at `init` (`max_iter=0`) runs no look
+    after the refill that loads them: every member still comes back, at its starting
+    point."""
     guesses = np.linspace(-2, 2, 64, dtype=np.float32)
     reports = []
     grid = gd.sweep(lambda x: x**2, guesses, [0.1, 0.2], max_iter=0, progress=reports.append)
