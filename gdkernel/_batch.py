@@ -201,9 +201,40 @@ def report_trips(
     if opts.history_every:
         per_trip = members
     else:
-        vg = make_value_and_grad(cost_fn, grad_fn)
-        per_trip = _lane_width(members, *_sizes(vg, x0, opts, args))
+        per_trip = _lane_width(members, *_problem_sizes(cost_fn, grad_fn, x0, opts, args))
     return trips_between_reports(members, per_trip, platform)
+
+
+def _problem_sizes(
+    cost_fn: Callable, grad_fn: Callable | None, x0: PyTree, opts: Options, args: tuple
+) -> tuple[int, tuple[int, int]]:
+    """`_sizes` of `cost_fn`'s members like `x0` (batch on the leading axis), from the host:
+    tracing the cost (about 5 ms) is done once per problem, as compiling its sweep is."""
+    x_leaves, x_tree = jax.tree.flatten(_abstract(x0))
+    a_leaves, a_tree = jax.tree.flatten(_abstract(args))
+    key = (cost_fn, grad_fn, opts, x_tree, tuple(x_leaves), a_tree, tuple(a_leaves))
+    try:
+        return _sizes_of(*key)
+    except TypeError:  # a cost or gradient that cannot be hashed: traced on every call
+        return _sizes(make_value_and_grad(cost_fn, grad_fn), x0, opts, args)
+
+
+def _abstract(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), tree)
+
+
+@functools.lru_cache(maxsize=64)
+def _sizes_of(
+    cost_fn: Callable,
+    grad_fn: Callable | None,
+    opts: Options,
+    x_tree: Any,
+    x_leaves: tuple,
+    a_tree: Any,
+    a_leaves: tuple,
+) -> tuple[int, tuple[int, int]]:
+    vg = make_value_and_grad(cost_fn, grad_fn)
+    return _sizes(vg, x_tree.unflatten(x_leaves), opts, a_tree.unflatten(a_leaves))
 
 
 def _carry_representation(

@@ -180,15 +180,15 @@ class Tracker:
     def end_chunk(self, status: np.ndarray, cost: np.ndarray) -> None:
         """Fold in the exact statuses and costs of a finished chunk's real members."""
         status = np.asarray(status).ravel()
-        cost = np.asarray(cost, dtype=np.float64).ravel()
         converged = status == Status.CONVERGED
+        # in the cost's own dtype, without a copy of the chunk (a few ms a million members)
+        best = float(np.min(np.asarray(cost).ravel(), where=converged, initial=np.inf))
         with self.lock:
             self.chunks_done += 1
             self.finished += status.size
-            self.converged += int(converged.sum())
-            self.diverged += int((status == Status.DIVERGED).sum())
-            if converged.any():
-                self.best = min(self.best, float(np.min(cost[converged])))
+            self.converged += int(np.count_nonzero(converged))
+            self.diverged += int(np.count_nonzero(status == Status.DIVERGED))
+            self.best = min(self.best, best)
             self.chunk_real = 0
             self.live = {}
             self.report(self._snapshot())

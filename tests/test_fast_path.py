@@ -393,6 +393,39 @@ def test_lanes_follow_what_a_member_computes():
     assert _width(lambda x: x**2, jnp.zeros(10**6), ()) == _batch.LANE_BYTES // 16
 
 
+def test_sizes_for_the_report_interval_are_the_programs_and_traced_once():
+    """The host's `_problem_sizes` (progress reports' interval) gives what the compiled
+    program computes from the traced cost, tracing a hashable cost once per problem; a cost
+    that cannot be hashed is traced each time, with the same answer."""
+    traced = []
+
+    def quadratic(x, a):
+        traced.append(1)
+        return 0.5 * x @ (a @ x)
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, x, a):
+            return quadratic(x, a)
+
+    opts = make_options("l2", "nesterov", False, None, 100, "implicit")
+    x0, args = np.zeros((1000, 30), np.float32), (np.eye(30, dtype=np.float32),)
+    vg = _kernel.make_value_and_grad(quadratic, None)
+    want = _batch._sizes(vg, jnp.asarray(x0), opts, args)
+    traced.clear()
+    for _ in range(3):
+        assert _batch._problem_sizes(quadratic, None, x0, opts, args) == want
+    assert len(traced) == 1
+    other = (np.eye(31, dtype=np.float32),)  # another problem: traced again
+    x1 = np.zeros((1000, 31), np.float32)
+    assert _batch._problem_sizes(quadratic, None, x1, opts, other) != want
+    assert len(traced) == 2
+    for _ in range(2):
+        assert _batch._problem_sizes(Unhashable(), None, x0, opts, args) == want
+    assert len(traced) == 4
+
+
 @pytest.mark.parametrize("guesses", [64, 2 * _batch.LANE_BYTES // 8])
 def test_route_from_sweep_to_the_loop_body(guesses):
     """The route: sweep > solve_grid > _grid (the compiled program) > solve_batch >
