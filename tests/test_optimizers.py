@@ -42,19 +42,23 @@ def optax_loop(cost, x0, opt, precision, max_iter, norm="l1"):
     return x, max_iter, "MAX_ITER"
 
 
+# RMSprop and Lion take steps of about the learning rate whatever the gradient's size, so near the
+# minimum they settle into a cycle of +-lr whose phase a last-bit difference in one step decides
+# (a fused loop and an op-by-op loop round differently on some CPUs). They are compared on their
+# way down, 200 iterations in, still far from the minimum; the others run to their stopping rule.
 CASES = [
-    ("adam", {"b1": 0.8}, optax.adam),
-    ("adamw", {"weight_decay": 1e-3}, optax.adamw),
-    ("rmsprop", {"decay": 0.95}, optax.rmsprop),
-    ("adagrad", {}, optax.adagrad),
-    ("adabelief", {"b2": 0.99}, optax.adabelief),
-    ("lion", {"b1": 0.85}, optax.lion),
+    ("adam", {"b1": 0.8}, optax.adam, 3000),
+    ("adamw", {"weight_decay": 1e-3}, optax.adamw, 3000),
+    ("rmsprop", {"decay": 0.95}, optax.rmsprop, 200),
+    ("adagrad", {}, optax.adagrad, 3000),
+    ("adabelief", {"b2": 0.99}, optax.adabelief, 3000),
+    ("lion", {"b1": 0.85}, optax.lion, 200),
 ]
 
 
-@pytest.mark.parametrize(("name", "hyper", "factory"), CASES, ids=[c[0] for c in CASES])
-def test_named_optimizer_matches_a_hand_written_optax_loop(x64, name, hyper, factory):
-    x0, lr, precision, max_iter = jnp.array([-1.2, 1.0]), 0.01, 1e-6, 3000
+@pytest.mark.parametrize(("name", "hyper", "factory", "max_iter"), CASES, ids=[c[0] for c in CASES])
+def test_named_optimizer_matches_a_hand_written_optax_loop(x64, name, hyper, factory, max_iter):
+    x0, lr, precision = jnp.array([-1.2, 1.0]), 0.01, 1e-6
     res = gd.gradient_descent(
         valley,
         x0,
@@ -69,6 +73,8 @@ def test_named_optimizer_matches_a_hand_written_optax_loop(x64, name, hyper, fac
     assert int(res.iterations) == its
     assert res.status.item() == gd.Status[status]
     np.testing.assert_allclose(res.x, x, rtol=1e-9, atol=1e-12)
+    # Every case has moved well off its start, so agreement is not agreement on standing still.
+    assert float(jnp.max(jnp.abs(res.x - x0))) > 0.3
 
 
 def test_factory_and_static_hyperparameters(x64):
