@@ -9,8 +9,10 @@ here give `x`, `cost` and `grad` derivatives that work in forward and reverse mo
   with $H = \nabla_x^2 f(x^*, \theta)$, for $\theta$ the arrays in `args`. The tangent rule
   (`jax.custom_jvp`) solves one linear system per member: directly (the Hessian built from
   Hessian-vector products and factorised) up to `DIRECT_MAX` parameters, else by conjugate
-  gradients on Hessian-vector products. Reverse mode transposes those linear solves, so
-  memory does not grow with the iterations. The starting point, learning rate, precision
+  gradients on Hessian-vector products. When every member of a batch has the same Hessian
+  (a cost quadratic in `x` on shared data: least squares, ridge), it is built and inverted
+  once, in XLA's own operations, and applied to every member as a matrix product. Reverse
+  mode transposes those linear solves, so memory does not grow with the iterations. The starting point, learning rate, precision
   and momentum do not move $x^*$: their derivatives are zero. A member that did not converge
   has no such point: all its derivatives are zero, and its `status` says why.
 - `"unrolled"`: the exact derivative of the iterations each member ran, with its iteration
@@ -87,9 +89,14 @@ def _zero_tangent(leaf: Any) -> Any:
 
 
 def _implicit(run: Run, value_and_grad: ValueAndGrad, batched: bool) -> Run:
-    member = _implicit_tangent(value_and_grad)
-    if batched:
-        member = jax.vmap(member, in_axes=(0, 0, None, None))
+    hessian = _hessian(value_and_grad)
+    member = _implicit_tangent(value_and_grad, hessian)
+
+    def members(x: PyTree, status: Numbers, args: tuple, dargs: tuple) -> tuple:
+        if not batched:
+            return member(x, status, args, dargs, None)
+        inverse = _shared_inverse(hessian, x, args)
+        return jax.vmap(member, in_axes=(0, 0, None, None, None))(x, status, args, dargs, inverse)
 
     solved = jax.custom_jvp(run)  # (`run` itself: no frame of ours between the two)
 
@@ -102,17 +109,68 @@ def _implicit(run: Run, value_and_grad: ValueAndGrad, batched: bool) -> Run:
                 "`adjoint`: a run with `history=True` has no derivative of its history; "
                 "differentiate a run without it"
             )
-        dx, dcost, dgrad = member(result.x, result.status, args, tangents[2])
+        dx, dcost, dgrad = members(result.x, result.status, args, tangents[2])
         zero = jax.tree.map(_zero_tangent, result)
         return result, zero._replace(x=dx, cost=dcost, grad=dgrad)
 
     return solved
 
 
-def _implicit_tangent(value_and_grad: ValueAndGrad) -> Callable:
-    """`(x*, status, args, dargs) -> (dx, dcost, dgrad)` of one member."""
+def _hessian(value_and_grad: ValueAndGrad) -> Callable[[PyTree, tuple], Array]:
+    """`(x, args) -> the Hessian of the cost in x` (flattened), from Hessian-vector products."""
 
-    def tangent(x: PyTree, status: Array, args: tuple, dargs: tuple) -> tuple:
+    def hessian(x: PyTree, args: tuple) -> Array:
+        flat, unravel = ravel_pytree(x)
+        return jax.jacfwd(lambda y: ravel_pytree(value_and_grad(unravel(y), args)[1])[0])(flat)
+
+    return hessian
+
+
+def _shared_inverse(hessian: Callable, x: PyTree, args: tuple) -> Array | None:
+    """The inverse of the Hessian every member of the batch `x` has, built once; None when
+    the members' Hessians differ (it depends on the point) or are too big to build.
+
+    A least-squares or ridge cost has one Hessian for every starting point. Solving every
+    member's system through LAPACK would then be one triangular solve with a right-hand side
+    per member, which OpenBLAS spreads over its worker threads, and on a CPU they keep
+    spinning for about 0.1 s after the call returns, slowing whatever the caller runs next
+    (a training loop's next step); the inverse is computed in XLA's own operations instead,
+    and applied to the members as a matrix product."""
+    size = sum(math.prod(jnp.shape(leaf)[1:]) for leaf in jax.tree.leaves(x))
+    if size > DIRECT_MAX:
+        return None
+    try:  # vmap refuses an unmapped output that depends on the member
+        shared = jax.vmap(hessian, in_axes=(0, None), out_axes=None)(x, args)
+    except ValueError:
+        return None
+    return _inverse(shared)
+
+
+def _inverse(a: Array) -> Array:
+    """`a^-1` by Gauss-Jordan elimination with partial pivoting, in XLA operations (no LAPACK
+    call): NaN where `a` is singular."""
+    n = a.shape[0]
+    rows = jnp.arange(n)
+
+    def eliminate(k: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
+        left, right = carry
+        p = jnp.argmax(jnp.where(rows >= k, jnp.abs(left[:, k]), -1))  # the pivot's row
+        order = jnp.where(rows == k, p, jnp.where(rows == p, k, rows))  # rows k and p swapped
+        left, right = left[order], right[order]
+        left_k, right_k = left[k] / left[k, k], right[k] / left[k, k]
+        factor = jnp.where(rows == k, 0, left[:, k])[:, None]
+        left = (left - factor * left_k).at[k].set(left_k)
+        right = (right - factor * right_k).at[k].set(right_k)
+        return left, right
+
+    return lax.fori_loop(0, n, eliminate, (a, jnp.eye(n, dtype=a.dtype)))[1]
+
+
+def _implicit_tangent(value_and_grad: ValueAndGrad, hessian: Callable) -> Callable:
+    """`(x*, status, args, dargs, inverse) -> (dx, dcost, dgrad)` of one member; `inverse`:
+    the inverse Hessian when it is known (shared by a batch's members), else None."""
+
+    def tangent(x: PyTree, status: Array, args: tuple, dargs: tuple, inverse: Any) -> tuple:
         flat, unravel = ravel_pytree(x)
 
         def grad_flat(y: Array, a: tuple) -> Array:
@@ -120,9 +178,10 @@ def _implicit_tangent(value_and_grad: ValueAndGrad) -> Callable:
 
         # the right-hand side: how the gradient at x* moves with args
         rhs = jax.jvp(lambda a: grad_flat(flat, a), (args,), (dargs,))[1]
-        if flat.size <= DIRECT_MAX:
-            hessian = jax.jacfwd(lambda y: grad_flat(y, args))(flat)
-            dx = -jnp.linalg.solve(hessian, rhs)
+        if inverse is not None:
+            dx = -(inverse @ rhs)
+        elif flat.size <= DIRECT_MAX:
+            dx = -jnp.linalg.solve(hessian(x, args), rhs)
         else:
 
             def hvp(v: Array) -> Array:

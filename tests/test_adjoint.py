@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -331,3 +333,74 @@ def test_reverse_mode_through_the_conjugate_gradient_path(x64, monkeypatch):
     want = -4 * np.linalg.solve(np.asarray(a), np.asarray(b))
     np.testing.assert_allclose(jax.grad(total)(b), want, rtol=1e-8)
     np.testing.assert_allclose(jax.jvp(total, (b,), (jnp.ones(3),))[1], want.sum(), rtol=1e-8)
+
+
+def test_inverse_against_numpy(x64):
+    """The XLA-only inverse of the shared-Hessian path: pivoting, and NaN when singular."""
+    a = RNG.normal(size=(6, 6)) + 3 * np.eye(6)
+    needs_pivots = np.array([[0.0, 2.0, 1.0], [1.0, 0.0, 3.0], [4.0, 1.0, 0.0]])
+    for m in (a, needs_pivots):
+        np.testing.assert_allclose(_adjoint._inverse(jnp.asarray(m)), np.linalg.inv(m), rtol=1e-12)
+    assert np.isnan(_adjoint._inverse(jnp.array([[2.0, 0.0], [0.0, 0.0]]))).any()
+
+
+def _quadratic_total(a, guesses):
+    def total(b):
+        grid = gd.sweep(
+            lambda x, a, b: 0.5 * x @ a @ x - b @ x,
+            guesses,
+            0.2,
+            args=(a, b),
+            precision=1e-12,
+            max_iter=20_000,
+        )
+        return grid.cost.sum()
+
+    return total
+
+
+def test_a_shared_hessian_is_inverted_once_without_lapack(x64):
+    """A quadratic's members share one Hessian: inverted once in XLA's own operations (a
+    LAPACK solve of every member's right-hand side at once leaves BLAS threads spinning on a
+    CPU), with the envelope theorem's derivative."""
+    a = jnp.asarray(np.diag([1.0, 2.0, 4.0]) + 0.3)
+    b = jnp.array([1.0, -2.0, 0.5])
+    total = _quadratic_total(a, jnp.asarray(RNG.normal(size=(5, 3))))
+    want = -5 * np.linalg.solve(np.asarray(a), np.asarray(b))
+    gradient = jax.jit(jax.grad(total))
+    np.testing.assert_allclose(gradient(b), want, rtol=1e-8)
+    program = gradient.lower(b).compile().as_text()
+    calls = re.findall(r'custom_call_target="([^"]*)"', program)
+    assert not [c for c in calls if any(lib in c for lib in ("lapack", "cusolver", "hipsolver"))]
+
+
+def test_members_with_their_own_hessians(x64):
+    """`cosh(x) - b.x`: x* = asinh(b) and dx*/db = 1/sqrt(1 + b^2) for every member. The
+    Hessian, cosh(x), depends on the point, so each member's system is solved on its own."""
+    b = jnp.array([0.5, -1.0, 2.0])
+
+    def x_star_sum(b):
+        grid = gd.sweep(
+            lambda x, b: jnp.sum(jnp.cosh(x)) - b @ x,
+            jnp.asarray(RNG.normal(size=(4, 3))),
+            jnp.array([0.1, 0.3]),
+            args=(b,),
+            precision=1e-12,
+            max_iter=20_000,
+        )
+        assert bool(grid.converged.all())
+        return grid.x.sum()
+
+    want = 8 / np.sqrt(1 + np.asarray(b) ** 2)  # d asinh(b)/db, for each of 8 members
+    np.testing.assert_allclose(jax.grad(x_star_sum)(b), want, rtol=1e-8)
+    np.testing.assert_allclose(jax.jacfwd(x_star_sum)(b), want, rtol=1e-8)
+    assert (
+        _adjoint._shared_inverse(
+            _adjoint._hessian(
+                lambda x, args: jax.value_and_grad(lambda x: jnp.sum(jnp.cosh(x)))(x)
+            ),
+            jnp.zeros((4, 3)),
+            (),
+        )
+        is None
+    )
