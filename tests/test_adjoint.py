@@ -315,6 +315,7 @@ def test_reverse_mode_through_the_conjugate_gradient_path(x64, monkeypatch):
     from gdkernel import _adjoint
 
     monkeypatch.setattr(_adjoint, "DIRECT_MAX", 1)
+    monkeypatch.setattr(_adjoint, "SHARED_MAX", 1)
     a = jnp.asarray(np.diag([1.0, 2.0, 4.0]) + 0.3)
     b = jnp.array([1.0, -2.0, 0.5])
 
@@ -374,15 +375,17 @@ def test_a_shared_hessian_is_inverted_once_without_lapack(x64):
     assert not [c for c in calls if any(lib in c for lib in ("lapack", "cusolver", "hipsolver"))]
 
 
-def test_members_with_their_own_hessians(x64):
+@pytest.mark.parametrize("dim", [3, 12])  # a direct solve each, and conjugate gradients
+def test_members_with_their_own_hessians(x64, dim):
     """`cosh(x) - b.x`: x* = asinh(b) and dx*/db = 1/sqrt(1 + b^2) for every member. The
     Hessian, cosh(x), depends on the point, so each member's system is solved on its own."""
-    b = jnp.array([0.5, -1.0, 2.0])
+    assert (dim <= _adjoint.DIRECT_MAX) == (dim == 3)
+    b = jnp.asarray(np.linspace(-2.0, 2.0, dim) + 0.1)
 
     def x_star_sum(b):
         grid = gd.sweep(
             lambda x, b: jnp.sum(jnp.cosh(x)) - b @ x,
-            jnp.asarray(RNG.normal(size=(4, 3))),
+            jnp.asarray(RNG.normal(size=(4, dim))),
             jnp.array([0.1, 0.3]),
             args=(b,),
             precision=1e-12,
@@ -399,7 +402,7 @@ def test_members_with_their_own_hessians(x64):
             _adjoint._hessian(
                 lambda x, args: jax.value_and_grad(lambda x: jnp.sum(jnp.cosh(x)))(x)
             ),
-            jnp.zeros((4, 3)),
+            jnp.zeros((4, dim)),
             (),
         )
         is None
