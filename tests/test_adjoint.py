@@ -319,15 +319,10 @@ def test_reverse_mode_through_the_conjugate_gradient_path(x64, monkeypatch):
     a = jnp.asarray(np.diag([1.0, 2.0, 4.0]) + 0.3)
     b = jnp.array([1.0, -2.0, 0.5])
 
+    guesses = jnp.asarray(RNG.normal(size=(4, 3)))
+
     def total(b):
-        grid = gd.sweep(
-            lambda x, a, b: 0.5 * x @ a @ x - b @ x,
-            jnp.asarray(RNG.normal(size=(4, 3))),
-            0.2,
-            args=(a, b),
-            precision=1e-12,
-            max_iter=20_000,
-        )
+        grid = _quadratic_sweep(a, b, guesses)
         assert bool(grid.converged.all())
         return grid.cost.sum()
 
@@ -345,19 +340,16 @@ def test_inverse_against_numpy(x64):
     assert np.isnan(_adjoint._inverse(jnp.array([[2.0, 0.0], [0.0, 0.0]]))).any()
 
 
-def _quadratic_total(a, guesses):
-    def total(b):
-        grid = gd.sweep(
-            lambda x, a, b: 0.5 * x @ a @ x - b @ x,
-            guesses,
-            0.2,
-            args=(a, b),
-            precision=1e-12,
-            max_iter=20_000,
-        )
-        return grid.cost.sum()
-
-    return total
+def _quadratic_sweep(a, b, guesses):
+    """`x.A.x / 2 - b.x` from `guesses` at learning rate 0.2, run to a step of 1e-12."""
+    return gd.sweep(
+        lambda x, a, b: 0.5 * x @ a @ x - b @ x,
+        guesses,
+        0.2,
+        args=(a, b),
+        precision=1e-12,
+        max_iter=20_000,
+    )
 
 
 def test_a_shared_hessian_is_inverted_once_without_lapack(x64):
@@ -366,9 +358,9 @@ def test_a_shared_hessian_is_inverted_once_without_lapack(x64):
     CPU), with the envelope theorem's derivative."""
     a = jnp.asarray(np.diag([1.0, 2.0, 4.0]) + 0.3)
     b = jnp.array([1.0, -2.0, 0.5])
-    total = _quadratic_total(a, jnp.asarray(RNG.normal(size=(5, 3))))
+    guesses = jnp.asarray(RNG.normal(size=(5, 3)))
     want = -5 * np.linalg.solve(np.asarray(a), np.asarray(b))
-    gradient = jax.jit(jax.grad(total))
+    gradient = jax.jit(jax.grad(lambda b: _quadratic_sweep(a, b, guesses).cost.sum()))
     np.testing.assert_allclose(gradient(b), want, rtol=1e-8)
     assert not _solver_calls(gradient.lower(b).compile().as_text())
 
