@@ -7,9 +7,12 @@ variant's time to `off` in the same run:
 
     pytest benchmarks/test_progress_bench.py --benchmark-only
 
-or, paired in one process (alternating rounds, the minimum of each):
+or paired (`paired`: rounds in a shuffled order, the median of each round's ratio to `off`,
+and `noise`, a second run of `off` against the first), in each of several processes (here 5
+of 9 rounds) and the median over them, since on a shared machine a whole process can run a
+few percent faster or slower than the next:
 
-    python -m benchmarks.test_progress_bench 1000 3
+    python -m benchmarks.test_progress_bench 1000 9 5
 
 How steady the reports are (`steadiness`): each report's time and members done, and the time
 left a bar would show, `elapsed * (1 - done) / done`, against the time that was left:
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import subprocess
 import sys
 import time
 from typing import Any
@@ -44,7 +49,7 @@ def _sweep(n: int, progress: Any) -> gd.SweepResult:
 
 
 def _progress(kind: str, seen: list) -> Any:
-    if kind == "off":
+    if kind in ("off", "again"):
         return None
     if kind == "callback":
         return seen.append
@@ -73,21 +78,33 @@ def test_progress_overhead(benchmark, timing: bool, kind: str) -> None:
     np.testing.assert_array_equal(its, np.asarray(_sweep(n, None).iterations))
 
 
-def paired(n: int, rounds: int) -> dict[str, float]:
-    """Seconds of each variant (the minimum over `rounds` alternating rounds), and the
-    callback's and bar's overhead over `off`."""
-    kinds = ("off", "callback", "bar")
-    for kind in kinds:
+def paired(n: int, rounds: int, seed: int = 0) -> dict[str, float]:
+    """The reports' overhead over `off`, each the median over `rounds` of the ratio of a
+    variant's seconds to `off`'s seconds in the same round. A round runs every variant once,
+    in an order shuffled per round (a variant run first or last in every round would carry
+    the machine's drift), and `off` a second time: `noise`, that second `off` over the first,
+    is this machine's spread between two runs of one program, to read the overheads against.
+    Also the median seconds of each variant."""
+    kinds = ["off", "again", "callback", "bar"]
+    order = random.Random(seed)
+    order.shuffle(kinds)
+    for kind in kinds:  # compiled in a shuffled order as well
         _sweep(n, _progress(kind, []))
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _ in range(rounds):
+        order.shuffle(kinds)
         for kind in kinds:
             start = time.perf_counter()
             _sweep(n, _progress(kind, []))
             times[kind].append(time.perf_counter() - start)
-    out = {kind: min(t) for kind, t in times.items()}
-    out["callback_overhead"] = out["callback"] / out["off"] - 1
-    out["bar_overhead"] = out["bar"] / out["off"] - 1
+    off = np.asarray(times["off"])
+    out = {kind: float(np.median(t)) for kind, t in times.items() if kind != "again"}
+    for name, kind in (
+        ("callback_overhead", "callback"),
+        ("bar_overhead", "bar"),
+        ("noise", "again"),
+    ):
+        out[name] = float(np.median(np.asarray(times[kind]) / off) - 1)
     return out
 
 
@@ -109,9 +126,25 @@ def steadiness(n: int) -> list[dict[str, float]]:
     return rows
 
 
+def processes(n: int, rounds: int, count: int) -> dict[str, Any]:
+    """`paired` in `count` fresh processes (seeds 0, 1, ...): each one's figures, and the
+    median of each figure over them."""
+    runs = []
+    for seed in range(count):
+        command = [sys.executable, "-m", "benchmarks.test_progress_bench", str(n), str(rounds)]
+        out = subprocess.run([*command, "1", str(seed)], capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout))
+    medians = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
+    return {"processes": runs, "median": medians}
+
+
 if __name__ == "__main__":
     if sys.argv[2] == "steady":
         for row in steadiness(int(sys.argv[1])):
             print(json.dumps({k: round(v, 3) for k, v in row.items()}))
     else:
-        print(json.dumps(paired(int(sys.argv[1]), int(sys.argv[2])), indent=1))
+        n, rounds = int(sys.argv[1]), int(sys.argv[2])
+        count = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+        seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+        result = paired(n, rounds, seed) if count == 1 else processes(n, rounds, count)
+        print(json.dumps(result, indent=1))
