@@ -8,11 +8,11 @@ variant's time to `off` in the same run:
     pytest benchmarks/test_progress_bench.py --benchmark-only
 
 or paired (`paired`: rounds in a shuffled order, the median of each round's ratio to `off`,
-and `noise`, a second run of `off` against the first), in each of several processes (here 5
-of 9 rounds) and the median over them, since on a shared machine a whole process can run a
-few percent faster or slower than the next:
+and `noise`, a second run of `off` against the first), in each of several processes (here 9
+of 9 rounds) and the median over them, since on a shared machine a whole process can run
+from a few percent faster to 20% slower than the next:
 
-    python -m benchmarks.test_progress_bench 1000 9 5
+    python -m benchmarks.test_progress_bench 1000 9 9
 
 How steady the reports are (`steadiness`): each report's time and members done, and the time
 left a bar would show, `elapsed * (1 - done) / done`, against the time that was left:

@@ -631,7 +631,7 @@ def solve_members(
     solved by the same compiled program from its own host thread (as in `solve_grid`); the
     batch size must then be a multiple of `threads`.
     """
-    static = dict(cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)
+    static = dict(cost_fn=cost_fn, grad_fn=grad_fn)
     size = np.shape(params.learning_rate)[0]
 
     def part(p: int) -> Result:
@@ -640,7 +640,7 @@ def solve_members(
         if device is not None:
             xs, mine = jax.device_put((xs, mine), device)
         inputs = (xs, with_members(params, mine), args, np.int32(p))
-        return _call("members", params, *inputs, **static)
+        return _call("members", params, *inputs, **static, opts=reporter_options(opts, p))
 
     if threads == 1:
         return jax.device_get(part(0))
@@ -694,7 +694,7 @@ def solve_grid(
         platform = device.platform if device is not None else jax.default_backend()
         every = report_trips(share, guesses, opts, args, platform, cost_fn, grad_fn)
         opts = opts._replace(progress_every=every)
-        tracker = Tracker(report, 1, members, share * threads, threads)
+        tracker = Tracker(report, 1, members, share * threads, threads, sampled=threads > 1)
     packed, stall_test = static_choices(params)
     program = functools.partial(
         grid_program(inputs),
@@ -712,11 +712,22 @@ def solve_grid(
         if threads == 1:
             result = program(np.int32(0), parts=1)
         else:
-            parts = run_parts(lambda part: program(np.int32(part), parts=threads), threads)
+            opts_of = functools.partial(reporter_options, opts)
+            parts = run_parts(
+                lambda part: program(np.int32(part), parts=threads, opts=opts_of(part)), threads
+            )
             result = interleave(tuple(parts), n_rows, n_g)
         if tracker is not None:
             tracker.finish_chunk(np.asarray(result.status), np.asarray(result.cost))
     return result
+
+
+def reporter_options(opts: Options, part: int) -> Options:
+    """The options of part `part` of a chunk shared by host threads: only the first part
+    reports from inside its loop (`Tracker`'s `sampled`), the others run the program without
+    reports. A program that reports ran 5-9% slower on each of two host threads, and one such
+    program beside one without reports cost the sweep 2-4% (docs/progress.md)."""
+    return opts if part == 0 else opts._replace(progress_every=0)
 
 
 _POOL: dict[int, ThreadPoolExecutor] = {}  # by size: the one pool of worker threads

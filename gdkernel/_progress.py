@@ -5,7 +5,9 @@ Two sources feed one `Tracker`:
 - inside the compiled loop, `monitor` (traced into the batched loop when
   `Options.progress_every` is `k > 0`) sends a few counts of its batch to the host with
   `jax.debug.callback` every `k` trips of the loop: members still running, converged,
-  diverged, and the lowest converged cost. Under `shard_map` each device sends its own.
+  diverged, and the lowest converged cost. Under `shard_map` each device sends its own; of
+  the host threads that share one device, only the first thread's part sends, and stands for
+  the chunk.
 - after every chunk, the exact counts of the finished members.
 
 The tracker turns them into a `Progress` and hands it to the user's callback, or to a tqdm bar
@@ -51,6 +53,10 @@ class Progress(NamedTuple):
         best_cost: the lowest cost among converged members of the chunks finished so far
             (`inf` before any; with `history=True`, also of members converged in the
             running chunk).
+
+    After every chunk the counts are exact. Inside a chunk that host threads share on one
+    CPU device (a sweep's default there), they are the first thread's part scaled to the
+    chunk: an estimate, since each part is a like share of the grid.
     """
 
     chunks_done: int
@@ -131,6 +137,12 @@ class Tracker:
 
     In-loop reports arrive on runtime threads; a lock keeps the counts and the calls to
     `report` in order. An exception from `report` there is kept and raised by `check`.
+
+    Each of the `n_devices` parts of a chunk (devices, or host threads) runs `chunk_size //
+    n_devices` members. With `sampled`, only the first part reports from inside its loop, and
+    its counts stand for the whole chunk (scaled by the chunk's members over the part's): the
+    parts are dealt the members in turn, so each is a like share of the grid. Else a part not
+    heard from yet counts as running.
     """
 
     def __init__(
@@ -140,8 +152,10 @@ class Tracker:
         members_total: int,
         chunk_size: int,
         n_devices: int,
+        sampled: bool = False,
     ) -> None:
         self.report = report
+        self.sampled = sampled
         self.chunks_total = chunks_total
         self.members_total = members_total
         self.share = chunk_size // n_devices
@@ -205,18 +219,29 @@ class Tracker:
         self.end_chunk(status, cost)
 
     def _snapshot(self) -> Progress:
-        unseen = max(0, self.chunk_real - self.share * len(self.live))
-        running = min(self.chunk_real, unseen + sum(v[0] for v in self.live.values()))
-        best = min([self.best, *(v[3] for v in self.live.values())])
+        live = list(self.live.values())
+        running = sum(v[0] for v in live)
+        converged = sum(v[1] for v in live)
+        diverged = sum(v[2] for v in live)
+        heard = self.share * len(live)  # members of the parts heard from
+        if self.sampled and live:
+
+            def scaled(count: int) -> int:  # rounded down: converged + diverged <= done
+                return min(self.chunk_real, count * self.chunk_real // heard)
+
+            converged, diverged = scaled(converged), scaled(diverged)
+            running = self.chunk_real - scaled(heard - running)
+        else:
+            running = min(self.chunk_real, max(0, self.chunk_real - heard) + running)
         return Progress(
             chunks_done=self.chunks_done,
             chunks_total=self.chunks_total,
             members_done=self.finished + self.chunk_real - running,
             members_total=self.members_total,
             running=running,
-            converged=self.converged + sum(v[1] for v in self.live.values()),
-            diverged=self.diverged + sum(v[2] for v in self.live.values()),
-            best_cost=best,
+            converged=self.converged + converged,
+            diverged=self.diverged + diverged,
+            best_cost=min([self.best, *(v[3] for v in live)]),
         )
 
 
@@ -267,13 +292,14 @@ class Bar:
                 disable=self.disable,
                 dynamic_ncols=True,
             )
-        self._bar.update(p.members_done - self._bar.n)
         best = f"{p.best_cost:.4g}" if math.isfinite(p.best_cost) else "-"
+        # the counts first: `update` draws the bar, with the counts set before it
         self._bar.set_postfix_str(
             f"chunk {p.chunks_done}/{p.chunks_total}, running {p.running}, "
             f"converged {p.converged}, diverged {p.diverged}, best {best}",
             refresh=False,
         )
+        self._bar.update(p.members_done - self._bar.n)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -338,7 +338,10 @@ def _chunked(
         share = plan.chunk_size // n_devices
         every = report_trips(share, x0_host, opts, args, first.platform, cost_fn, grad_fn)
         opts = opts._replace(progress_every=every)
-        tracker = _progress.Tracker(report, plan.n_chunks, n, plan.chunk_size, n_devices)
+        sampled = mesh is None and threads > 1  # (see `solve_members`)
+        tracker = _progress.Tracker(
+            report, plan.n_chunks, n, plan.chunk_size, n_devices, sampled=sampled
+        )
     if mesh is not None:
         args = _sharded.replicate(args, mesh)
     elif device is not None:

@@ -1,6 +1,7 @@
 """Progress reports: after every chunk, from inside the compiled loop, and as a tqdm bar."""
 
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +64,52 @@ def test_reports_from_inside_the_loop(monkeypatch, x64):
     assert reports[-1] == gd.Progress(1, 1, 12, 12, 0, 12, 0, reports[-1].best_cost)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 6])
+def test_with_host_threads_the_first_part_reports_for_the_chunk(monkeypatch, x64, chunk_size):
+    _report_every_trip(monkeypatch)
+    parts = []
+    original = _progress.Tracker.in_loop
+
+    def seen(self, device, *counts):
+        parts.append(device)
+        original(self, device, *counts)
+
+    monkeypatch.setattr(_progress.Tracker, "in_loop", seen)
+    reports = []
+    rates = np.array([1e-3, 0.2])
+    grid = gd.sweep(
+        square,
+        GUESSES,
+        rates,
+        max_iter=20_000,
+        threads=2,
+        chunk_size=chunk_size,
+        progress=reports.append,
+    )
+    assert len(parts) > 10 and set(parts) == {0}  # the second thread's part runs quietly
+    assert any(0 < p.running < 12 for p in reports[1:-1])
+    assert all(p.converged + p.diverged <= p.members_done for p in reports)
+    done = [p.members_done for p in reports]
+    assert done == sorted(done)
+    chunks = 1 if chunk_size is None else 2
+    assert reports[-1] == gd.Progress(chunks, chunks, 12, 12, 0, 12, 0, reports[-1].best_cost)
+    want = [
+        reference_gd(lambda x: 2 * x, x0, lr, 1e-4, 20_000)[1] for lr in rates for x0 in GUESSES
+    ]
+    np.testing.assert_array_equal(np.asarray(grid.iterations).ravel(), want)
+
+
+def test_a_sampled_report_stands_for_the_chunk():
+    reports = []
+    tracker = _progress.Tracker(reports.append, 1, 10, 10, 2, sampled=True)
+    tracker.start_chunk(10)
+    # the first part (5 members): 3 running, 1 converged, 1 diverged; the chunk: twice that
+    tracker.in_loop(0, 8, 3, 1, 1, np.inf)
+    assert reports[-1] == gd.Progress(0, 1, 4, 10, 6, 2, 2, np.inf)
+    tracker.end_chunk(np.array([0] * 7 + [2] * 3), np.zeros(10))
+    assert reports[-1] == gd.Progress(1, 1, 10, 10, 0, 7, 3, 0.0)
+
+
 def test_results_do_not_depend_on_progress():
     plain = gd.sweep(square, GUESSES, RATES, chunk_size=5)
     watched = gd.sweep(square, GUESSES, RATES, chunk_size=5, progress=lambda p: None)
@@ -75,6 +122,18 @@ def test_progress_true_draws_a_bar(capsys):
     gd.sweep(square, GUESSES, RATES, chunk_size=8, progress=True)
     err = capsys.readouterr().err
     assert "sweep" in err and "18/18" in err and "chunk 3/3" in err
+
+
+def test_the_bar_draws_each_report_with_its_own_counts(capsys):
+    pytest.importorskip("tqdm")
+    bar = _progress.Bar()
+    bar(gd.Progress(0, 2, 0, 10, 0, 0, 0, np.inf))
+    time.sleep(0.2)  # past tqdm's least interval between two draws
+    bar(gd.Progress(1, 2, 5, 10, 0, 4, 1, 0.5))
+    bar.close()
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    drawn = [line for line in lines if "5/10" in line]
+    assert drawn and all("chunk 1/2" in line and "converged 4" in line for line in drawn)
 
 
 def test_progress_true_without_tqdm_names_the_extra(monkeypatch):
