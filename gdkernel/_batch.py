@@ -712,9 +712,9 @@ def solve_grid(
         if threads == 1:
             result = program(np.int32(0), parts=1)
         else:
-            opts_of = functools.partial(reporter_options, opts)
             parts = run_parts(
-                lambda part: program(np.int32(part), parts=threads, opts=opts_of(part)), threads
+                lambda p: program(np.int32(p), parts=threads, opts=reporter_options(opts, p)),
+                threads,
             )
             result = interleave(tuple(parts), n_rows, n_g)
         if tracker is not None:
@@ -725,8 +725,8 @@ def solve_grid(
 def reporter_options(opts: Options, part: int) -> Options:
     """The options of part `part` of a chunk shared by host threads: only the first part
     reports from inside its loop (`Tracker`'s `sampled`), the others run the program without
-    reports. A program that reports ran 5-9% slower on each of two host threads, and one such
-    program beside one without reports cost the sweep 2-4% (docs/progress.md)."""
+    reports. On two host threads the part that reports ran 4-24% slower than the part beside
+    it without reports, and the sweep waits for its slowest part (docs/progress.md)."""
     return opts if part == 0 else opts._replace(progress_every=0)
 
 
