@@ -11,8 +11,10 @@ size, and one int32 code (`-(n + 1)` while running after `n` iterations, else
 `8 * iterations + status`). The cost is evaluated once more at the end. A scalar problem
 carries less still, one complex number per member (`_lagged.py`): XLA then runs one fused
 loop per step instead of one per carried array on a CPU, and moves half the bytes on a GPU.
-On an accelerator the lanes take the whole batch and each look's trips are written out in
-full, so that a look is one fused pass over the members.
+A vector of up to 8 numbers under plain gradient descent is carried as an array per
+coordinate (`_columns.py`), so that a trip is elementwise from end to end. On an accelerator
+the lanes take the whole batch and each look's trips are written out in full, so that a look
+is one fused pass over the members.
 
 Every step of a member is the kernel's own arithmetic (`_kernel.propose`), masked by that
 member's stopping rule, so each member ends bit for bit where the plain per-member loop
@@ -36,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from . import _lagged, _lanes
+from . import _columns, _lagged, _lanes
 from ._adjoint import differentiable
 from ._kernel import (
     Options,
@@ -182,8 +184,8 @@ def unrolled() -> bool:
     accelerator, where the fused look moves the lanes' carry once instead of once a trip.
     On a CPU the trips run as they are: there a fused look ran 2-5x slower (W1 at 1e6
     members: 0.61 s against 0.12 s), and XLA fuses each carried array of a look into a loop
-    of its own, one of which (the step size of a float64 Rastrigin member) then rounds
-    differently from the plain loop."""
+    of its own, which can round a member differently from the plain loop (the step size of
+    a float64 Rastrigin member did, with its 2-D iterate carried as a vector)."""
     return jax.default_backend() != "cpu"
 
 
@@ -273,6 +275,22 @@ def _carry_representation(
         code=lambda c: c.code,
         idle=lambda c: c._replace(code=jnp.zeros_like(c.code)),
     )
+
+
+def _in_columns(load: _lanes.Load) -> _lanes.Load:
+    """`load` with the lanes' `Carry` in columns (`_columns`)."""
+
+    def split(ids: Array) -> tuple[Any, Any]:
+        carry, numbers = load(ids)
+        x, grad, velocity = _columns.split((carry.x, carry.grad, carry.velocity))
+        return carry._replace(x=x, grad=grad, velocity=velocity), numbers
+
+    return split
+
+
+def _joined(carry: Carry) -> Carry:
+    x, grad, velocity = _columns.join((carry.x, carry.grad, carry.velocity))
+    return carry._replace(x=x, grad=grad, velocity=velocity)
 
 
 def _lane_width(size: int, member_bytes: int = 16, work: tuple[int, int] = (0, 0)) -> int:
@@ -429,6 +447,8 @@ def solve_batch(
         lanes = _lane_width(members, *_sizes(value_and_grad, example, opts, args))
         report, every = _reports(members, opts, part)
         lagged = _lagged.applies(example, opts)  # one scalar per member: the one-array loop
+        # small vectors (not lagged): an array per coordinate
+        columns = not lagged and _columns.applies(example, opts)
 
         def load(ids: Array) -> tuple[Any, tuple[Params, Array]]:
             xs, mine = build(x0, params, ids)
@@ -444,13 +464,15 @@ def solve_batch(
             rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
         else:
             dtype = jnp.result_type(*jax.tree.leaves(example))
-            rep = _carry_representation(value_and_grad, params, args, opts, dtype, stall_test)
-        done = _lanes.run(rep, load, members, lanes, report, every, unrolled())
+            vg = _columns.value_and_grad(value_and_grad) if columns else value_and_grad
+            rep = _carry_representation(vg, params, args, opts, dtype, stall_test)
+        loader = _in_columns(load) if columns else load
+        done = _lanes.run(rep, loader, members, lanes, report, every, unrolled())
         if lagged:
             mine = build(x0, params, every_member)[1]
             result = _lagged.finish(value_and_grad, done, mine, args, opts, stall_test)
         else:
-            result = _carry_result(value_and_grad, done, args)
+            result = _carry_result(value_and_grad, _joined(done) if columns else done, args)
     return on_all_data(value_and_grad, result, args, opts, batched=True)
 
 
