@@ -66,6 +66,12 @@ PyTree = Any
 # Bytes of lane carry on a CPU: small enough to stay in a core's L2 cache while the lanes
 # iterate (32,768 members of a scalar float32 problem).
 LANE_BYTES = 2**19
+# The same for members carried in columns (`_columns`): a trip then runs a loop over the lanes
+# per carried array, each short, and XLA splits a loop over the cores once it is long enough
+# (about 5,000 lanes of a 2-D float64 member), at a cost over a few microseconds. W2 on one
+# host thread: 1.37 s on 10,000 lanes, 1.66 s on 5,957 and 0.65 s on 2,976; on two threads
+# 0.33 s on 5,008 lanes a part or 2,976 alike.
+COLUMN_LANE_BYTES = 2**17
 # Bytes of the values a trip's cost and gradient compute (a member's intermediates times
 # lanes), on a CPU: a cost that reads its data elementwise (W4's 10,000 points: 720 KB a
 # member) keeps a trip's intermediates within the last-level cache on a few lanes.
@@ -203,7 +209,9 @@ def report_trips(
     if opts.history_every:
         per_trip = members
     else:
-        per_trip = _lane_width(members, *_problem_sizes(cost_fn, grad_fn, x0, opts, args))
+        member_bytes, work = _problem_sizes(cost_fn, grad_fn, x0, opts, args)
+        columns = not _lagged.applies(x0, opts) and _columns.applies(x0, opts, work[0])
+        per_trip = _lane_width(members, member_bytes, work, columns)
     return trips_between_reports(members, per_trip, platform)
 
 
@@ -293,7 +301,9 @@ def _joined(carry: Carry) -> Carry:
     return carry._replace(x=x, grad=grad, velocity=velocity)
 
 
-def _lane_width(size: int, member_bytes: int = 16, work: tuple[int, int] = (0, 0)) -> int:
+def _lane_width(
+    size: int, member_bytes: int = 16, work: tuple[int, int] = (0, 0), columns: bool = False
+) -> int:
     """How many lanes run a batch of `size` members on this backend (whole vectors).
 
     `member_bytes`: the carry of one member; `work`: what one evaluation of its cost and
@@ -308,7 +318,8 @@ def _lane_width(size: int, member_bytes: int = 16, work: tuple[int, int] = (0, 0
     work_bytes, flops = work
     most = LANE_WORK_BYTES // max(work_bytes, 1)
     if flops < COMPUTE_BOUND * member_bytes:
-        most = min(most, LANE_BYTES // max(member_bytes, 1))
+        budget = COLUMN_LANE_BYTES if columns else LANE_BYTES
+        most = min(most, budget // max(member_bytes, 1))
         if size >= ROUNDS * ROUND_LANES:  # each lane runs at least `ROUNDS` members in turn
             most = min(most, size // ROUNDS)
     return min(whole, max(VECTOR, most // VECTOR * VECTOR))
@@ -444,11 +455,12 @@ def solve_batch(
         state = init_batch(value_and_grad, xs, mine, args, opts)
         result = to_result(run_batch(value_and_grad, state, mine, args, opts))
     else:
-        lanes = _lane_width(members, *_sizes(value_and_grad, example, opts, args))
-        report, every = _reports(members, opts, part)
+        member_bytes, work = _sizes(value_and_grad, example, opts, args)
         lagged = _lagged.applies(example, opts)  # one scalar per member: the one-array loop
-        # small vectors (not lagged): an array per coordinate
-        columns = not lagged and _columns.applies(example, opts)
+        # small vectors and cheap costs (not lagged): an array per coordinate
+        columns = not lagged and _columns.applies(example, opts, work[0])
+        lanes = _lane_width(members, member_bytes, work, columns)
+        report, every = _reports(members, opts, part)
 
         def load(ids: Array) -> tuple[Any, tuple[Params, Array]]:
             xs, mine = build(x0, params, ids)

@@ -10,7 +10,7 @@ see the member's vector, stacked from its coordinates (measured in `docs/benchma
 Rosenbrock in 2-D 1.3x faster).
 
 Used for plain gradient descent when every leaf of the iterate is a number or a vector of at
-most `MAX_COLUMNS` numbers. Not for the other rules: fused into fewer loops, their
+most `MAX_COLUMNS` numbers, and the cost computes little (`MAX_WORK_BYTES`). Not for the other rules: fused into fewer loops, their
 multiply-adds contract into FMAs differently from the plain loop's, so a member's last bits
 would differ from it (measured: Himmelblau's function in float32 under `nesterov`, and Adam
 on Rosenbrock's in both precisions, which in columns ran 1.3x faster).
@@ -32,6 +32,13 @@ PyTree = Any
 MAX_COLUMNS = 8
 
 
+# The most bytes a member's cost and gradient may compute for it to be carried in columns: each
+# of a trip's loops over the lanes (one per carried array) evaluates the cost again, which pays
+# only for a cheap cost. Rosenbrock's function computes 248 bytes; W4's line fit over 10,000
+# points 720 KB, and ran 1.9x slower in columns on one host thread (3.49 s against 1.82 s).
+MAX_WORK_BYTES = 2**11
+
+
 class Columns(tuple):
     """The coordinates of a vector leaf, one array each: a pytree node."""
 
@@ -45,13 +52,15 @@ def _splits(leaf: Any, axis: int) -> bool:
     return jnp.ndim(leaf) == axis + 1 and 1 < jnp.shape(leaf)[axis] <= MAX_COLUMNS
 
 
-def applies(example: PyTree, opts: Options) -> bool:
+def applies(example: PyTree, opts: Options, work_bytes: int) -> bool:
     """Whether a batch like `example` (batch on the leading axis) is carried in columns: a
-    vector leaf of at most `MAX_COLUMNS` numbers, no leaf with more axes, and an elementwise
-    rule."""
+    vector leaf of at most `MAX_COLUMNS` numbers, no leaf with more axes, plain gradient
+    descent, and a cost and gradient that compute at most `MAX_WORK_BYTES` a member
+    (`work_bytes`, `_batch._work`)."""
     leaves = jax.tree.leaves(example)
     return (
         opts.method == "gd"  # see the module's docstring
+        and work_bytes <= MAX_WORK_BYTES
         and all(jnp.ndim(leaf) <= 2 and (jnp.ndim(leaf) < 2 or _splits(leaf, 1)) for leaf in leaves)
         and any(_splits(leaf, 1) for leaf in leaves)
     )

@@ -453,14 +453,15 @@ def test_small_vectors_are_carried_in_columns():
     def opts(method="gd"):
         return make_options("l1", method, False, None, 10)
 
-    pair, scalar = np.zeros((4, 2)), np.zeros(4)
-    assert _columns.applies(pair, opts())
-    assert _columns.applies({"w": np.zeros((4, 8)), "b": scalar}, opts())
-    assert not _columns.applies(scalar, opts())  # nothing to split
-    assert not _columns.applies(np.zeros((4, 9)), opts())  # too long
-    assert not _columns.applies({"w": pair, "m": np.zeros((4, 2, 2))}, opts())  # a matrix
-    assert not _columns.applies(pair, opts("momentum"))
-    assert not _columns.applies(pair, opts("nesterov"))
+    pair, scalar, cheap = np.zeros((4, 2)), np.zeros(4), 300
+    assert _columns.applies(pair, opts(), cheap)
+    assert _columns.applies({"w": np.zeros((4, 8)), "b": scalar}, opts(), cheap)
+    assert not _columns.applies(pair, opts(), _columns.MAX_WORK_BYTES + 1)  # a costly cost
+    assert not _columns.applies(scalar, opts(), cheap)  # nothing to split
+    assert not _columns.applies(np.zeros((4, 9)), opts(), cheap)  # too long
+    assert not _columns.applies({"w": pair, "m": np.zeros((4, 2, 2))}, opts(), cheap)
+    assert not _columns.applies(pair, opts("momentum"), cheap)
+    assert not _columns.applies(pair, opts("nesterov"), cheap)
     tree = {"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.arange(4.0)}
     split = _columns.split(tree)
     assert len(jax.tree.leaves(split)) == 4  # b, and w's three coordinates
