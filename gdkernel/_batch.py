@@ -60,18 +60,19 @@ from ._kernel import (
 from ._optimizers import velocity_copies
 from ._progress import Report, Tracker, batch_counts, monitor, reporting, trips_between_reports
 from ._result import RUNNING, Result
+from ._work import work as _work
 
 PyTree = Any
 
 # Bytes of lane carry on a CPU: small enough to stay in a core's L2 cache while the lanes
 # iterate (32,768 members of a scalar float32 problem).
 LANE_BYTES = 2**19
-# The same for members carried in columns (`_columns`): a trip then runs a loop over the lanes
-# per carried array, each short, and XLA splits a loop over the cores once it is long enough
-# (about 5,000 lanes of a 2-D float64 member), at a cost over a few microseconds. W2 on one
-# host thread: 1.37 s on 10,000 lanes, 1.66 s on 5,957 and 0.65 s on 2,976; on two threads
-# 0.33 s on 5,008 lanes a part or 2,976 alike.
-COLUMN_LANE_BYTES = 2**17
+# The same for members carried in columns (`_columns`): a step then runs a short loop over the
+# lanes per carried array, and XLA splits a loop over the cores once it is long enough, at a
+# cost of a few microseconds. W2 (2-D, float64) on one host thread: 0.34, 0.35, 0.33 and
+# 0.61 s with 64, 128, 256 and 512 KiB; on two threads (5,000 members a part) 0.21, 0.18,
+# 0.14 and 0.15 s.
+COLUMN_LANE_BYTES = 2**18
 # Bytes of the values a trip's cost and gradient compute (a member's intermediates times
 # lanes), on a CPU: a cost that reads its data elementwise (W4's 10,000 points: 720 KB a
 # member) keeps a trip's intermediates within the last-level cache on a few lanes.
@@ -210,7 +211,7 @@ def report_trips(
         per_trip = members
     else:
         member_bytes, work = _problem_sizes(cost_fn, grad_fn, x0, opts, args)
-        columns = not _lagged.applies(x0, opts) and _columns.applies(x0, opts, work[0])
+        columns = _columns.applies(x0, opts, work[0])
         per_trip = _lane_width(members, member_bytes, work, columns)
     return trips_between_reports(members, per_trip, platform)
 
@@ -290,15 +291,9 @@ def _in_columns(load: _lanes.Load) -> _lanes.Load:
 
     def split(ids: Array) -> tuple[Any, Any]:
         carry, numbers = load(ids)
-        x, grad, velocity = _columns.split((carry.x, carry.grad, carry.velocity))
-        return carry._replace(x=x, grad=grad, velocity=velocity), numbers
+        return _columns.split(carry), numbers
 
     return split
-
-
-def _joined(carry: Carry) -> Carry:
-    x, grad, velocity = _columns.join((carry.x, carry.grad, carry.velocity))
-    return carry._replace(x=x, grad=grad, velocity=velocity)
 
 
 def _lane_width(
@@ -334,42 +329,6 @@ def _sizes(
     per = sum(math.prod(jnp.shape(leaf)[1:]) for leaf in leaves) * itemsize
     copies = 2 + velocity_copies(opts.method)  # x, grad, velocity
     return copies * per + itemsize + 4, _work(value_and_grad, x0, args)
-
-
-def _work(value_and_grad: ValueAndGrad, x0: PyTree, args: tuple) -> tuple[int, int]:
-    """(bytes, flops) one member's cost and gradient compute, from their jaxpr on one member
-    of the batch `x0`: the bytes of every operation's outputs, and an element operation per
-    output element, two per multiply-add of a contraction (each loop or call body counted
-    once)."""
-
-    def abstract(leaf: Any, batched: bool) -> jax.ShapeDtypeStruct:
-        return jax.ShapeDtypeStruct(jnp.shape(leaf)[batched:], jnp.result_type(leaf))
-
-    one = jax.tree.map(lambda leaf: abstract(leaf, True), x0)
-    jaxpr = jax.make_jaxpr(value_and_grad)(one, jax.tree.map(lambda a: abstract(a, False), args))
-    return _jaxpr_work(jaxpr.jaxpr)
-
-
-def _jaxpr_work(jaxpr: Any) -> tuple[int, int]:
-    total, flops = 0, 0
-    for eqn in jaxpr.eqns:
-        for var in eqn.outvars:
-            aval = var.aval
-            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
-                size = math.prod(aval.shape)
-                total += size * aval.dtype.itemsize
-                flops += size
-                if eqn.primitive.name == "dot_general":
-                    (contracted, _), _ = eqn.params["dimension_numbers"]
-                    lhs = eqn.invars[0].aval.shape
-                    flops += size * (2 * math.prod(lhs[d] for d in contracted) - 1)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's, or a Jaxpr
-                if hasattr(inner, "eqns"):
-                    more = _jaxpr_work(inner)
-                    total, flops = total + more[0], flops + more[1]
-    return total, flops
 
 
 def _carry_result(value_and_grad: ValueAndGrad, done: Carry, args: tuple) -> Result:
@@ -450,15 +409,18 @@ def solve_batch(
     every_member = jnp.arange(members, dtype=jnp.int32)
     # one member's starting point, as a batch of one: its shapes and dtypes
     example = jax.eval_shape(lambda: build(x0, params, every_member[:1])[0])
+    member_bytes, work = _sizes(value_and_grad, example, opts, args)
+    # small vectors of a cheap cost: an array per coordinate, as the plain loop carries them
+    columns = _columns.applies(example, opts, work[0])
+    vg = _columns.value_and_grad(value_and_grad) if columns else value_and_grad
     if opts.history_every or not packed:
         xs, mine = build(x0, params, every_member)
-        state = init_batch(value_and_grad, xs, mine, args, opts)
-        result = to_result(run_batch(value_and_grad, state, mine, args, opts))
+        xs = _columns.split(xs) if columns else xs
+        state = init_batch(vg, xs, mine, args, opts)
+        result = to_result(run_batch(vg, state, mine, args, opts))
+        result = _columns.join(result) if columns else result
     else:
-        member_bytes, work = _sizes(value_and_grad, example, opts, args)
         lagged = _lagged.applies(example, opts)  # one scalar per member: the one-array loop
-        # small vectors and cheap costs (not lagged): an array per coordinate
-        columns = not lagged and _columns.applies(example, opts, work[0])
         lanes = _lane_width(members, member_bytes, work, columns)
         report, every = _reports(members, opts, part)
 
@@ -476,7 +438,6 @@ def solve_batch(
             rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
         else:
             dtype = jnp.result_type(*jax.tree.leaves(example))
-            vg = _columns.value_and_grad(value_and_grad) if columns else value_and_grad
             rep = _carry_representation(vg, params, args, opts, dtype, stall_test)
         loader = _in_columns(load) if columns else load
         done = _lanes.run(rep, loader, members, lanes, report, every, unrolled())
@@ -484,7 +445,7 @@ def solve_batch(
             mine = build(x0, params, every_member)[1]
             result = _lagged.finish(value_and_grad, done, mine, args, opts, stall_test)
         else:
-            result = _carry_result(value_and_grad, _joined(done) if columns else done, args)
+            result = _carry_result(value_and_grad, _columns.join(done) if columns else done, args)
     return on_all_data(value_and_grad, result, args, opts, batched=True)
 
 

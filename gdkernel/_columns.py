@@ -1,41 +1,49 @@
 """A small vector per member carried as one array per coordinate.
 
-With a member's iterate a vector of `d` numbers, the lanes carry `(lanes, d)` arrays: the
-kernel's norms and finiteness tests are then reductions over each member's row, and XLA on a
-CPU closes a fused loop at every reduction, so a trip runs several loops over the lanes, each
-writing its result to memory. Carried instead as `d` arrays of `(lanes,)` (a `Columns` node
-in place of each such leaf), the same sums run over scalar leaves, in the same order: a trip
-is elementwise from end to end, in fewer loops over the lanes. The cost and gradient still
-see the member's vector, stacked from its coordinates (measured in `docs/benchmarks.md`:
-Rosenbrock in 2-D 1.3x faster).
+With a member's iterate a vector of `d` numbers, a batch carries `(members, d)` arrays: the
+kernel's norms and finiteness tests are then reductions over each member's row, which XLA on
+a CPU ends a fused loop at, and the gradient of a cost that reads the vector's numbers one
+by one is built from padded copies of the vector, each written out in a loop of its own.
+Carried instead as `d` arrays of `(members,)` (a `Columns` node in place of each such leaf),
+the same sums run over scalar leaves in the same order, and the autodiff gradient of a cost
+that reads a single vector number by number is taken coordinate by coordinate
+(`_coordinates`): a step is then elementwise from end to end. The cost still sees the
+member's vector, stacked from its coordinates.
 
-Used for plain gradient descent when every leaf of the iterate is a number or a vector of at
-most `MAX_COLUMNS` numbers, and the cost computes little (`MAX_WORK_BYTES`). Not for the other rules: fused into fewer loops, their
-multiply-adds contract into FMAs differently from the plain loop's, so a member's last bits
-would differ from it (measured: Himmelblau's function in float32 under `nesterov`, and Adam
-on Rosenbrock's in both precisions, which in columns ran 1.3x faster).
+Used when every leaf of the iterate is a number or a vector of at most `MAX_COLUMNS` numbers
+(one at least), under plain gradient descent, for a cost that computes little
+(`MAX_WORK_BYTES`), by every loop alike: a lone run's (`_kernel.solve`, so also `jax.vmap`
+of it) and a batch's (`_batch.solve_batch`), so that a batch's members keep the plain loop's
+bits. Not for the other rules: in a batch their steps fuse into other loops than the plain
+loop's, and their multiply-adds then contract into FMAs differently (measured: Himmelblau's
+function in float32 under `nesterov`, Adam on Rosenbrock's in both precisions).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
-from ._kernel import Options, ValueAndGrad
+from . import _coordinates
+from ._work import work
+
+if TYPE_CHECKING:
+    from ._kernel import Options
 
 PyTree = Any
+ValueAndGrad = Callable[[PyTree, tuple], tuple[Any, PyTree]]
 
-# The longest vector split into coordinates: each coordinate is an array of its own, and
-# the loops XLA fuses grow with their count.
+# The longest vector carried in columns: each coordinate is an array of its own, and the
+# expressions XLA fuses grow with their count.
 MAX_COLUMNS = 8
-
-
-# The most bytes a member's cost and gradient may compute for it to be carried in columns: each
-# of a trip's loops over the lanes (one per carried array) evaluates the cost again, which pays
-# only for a cheap cost. Rosenbrock's function computes 248 bytes; W4's line fit over 10,000
-# points 720 KB, and ran 1.9x slower in columns on one host thread (3.49 s against 1.82 s).
+# The most bytes a member's cost and gradient may compute for it to be carried in columns: a
+# batch's step runs a loop over the members per carried array, each evaluating the cost again,
+# which pays only for a cheap cost. Rosenbrock's function computes 248 bytes; W4's line fit
+# over 10,000 points 720 KB, and ran 1.9x slower in columns on one host thread (3.49 s
+# against 1.82 s).
 MAX_WORK_BYTES = 2**11
 
 
@@ -48,50 +56,68 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def _splits(leaf: Any, axis: int) -> bool:
-    return jnp.ndim(leaf) == axis + 1 and 1 < jnp.shape(leaf)[axis] <= MAX_COLUMNS
+def _vector(leaf: Any, batched: bool) -> bool:
+    return jnp.ndim(leaf) == 1 + batched and 1 < jnp.shape(leaf)[-1] <= MAX_COLUMNS
 
 
-def applies(example: PyTree, opts: Options, work_bytes: int) -> bool:
-    """Whether a batch like `example` (batch on the leading axis) is carried in columns: a
-    vector leaf of at most `MAX_COLUMNS` numbers, no leaf with more axes, plain gradient
-    descent, and a cost and gradient that compute at most `MAX_WORK_BYTES` a member
-    (`work_bytes`, `_batch._work`)."""
-    leaves = jax.tree.leaves(example)
+def applies(x: PyTree, opts: Options, work_bytes: int, batched: bool = True) -> bool:
+    """Whether an iterate like `x` (a batch of them when `batched`) is carried in columns:
+    numbers and vectors of at most `MAX_COLUMNS` numbers (one at least), plain gradient
+    descent, and a cost and gradient that compute at most `MAX_WORK_BYTES` for a member
+    (`work_bytes`, `_work.work`)."""
+    leaves = jax.tree.leaves(x)
     return (
         opts.method == "gd"  # see the module's docstring
         and work_bytes <= MAX_WORK_BYTES
-        and all(jnp.ndim(leaf) <= 2 and (jnp.ndim(leaf) < 2 or _splits(leaf, 1)) for leaf in leaves)
-        and any(_splits(leaf, 1) for leaf in leaves)
+        and all(jnp.ndim(leaf) == batched or _vector(leaf, batched) for leaf in leaves)
+        and any(_vector(leaf, batched) for leaf in leaves)
     )
 
 
-def split(tree: PyTree, axis: int = 1) -> PyTree:
-    """Each vector leaf of `tree` (vector along `axis`: 1 in a batch, 0 for one member) as
-    `Columns`."""
+def for_member(value_and_grad: ValueAndGrad, x: PyTree, opts: Options, args: tuple) -> bool:
+    """`applies` to one member `x` of a cost whose `value_and_grad` is given."""
+    leaves = jax.tree.leaves(x)
+    if opts.method != "gd" or not any(_vector(leaf, False) for leaf in leaves):
+        return False  # (without tracing the cost)
+    return applies(x, opts, work(value_and_grad, x, args, batched=False)[0], batched=False)
+
+
+def split(tree: PyTree, batched: bool = True) -> PyTree:
+    """Each vector leaf of `tree` (on the last axis) as `Columns`."""
 
     def one(leaf: Any) -> Any:
-        if _splits(leaf, axis):
-            return Columns(jnp.take(leaf, k, axis=axis) for k in range(jnp.shape(leaf)[axis]))
+        if _vector(leaf, batched):
+            return Columns(leaf[..., k] for k in range(jnp.shape(leaf)[-1]))
         return leaf
 
     return jax.tree.map(one, tree)
 
 
-def join(tree: PyTree, axis: int = 1) -> PyTree:
-    """`split` undone."""
+def join(tree: PyTree) -> PyTree:
+    """`split` undone: every `Columns` in `tree` (a carry, a `Result` and its history) stacked
+    on the last axis."""
     return jax.tree.map(
-        lambda c: jnp.stack(c, axis=axis) if isinstance(c, Columns) else c,
+        lambda c: jnp.stack(c, axis=-1) if isinstance(c, Columns) else c,
         tree,
         is_leaf=lambda c: isinstance(c, Columns),
     )
 
 
 def value_and_grad(of_vectors: ValueAndGrad) -> ValueAndGrad:
-    """`of_vectors` for one member given in columns: the cost sees its vectors."""
+    """`of_vectors` for one member in columns. The autodiff gradient (`of_vectors.cost` set,
+    `_kernel.make_value_and_grad`) of a cost that reads a single vector number by number is
+    taken coordinate by coordinate; else the cost and gradient see the member's vectors."""
+    cost = getattr(of_vectors, "cost", None)
 
     def of_columns(x: PyTree, args: tuple) -> tuple[Any, PyTree]:
-        cost, grad = of_vectors(join(x, 0), args)
-        return cost, split(grad, 0)
+        if (
+            cost is not None
+            and isinstance(x, Columns)
+            and _coordinates.reads_numbers(cost, x, args)
+        ):
+            value, grad = _coordinates.value_and_grad(cost, x, args)
+            return value, Columns(grad)
+        value, grad = of_vectors(join(x), args)
+        return value, split(grad, batched=False)
 
     return of_columns

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from . import _minibatch, _optimizers
+from . import _columns, _minibatch, _optimizers
 from ._optimizers import Method
 from ._result import RUNNING, History, Result, Status
 from ._types import Numbers, PyTree
@@ -102,8 +102,14 @@ def make_value_and_grad(cost_fn: Callable, grad_fn: Callable | None) -> ValueAnd
     """`(x, args) -> (cost, grad)`, from autodiff or from the user's `grad_fn`."""
     if grad_fn is None:
 
+        def cost(x: PyTree, args: tuple) -> Array:
+            return call_cost_fn(cost_fn, x, args)
+
         def value_and_grad(x: PyTree, args: tuple) -> tuple[Array, PyTree]:
-            return jax.value_and_grad(lambda y: call_cost_fn(cost_fn, y, args))(x)
+            return jax.value_and_grad(lambda y: cost(y, args))(x)
+
+        # the cost alone, for a gradient taken coordinate by coordinate (`_columns`)
+        value_and_grad.cost = cost  # type: ignore[attr-defined]
 
     else:
 
@@ -414,7 +420,17 @@ def to_result(state: State) -> Result:
 def solve(
     value_and_grad: ValueAndGrad, x0: PyTree, params: Params, args: tuple, opts: Options
 ) -> Result:
-    """The whole run of one member: `init`, then `step` while it is running."""
+    """The whole run of one member: `init`, then `step` while it is running (a small vector
+    carried as its coordinates, `_columns`)."""
+    if _columns.for_member(value_and_grad, x0, opts, args):
+        run = _columns.value_and_grad(value_and_grad)
+        return _columns.join(_solve(run, _columns.split(x0, batched=False), params, args, opts))
+    return _solve(value_and_grad, x0, params, args, opts)
+
+
+def _solve(
+    value_and_grad: ValueAndGrad, x0: PyTree, params: Params, args: tuple, opts: Options
+) -> Result:
     state = init(value_and_grad, x0, params, args, opts)
     state = lax.while_loop(running, lambda s: step(value_and_grad, s, params, args, opts), state)
     return on_all_data(value_and_grad, to_result(state), args, opts, batched=False)

@@ -517,3 +517,56 @@ def test_adam_on_vectors_bit_for_bit(dtype):
     want = _reference(rosenbrock, x0, params, opts)
     assert len(set(np.asarray(want.status).tolist())) > 1
     _assert_same(_fast(rosenbrock, x0, params, opts), want)
+
+
+def test_a_cost_read_number_by_number_is_differentiated_by_coordinates(x64):
+    """A cost that reads its vector only as `x[k]` is differentiated coordinate by coordinate:
+    the same cost and the closed-form gradient; a cost that uses the vector whole is not."""
+    from gdkernel import _columns, _coordinates
+    from gdkernel.functions import himmelblau, rastrigin, rosenbrock
+
+    def cost(f):
+        return lambda x, args: f(x)
+
+    a, b = jnp.float64(-1.3), jnp.float64(0.7)
+    assert _coordinates.reads_numbers(cost(rosenbrock), (a, b), ())
+    assert _coordinates.reads_numbers(cost(himmelblau), (a, b), ())
+    assert not _coordinates.reads_numbers(cost(rastrigin), (a, b), ())  # a sum over x
+    assert not _coordinates.reads_numbers(lambda x, m: x @ m[0] @ x, (a, b), (jnp.eye(2),))
+    value, (da, db) = _coordinates.value_and_grad(cost(rosenbrock), (a, b), ())
+    want = (1 - a) ** 2 + 100 * (b - a**2) ** 2
+    np.testing.assert_allclose(value, want, rtol=1e-15)
+    np.testing.assert_allclose(da, -2 * (1 - a) - 400 * a * (b - a**2), rtol=1e-13)
+    np.testing.assert_allclose(db, 200 * (b - a**2), rtol=1e-13)
+    # a lone run's route: columns for plain gradient descent on a cheap cost only
+    vg = _kernel.make_value_and_grad(rosenbrock, None)
+    gd_opts = make_options("l1", "gd", False, None, 10)
+    pair = jnp.array([a, b])
+    assert _columns.for_member(vg, pair, gd_opts, ())
+    assert not _columns.for_member(vg, pair, make_options("l1", "momentum", False, None, 10), ())
+    assert not _columns.for_member(vg, jnp.zeros(9), gd_opts, ())  # too long
+    points = jnp.linspace(0.0, 1.0, 10_000)
+    line = _kernel.make_value_and_grad(lambda w, X: jnp.mean((w[0] + w[1] * X) ** 2), None)
+    assert not _columns.for_member(line, pair, gd_opts, (points,))  # a costly cost
+
+
+def test_lone_run_by_coordinates_equals_a_python_loop(x64):
+    """`gradient_descent` on Rosenbrock's function (carried as its coordinates, gradient by
+    coordinates) takes the steps of a plain-Python loop with the closed-form gradient."""
+    from gdkernel.functions import rosenbrock
+
+    def grad(x):
+        a, b = x
+        return np.array([-2 * (1 - a) - 400 * a * (b - a * a), 200 * (b - a * a)])
+
+    x, lr, its = np.array([-1.2, 1.0]), 1e-3, 0
+    while its < 3000:
+        new = x - lr * grad(x)
+        its += 1
+        step, x = np.abs(new - x).sum(), new
+        if step < 1e-7:
+            break
+    res = gd.gradient_descent(rosenbrock, [-1.2, 1.0], lr, precision=1e-7, max_iter=3000)
+    assert int(res.iterations) == its
+    np.testing.assert_allclose(res.x, x, rtol=1e-10)
+    assert res.x.shape == (2,) and res.grad.shape == (2,)

@@ -212,7 +212,9 @@ def test_nested_lists_of_numbers_are_arrays():
 def test_sweep_members_agree_with_lone_runs_on_the_builtins(dtype, name):
     """Iterations and statuses are identical; x agrees to rounding. The batched program lets
     XLA contract multiply-adds differently from a lone run's program, and along Rosenbrock's
-    valley a last-bit difference can grow over hundreds of iterations."""
+    valley a last-bit difference can grow over hundreds of iterations; in float32 a Rosenbrock
+    member that stops after 8 large steps (`b - a**2` cancelling) ends 2.9e-3 from the lone
+    run, each of the two about 2e-3 from the float64 run of the same steps."""
     from gdkernel.functions import BUILTINS
 
     b = BUILTINS[name]
@@ -220,7 +222,7 @@ def test_sweep_members_agree_with_lone_runs_on_the_builtins(dtype, name):
     x0 = np.asarray(b.x0, dtype)
     guesses = (x0[None] + rng.normal(size=(6, *x0.shape))).astype(dtype)
     rates = np.geomspace(b.learning_rate / 10, b.learning_rate * 3, 3)
-    rtol = 1e-7 if dtype == np.float64 else 2e-3
+    rtol = 1e-7 if dtype == np.float64 else 5e-3
     for method in ("gd", "momentum", "nesterov"):
         kw = dict(precision=1e-6, max_iter=800, method=method, norm="l2")
         if method != "gd":
