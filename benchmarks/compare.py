@@ -6,7 +6,7 @@ Each round runs every implementation once, in turn; the report gives, per implem
 the median wall time, the median CPU time of this process, and the median over rounds of
 the ratio to gdkernel (wall). Usage:
 
-    python benchmarks/compare.py                  # W1 at 1e6 (both rates), W2, W3, W4
+    python benchmarks/compare.py                  # W1 at 1e6 (both rates), W2 (both dtypes), W3, W4
     python benchmarks/compare.py --case W3 --rounds 3 --impl gdkernel reference numba
     python benchmarks/compare.py --cpu-devices 2  # JAX started with two CPU devices
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument(
         "--case",
         nargs="*",
-        default=["W1-1e6-lr0.001", "W1-1e6-lr0.1", "W2", "W3", "W4"],
+        default=["W1-1e6-lr0.001", "W1-1e6-lr0.1", "W2", "W2-f32", "W3", "W4"],
         help=f"workloads, of: {' '.join(CASES)}",
     )
     parser.add_argument(

@@ -94,19 +94,20 @@ def w1(batch: int, learning_rate: float) -> Problem:
     )
 
 
-def w2(batch: int) -> Problem:
-    """W2: Rosenbrock in 2-D (float64), lr 1e-3, precision 1e-7, 10,000 iterations."""
+def w2(batch: int, dtype: str = "float64") -> Problem:
+    """W2: Rosenbrock in 2-D, lr 1e-3, 10,000 iterations; float64 with precision 1e-7, or
+    float32 with 1e-6 (a float32 step of 1e-7 near 1 is below its rounding)."""
     rng = np.random.default_rng(1)
     guesses = np.stack([rng.uniform(-1.2, 1.2, batch), rng.uniform(-0.2, 1.4, batch)], axis=1)
     return Problem(
         "W2",
         rosenbrock,
         _rosenbrock_grad,
-        guesses,
-        np.array([1e-3]),
-        precision=1e-7,
+        guesses.astype(dtype),
+        np.array([1e-3], dtype),
+        precision=1e-7 if dtype == "float64" else 1e-6,
         max_iter=10_000,
-        dtype="float64",
+        dtype=dtype,
     )
 
 

@@ -20,7 +20,8 @@ from .peers import IMPLEMENTATIONS, LOCK_STEP, prepare
 from .problems import Problem, w1, w2, w3, w4
 
 W1_BATCHES = {"1": 1, "1e3": 1_000, "1e5": 100_000, "1e6": 1_000_000}
-CASES = [f"W1-{b}-lr{lr}" for b in W1_BATCHES for lr in ("0.1", "0.001")] + ["W2", "W3", "W4"]
+CASES = [f"W1-{b}-lr{lr}" for b in W1_BATCHES for lr in ("0.1", "0.001")]
+CASES += ["W2", "W2-f32", "W3", "W4"]
 
 
 def applies(impl: str, case: str) -> bool:
@@ -45,8 +46,8 @@ def build(case: str, timing: bool) -> Problem:
         _, batch, lr = case.split("-")
         size = W1_BATCHES[batch] if timing else min(W1_BATCHES[batch], 64)
         return w1(size, float(lr[2:]))
-    if case == "W2":
-        return w2(10_000 if timing else 16)
+    if case.startswith("W2"):
+        return w2(10_000 if timing else 16, "float32" if case == "W2-f32" else "float64")
     if case == "W3":
         return w3() if timing else w3(16, 16)
     return w4() if timing else w4(200, 8)
@@ -80,7 +81,10 @@ def _check(impl: str, p: Problem, got: tuple, truth: tuple) -> None:
         return  # its Cauchy stopping rule counts iterations differently
     agree = np.mean(its[same] == it_gd[same])
     loose = ("jaxopt", "numba", "numba_lanes", "numpy", "python")
-    assert agree >= (0.99 if impl in loose else 0.999), agree
+    # float32 W2 outside XLA: NumPy and numba round Rosenbrock's gradient their own way, and
+    # a member whose last step lands near the threshold stops one iteration apart (1 of 16)
+    least = (0.9 if p.dtype == "float32" and p.name == "W2" else 0.99) if impl in loose else 0.999
+    assert agree >= least, agree
 
 
 def _peak_rss(fn) -> tuple[object, int | None]:
