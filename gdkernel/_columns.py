@@ -11,12 +11,14 @@ that reads a single vector number by number is taken coordinate by coordinate
 member's vector, stacked from its coordinates.
 
 Used when every leaf of the iterate is a number or a vector of at most `MAX_COLUMNS` numbers
-(one at least), under plain gradient descent, for a cost that computes little
-(`MAX_WORK_BYTES`), by every loop alike: a lone run's (`_kernel.solve`, so also `jax.vmap`
-of it) and a batch's (`_batch.solve_batch`), so that a batch's members keep the plain loop's
-bits. Not for the other rules: in a batch their steps fuse into other loops than the plain
-loop's, and their multiply-adds then contract into FMAs differently (measured: Himmelblau's
-function in float32 under `nesterov`, Adam on Rosenbrock's in both precisions).
+(one at least), for a cost that computes little (`MAX_WORK_BYTES`), under a rule that updates
+each element on its own (`gd`, `momentum`, and optax's elementwise optimizers,
+`_optimizers.is_elementwise`), by every loop alike: a lone run's (`_kernel.solve`, so also
+`jax.vmap` of it) and a batch's (`_batch.solve_batch`), so that a batch's members keep the
+plain loop's bits. Not under `nesterov`: its step, fused into the lanes' loops, contracts
+its multiply-adds into FMAs differently from the plain loop's (Himmelblau's function, in
+both precisions, differed in the last bits). Nor for a rule with a norm over a leaf (optax's
+`lamb`, say), which would take one per coordinate.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _coordinates
+from ._optimizers import is_elementwise
 from ._work import work
 
 if TYPE_CHECKING:
@@ -67,7 +70,8 @@ def applies(x: PyTree, opts: Options, work_bytes: int, batched: bool = True) -> 
     (`work_bytes`, `_work.work`)."""
     leaves = jax.tree.leaves(x)
     return (
-        opts.method == "gd"  # see the module's docstring
+        opts.method != "nesterov"  # see the module's docstring
+        and is_elementwise(opts.method, opts.static_hyperparams)
         and work_bytes <= MAX_WORK_BYTES
         and all(jnp.ndim(leaf) == batched or _vector(leaf, batched) for leaf in leaves)
         and any(_vector(leaf, batched) for leaf in leaves)
@@ -77,7 +81,9 @@ def applies(x: PyTree, opts: Options, work_bytes: int, batched: bool = True) -> 
 def for_member(value_and_grad: ValueAndGrad, x: PyTree, opts: Options, args: tuple) -> bool:
     """`applies` to one member `x` of a cost whose `value_and_grad` is given."""
     leaves = jax.tree.leaves(x)
-    if opts.method != "gd" or not any(_vector(leaf, False) for leaf in leaves):
+    if opts.method == "nesterov" or not is_elementwise(opts.method, opts.static_hyperparams):
+        return False
+    if not any(_vector(leaf, False) for leaf in leaves):
         return False  # (without tracing the cost)
     return applies(x, opts, work(value_and_grad, x, args, batched=False)[0], batched=False)
 

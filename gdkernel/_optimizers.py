@@ -46,6 +46,11 @@ OPTAX = (
     "yogi",
 )
 NAMES = (*BUILTIN, *ALIASES, *OPTAX)
+# optax optimizers whose update does not treat every element on its own: a norm over each
+# leaf (`fromage`, `lamb`, `novograd`), or not checked (`adan`). The others' arithmetic is the
+# same whether a vector is one leaf or one leaf per element (`_columns`).
+NOT_ELEMENTWISE = ("adan", "fromage", "lamb", "novograd")
+ELEMENTWISE = tuple(name for name in OPTAX if name not in NOT_ELEMENTWISE)
 
 Method = str | Callable[..., Any]  # a built-in rule's name, or an optax optimizer factory
 
@@ -112,6 +117,16 @@ def method_name(method: Method) -> str:
 
 def is_optax(method: Method) -> bool:
     return not isinstance(method, str)
+
+
+def is_elementwise(method: Method, static_hyperparams: tuple = ()) -> bool:
+    """Whether `method`'s update acts on each element of the iterate on its own: a built-in
+    rule, or one of optax's `ELEMENTWISE` optimizers given no static keyword (a mask, say,
+    which follows the iterate's own structure)."""
+    if not is_optax(method):
+        return True
+    optax = _optax()
+    return not static_hyperparams and any(method is getattr(optax, n) for n in ELEMENTWISE)
 
 
 def is_number(value: Any) -> bool:

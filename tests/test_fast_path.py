@@ -346,7 +346,7 @@ def test_builtin_costs_bit_for_bit(name, dtype, unroll):
     n = 32
     xs = (x0[None] + rng.normal(size=(n, *x0.shape))).astype(dtype)
     rates = np.geomspace(builtin.learning_rate / 30, builtin.learning_rate * 3, n)
-    for method, norm in (("gd", "l2"), ("nesterov", "l1")):
+    for method, norm in (("gd", "l2"), ("momentum", "max"), ("nesterov", "l1")):
         xs_, params, opts = _inputs(
             xs, rates, precision=1e-6, max_iter=1500, norm=norm, method=method, momentum=0.5
         )
@@ -446,12 +446,13 @@ def test_route_from_sweep_to_the_loop_body(guesses):
 
 def test_small_vectors_are_carried_in_columns():
     """A vector of at most `MAX_COLUMNS` numbers per member is carried as an array per
-    coordinate under plain gradient descent, and not where a rule or a leaf does not allow
+    coordinate under an elementwise rule, and not where a rule or a leaf does not allow
     it."""
+    optax = pytest.importorskip("optax")
     from gdkernel import _columns
 
-    def opts(method="gd"):
-        return make_options("l1", method, False, None, 10)
+    def opts(method="gd", static=()):
+        return make_options("l1", method, False, None, 10, static_hyperparams=static)
 
     pair, scalar, cheap = np.zeros((4, 2)), np.zeros(4), 300
     assert _columns.applies(pair, opts(), cheap)
@@ -460,8 +461,11 @@ def test_small_vectors_are_carried_in_columns():
     assert not _columns.applies(scalar, opts(), cheap)  # nothing to split
     assert not _columns.applies(np.zeros((4, 9)), opts(), cheap)  # too long
     assert not _columns.applies({"w": pair, "m": np.zeros((4, 2, 2))}, opts(), cheap)
-    assert not _columns.applies(pair, opts("momentum"), cheap)
+    assert _columns.applies(pair, opts("momentum"), cheap)
+    assert _columns.applies(pair, opts(optax.adam), cheap)
     assert not _columns.applies(pair, opts("nesterov"), cheap)
+    assert not _columns.applies(pair, opts(optax.lamb), cheap)  # a norm over each leaf
+    assert not _columns.applies(pair, opts(optax.adam, (("nesterov", True),)), cheap)
     tree = {"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.arange(4.0)}
     split = _columns.split(tree)
     assert len(jax.tree.leaves(split)) == 4  # b, and w's three coordinates
@@ -504,8 +508,9 @@ def test_vectors_in_columns_equal_the_plain_loop(size, norm, dtype):
     )
 
 
-def test_adam_on_vectors_bit_for_bit(dtype):
-    """Adam on Rosenbrock's function (its lanes carry vectors): the plain loop's bits."""
+def test_adam_in_columns_bit_for_bit(dtype):
+    """Adam on Rosenbrock's function, carried in columns by both loops: the plain loop's
+    bits."""
     optax = pytest.importorskip("optax")
     from gdkernel.functions import rosenbrock
 
@@ -543,7 +548,7 @@ def test_a_cost_read_number_by_number_is_differentiated_by_coordinates(x64):
     gd_opts = make_options("l1", "gd", False, None, 10)
     pair = jnp.array([a, b])
     assert _columns.for_member(vg, pair, gd_opts, ())
-    assert not _columns.for_member(vg, pair, make_options("l1", "momentum", False, None, 10), ())
+    assert not _columns.for_member(vg, pair, make_options("l1", "nesterov", False, None, 10), ())
     assert not _columns.for_member(vg, jnp.zeros(9), gd_opts, ())  # too long
     points = jnp.linspace(0.0, 1.0, 10_000)
     line = _kernel.make_value_and_grad(lambda w, X: jnp.mean((w[0] + w[1] * X) ** 2), None)
