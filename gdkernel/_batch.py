@@ -11,8 +11,9 @@ size, and one int32 code (`-(n + 1)` while running after `n` iterations, else
 `8 * iterations + status`). The cost is evaluated once more at the end. A scalar problem
 carries less still, one complex number per member (`_lagged.py`): XLA then runs one fused
 loop per step instead of one per carried array on a CPU, and moves half the bytes on a GPU.
-A vector of up to 8 numbers under plain gradient descent is carried as an array per
-coordinate (`_columns.py`), so that a trip is elementwise from end to end. On an accelerator
+A vector of up to 8 numbers under an elementwise rule (`gd`, `momentum`, optax's Adam and the
+like) is carried as an array per coordinate (`_columns.py`), so that a trip is elementwise
+from end to end. On an accelerator
 the lanes take the whole batch and each look's trips are written out in full, so that a look
 is one fused pass over the members.
 

@@ -63,29 +63,31 @@ def _vector(leaf: Any, batched: bool) -> bool:
     return jnp.ndim(leaf) == 1 + batched and 1 < jnp.shape(leaf)[-1] <= MAX_COLUMNS
 
 
-def applies(x: PyTree, opts: Options, work_bytes: int, batched: bool = True) -> bool:
-    """Whether an iterate like `x` (a batch of them when `batched`) is carried in columns:
-    numbers and vectors of at most `MAX_COLUMNS` numbers (one at least), plain gradient
-    descent, and a cost and gradient that compute at most `MAX_WORK_BYTES` for a member
-    (`work_bytes`, `_work.work`)."""
+def _fits(x: PyTree, opts: Options, batched: bool) -> bool:
+    """`applies` but for the cost's work."""
     leaves = jax.tree.leaves(x)
     return (
         opts.method != "nesterov"  # see the module's docstring
         and is_elementwise(opts.method, opts.static_hyperparams)
-        and work_bytes <= MAX_WORK_BYTES
         and all(jnp.ndim(leaf) == batched or _vector(leaf, batched) for leaf in leaves)
         and any(_vector(leaf, batched) for leaf in leaves)
     )
 
 
+def applies(x: PyTree, opts: Options, work_bytes: int, batched: bool = True) -> bool:
+    """Whether an iterate like `x` (a batch of them when `batched`) is carried in columns:
+    numbers and vectors of at most `MAX_COLUMNS` numbers (one at least), an elementwise rule
+    other than `nesterov`, and a cost and gradient that compute at most `MAX_WORK_BYTES` for
+    a member (`work_bytes`, `_work.work`)."""
+    return work_bytes <= MAX_WORK_BYTES and _fits(x, opts, batched)
+
+
 def for_member(value_and_grad: ValueAndGrad, x: PyTree, opts: Options, args: tuple) -> bool:
-    """`applies` to one member `x` of a cost whose `value_and_grad` is given."""
-    leaves = jax.tree.leaves(x)
-    if opts.method == "nesterov" or not is_elementwise(opts.method, opts.static_hyperparams):
-        return False
-    if not any(_vector(leaf, False) for leaf in leaves):
-        return False  # (without tracing the cost)
-    return applies(x, opts, work(value_and_grad, x, args, batched=False)[0], batched=False)
+    """`applies` to one member `x` of a cost whose `value_and_grad` is given (traced for its
+    work only when the rest allows columns)."""
+    return _fits(x, opts, False) and (
+        work(value_and_grad, x, args, batched=False)[0] <= MAX_WORK_BYTES
+    )
 
 
 def split(tree: PyTree, batched: bool = True) -> PyTree:
@@ -116,13 +118,11 @@ def value_and_grad(of_vectors: ValueAndGrad) -> ValueAndGrad:
     cost = getattr(of_vectors, "cost", None)
 
     def of_columns(x: PyTree, args: tuple) -> tuple[Any, PyTree]:
-        if (
-            cost is not None
-            and isinstance(x, Columns)
-            and _coordinates.reads_numbers(cost, x, args)
-        ):
-            value, grad = _coordinates.value_and_grad(cost, x, args)
-            return value, Columns(grad)
+        if cost is not None and isinstance(x, Columns):
+            by_coordinates = _coordinates.value_and_grad(cost, x, args)
+            if by_coordinates is not None:
+                value, grad = by_coordinates
+                return value, Columns(grad)
         value, grad = of_vectors(join(x), args)
         return value, split(grad, batched=False)
 
