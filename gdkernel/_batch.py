@@ -44,6 +44,7 @@ from ._adjoint import differentiable
 from ._kernel import (
     Options,
     Params,
+    Proposal,
     State,
     ValueAndGrad,
     init,
@@ -58,6 +59,7 @@ from ._kernel import (
     to_result,
     with_members,
 )
+from ._once import once
 from ._optimizers import velocity_copies
 from ._progress import Report, Tracker, batch_counts, monitor, reporting, trips_between_reports
 from ._result import RUNNING, Result
@@ -260,17 +262,23 @@ def _carry_representation(
     """Lanes of `Carry`: any pytree problem, any method."""
 
     def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, mine: Params, top: Array) -> Any:
-        p = with_members(params, mine)
-        return propose(value_and_grad, x, g, v, n, p, args, opts, step_dtype, top, stall_test)
+        def proposal(
+            x: PyTree, g: PyTree, v: PyTree, n: Array, mine: Params, a: tuple, top: Array
+        ) -> Proposal:
+            p = with_members(params, mine)
+            return propose(value_and_grad, x, g, v, n, p, a, opts, step_dtype, top, stall_test)
+
+        # computed as the plain loop computes it (`_kernel.step`); n > 0: running
+        return once(proposal, n > 0, x, g, v, n, mine, args, top)
 
     one = jax.vmap(one_member)
 
     def trip(c: Carry, numbers: tuple[Params, Array]) -> Carry:
         go = c.code < 0
         n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
-        # Materialised once: XLA on a CPU emits a fused loop per carried array, and without
-        # the barrier each of them recomputes the whole step (the bits stay the same).
-        new = lax.optimization_barrier(one(c.x, c.grad, c.velocity, n, *numbers))
+        new = one(c.x, c.grad, c.velocity, n, *numbers)
+        if not _columns.carried(c.x):  # as before (no gain from `_once` measured on vectors)
+            new = lax.optimization_barrier(new)
         x, grad, velocity, step_size = _lanes.select(
             go & new.accepted,
             (new.x, new.grad, new.velocity, new.step_size),

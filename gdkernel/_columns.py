@@ -59,6 +59,15 @@ jax.tree_util.register_pytree_node(
 )
 
 
+def carried(x: PyTree) -> bool:
+    """Whether `x` (a member, or a carry of members) holds a vector in columns."""
+    return any(isinstance(c, Columns) for c in jax.tree.leaves(x, is_leaf=_is_columns))
+
+
+def _is_columns(c: Any) -> bool:
+    return isinstance(c, Columns)
+
+
 def _vector(leaf: Any, batched: bool) -> bool:
     return jnp.ndim(leaf) == 1 + batched and 1 < jnp.shape(leaf)[-1] <= MAX_COLUMNS
 
@@ -107,7 +116,7 @@ def join(tree: PyTree) -> PyTree:
     return jax.tree.map(
         lambda c: jnp.stack(c, axis=-1) if isinstance(c, Columns) else c,
         tree,
-        is_leaf=lambda c: isinstance(c, Columns),
+        is_leaf=_is_columns,
     )
 
 

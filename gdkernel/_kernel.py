@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from . import _columns, _minibatch, _optimizers
+from ._once import once
 from ._optimizers import Method
 from ._result import RUNNING, History, Result, Status
 from ._types import Numbers, PyTree
@@ -345,18 +346,16 @@ def step(
     then left alone, so the history buffer never needs a whole-buffer select.
     """
     iterations = state.iterations + 1
-    new = propose(
-        value_and_grad,
-        state.x,
-        state.grad,
-        state.velocity,
-        iterations,
-        params,
-        args,
-        opts,
-        state.step_size.dtype,
-        state.ceiling,
-    )
+
+    def proposal(
+        x: PyTree, grad: PyTree, velocity: PyTree, n: Array, p: Params, a: tuple, top: Array
+    ) -> Proposal:
+        dtype = state.step_size.dtype
+        return propose(value_and_grad, x, grad, velocity, n, p, a, opts, dtype, top)
+
+    # a batch of members in columns: the proposal computed once (`_once`), as the lanes do
+    operands = (state.x, state.grad, state.velocity, iterations, params, args, state.ceiling)
+    new = once(proposal, running(state) & live, *operands)
     taken, status, new_x, new_cost = new.accepted, new.status, new.x, new.cost
 
     history = state.history

@@ -577,3 +577,40 @@ def test_lone_run_by_coordinates_equals_a_python_loop(x64):
     assert int(res.iterations) == its
     np.testing.assert_allclose(res.x, x, rtol=1e-10)
     assert res.x.shape == (2,) and res.grad.shape == (2,)
+
+
+def test_a_batch_step_in_columns_is_computed_once(x64):
+    """Under `jax.vmap` on a CPU, a step of members in columns is the branch of a
+    conditional (computed once, not once per carried array), with every operand batched or
+    shared; its values are the step's own. A vector member and a lone member compute it
+    directly."""
+    from gdkernel import _columns
+    from gdkernel._once import once
+
+    def compute(x, shift, scale):
+        a, b = x
+        return a * scale + shift, (b - a) * scale
+
+    pairs = jnp.asarray(np.random.default_rng(0).normal(size=(6, 2)))
+    shifts = jnp.arange(6.0)
+
+    def batched(pairs, shifts, scale):
+        def member(pair, shift):
+            x = _columns.split(pair, batched=False)
+            return once(compute, shift > -1, x, shift, scale)
+
+        return jax.vmap(member)(pairs, shifts)
+
+    got = jax.jit(batched)(pairs, shifts, 3.0)
+    # (to rounding: XLA may contract the multiply-add)
+    np.testing.assert_allclose(got[0], pairs[:, 0] * 3.0 + shifts, rtol=1e-14)
+    np.testing.assert_allclose(got[1], (pairs[:, 1] - pairs[:, 0]) * 3.0, rtol=1e-14)
+    jaxpr = str(jax.make_jaxpr(batched)(pairs, shifts, 3.0))
+    assert ("cond[" in jaxpr) == (jax.default_backend() == "cpu")
+    # a vector member (not in columns), and a lone member: no conditional
+    vector = jax.make_jaxpr(jax.vmap(lambda p, s: once(lambda x, s: x * s, s > 0, p, s)))(
+        pairs, shifts
+    )
+    assert "cond[" not in str(vector)
+    lone = jax.make_jaxpr(lambda p: once(compute, True, _columns.split(p, False), 1.0, 2.0))
+    assert "cond[" not in str(lone(pairs[0]))
