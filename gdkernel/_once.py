@@ -35,30 +35,37 @@ def once(compute: Callable[..., Any], live: Array, x: PyTree, *operands: Any) ->
     operands = (x, *operands)
     if jax.default_backend() != "cpu" or not _columns.carried(x):
         return compute(*operands)
-    # Values `compute` closes over (a batched array of the caller's) become operands:
-    # `custom_vmap` sees only its arguments batched.
-    converted, hoisted = jax.closure_convert(compute, *operands)
+    # Traced once here: every value `compute` closes over (a batched array of the caller's
+    # among them) becomes an argument, since `custom_vmap` sees only its arguments batched.
+    closed, shapes = jax.make_jaxpr(compute, return_shape=True)(*operands)
+    flat = jax.tree.leaves(operands)
+    out_tree = jax.tree.structure(shapes)
+
+    def evaluate(flat: list, consts: list) -> Any:
+        return jax.tree.unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, consts, *flat))
 
     @jax.custom_batching.custom_vmap
-    def call(live: Array, operands: tuple, hoisted: list) -> Any:
-        return converted(*operands, *hoisted)
+    def call(live: Array, flat: list, consts: list) -> Any:
+        return evaluate(flat, consts)
 
     @call.def_vmap
     def batched(
-        size: int, in_batched: tuple, live: Array, operands: tuple, hoisted: list
+        size: int, in_batched: tuple, live: Array, flat: list, consts: list
     ) -> tuple[Any, Any]:
-        live_batched, *axes = jax.tree.map(lambda b: 0 if b else None, in_batched)
+        live_batched, flat_batched, consts_batched = in_batched
 
         def run() -> Any:
-            return jax.vmap(lambda o, h: converted(*o, *h), in_axes=tuple(axes), axis_size=size)(
-                operands, hoisted
+            axes = (
+                [0 if b else None for b in flat_batched],
+                [0 if b else None for b in consts_batched],
             )
+            return jax.vmap(evaluate, in_axes=axes, axis_size=size)(flat, consts)
 
-        shapes = jax.eval_shape(run)
-        anyone = jnp.any(live) if live_batched is not None else live
+        outputs = jax.eval_shape(run)
+        anyone = jnp.any(live) if live_batched else live
         out = lax.cond(
-            anyone, run, lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            anyone, run, lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs)
         )
         return out, jax.tree.map(lambda _: True, out)
 
-    return call(live, operands, hoisted)
+    return call(live, flat, list(closed.consts))

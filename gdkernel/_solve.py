@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _validate as v
 from ._adjoint import ADJOINTS, differentiable
+from ._closure import hoisted
 from ._kernel import DIVERGENCE, NORMS, Options, Params, make_value_and_grad, solve
 from ._minibatch import as_batch_size, as_key
 from ._optimizers import as_method, split_hyperparams
@@ -335,7 +336,9 @@ def gradient_descent(
     cost_fn = v.cost_function(cost_fn, run["symbols"])
     grad_fn = v.grad_function(run["grad_fn"])
     x0 = v.as_guess(initial_guess, "initial_guess")
-    run["args"] = args = v.as_args(run["args"])
+    args = v.as_args(run["args"])
+    cost_fn, grad_fn, args = hoisted(cost_fn, grad_fn, x0, args, run["batch_size"])
+    run["args"] = args
     rate = v.as_learning_rate(learning_rate)
     params, opts = checked(float_dtype(x0), rate, run, guess=x0, on_device=True)
     v.warn_precision(run["precision"], x0)

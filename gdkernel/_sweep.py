@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 from . import _chunks, _devices, _grid, _progress, _sharded, _store
 from . import _validate as v
 from ._batch import default_threads, report_trips, solve_grid, solve_members
+from ._closure import hoisted
 from ._kernel import Options, Params
 from ._options import RunOptions, resolve
 from ._progress import Progress
@@ -71,6 +72,8 @@ def prepare(
     x0, _ = as_guesses(initial_guesses)
     dtype = float_dtype(x0)
     args = v.as_args(options["args"])
+    member = jax.tree.map(lambda leaf: leaf[0], x0)
+    cost_fn, grad_fn, args = hoisted(cost_fn, grad_fn, member, args, options["batch_size"])
     lrs = v.as_learning_rates(learning_rates)
     lrs = lrs if lrs.dtype == dtype else lrs.astype(dtype)
     scalars, hyperparams, axes = _grid.split(options, options["hyperparams"])

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gdkernel as gd
 from conftest import tol
@@ -69,3 +70,54 @@ def test_result_fields_map_with_tree_map():
     shapes = jax.tree.map(jnp.shape, res)
     assert shapes.x == (2,) and shapes.iterations == (2,) and shapes.status == (2,)
     assert np.asarray(res.converged).tolist() == [True, True]
+
+
+def _quadratic_reading(s, a, b):
+    """`w.A.w / 2 - s b.w`, reading `s` from the enclosing function: `w* = s A^-1 b`."""
+    return lambda w: 0.5 * w @ (a @ w) - s * (b @ w)
+
+
+def test_a_cost_reading_a_traced_value_is_differentiated_and_batched(x64):
+    """A cost that closes over the enclosing function's argument (traced by `jax.grad`,
+    `jax.vmap` or `jax.jit`) solves and differentiates as if the value were in `args`:
+    against the closed forms `w*(s) = s A^-1 b` and, through a sweep, the envelope theorem
+    `d/ds sum of f(w*(s), s) = -members * s * b.A^-1.b`."""
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    a = jnp.asarray((q * np.array([1.0, 2.0, 3.0])) @ q.T)
+    b = jnp.asarray(rng.normal(size=3))
+    solved = np.linalg.solve(np.asarray(a), np.asarray(b))  # A^-1 b
+    kw = {"precision": 1e-12, "max_iter": 10_000, "norm": "l2"}
+
+    def total(s, adjoint="implicit"):
+        run = gd.gradient_descent(
+            _quadratic_reading(s, a, b), jnp.zeros(3), 0.2, adjoint=adjoint, **kw
+        )
+        return run.x.sum()
+
+    for adjoint in ("implicit", "unrolled"):
+        np.testing.assert_allclose(jax.grad(total)(1.5, adjoint), solved.sum(), rtol=1e-6)
+    s = jnp.asarray([0.5, 1.0, 2.0])
+    np.testing.assert_allclose(jax.jit(jax.vmap(total))(s), s * solved.sum(), rtol=1e-8)
+    np.testing.assert_allclose(jax.vmap(jax.grad(total))(s), np.full(3, solved.sum()), rtol=1e-6)
+
+    guesses = jnp.asarray(rng.normal(size=(4, 3)))
+
+    def swept(s):
+        grid = gd.sweep(_quadratic_reading(s, a, b), guesses, [0.1, 0.2], **kw)
+        assert bool(np.all(np.asarray(grid.status) == gd.Status.CONVERGED))
+        return grid.cost.sum()
+
+    members = 8
+    np.testing.assert_allclose(jax.grad(swept)(1.5), -members * 1.5 * float(b @ solved), rtol=1e-6)
+
+
+def test_a_cost_reading_a_traced_value_with_mini_batches_is_refused():
+    def total(s):
+        data = jnp.arange(8.0)
+        cost = lambda w, d: jnp.mean((w * d - s) ** 2)  # noqa: E731
+        key = jax.random.key(0)
+        return gd.gradient_descent(cost, 0.0, 0.01, args=(data,), batch_size=4, key=key).x
+
+    with pytest.raises(TypeError, match="pass it through `args`"):
+        jax.grad(total)(1.0)
