@@ -42,11 +42,9 @@ ValueAndGrad = Callable[[PyTree, tuple], tuple[Any, PyTree]]
 # The longest vector carried in columns: each coordinate is an array of its own, and the
 # expressions XLA fuses grow with their count.
 MAX_COLUMNS = 8
-# The most bytes a member's cost and gradient may compute for it to be carried in columns.
-# Rosenbrock's function computes 248 bytes; W4's line fit over 10,000 points 720 KB, and ran
-# 1.9x slower in columns on one host thread (3.49 s against 1.82 s) while each carried array's
-# loop evaluated the cost again; with the step computed once a trip (`_once`), 0.850 s in
-# columns against 0.851 s on vectors: a costly cost gains nothing from columns.
+# The most bytes a member's cost and gradient may compute for it to be carried in columns:
+# a costly cost gains nothing from them (Rosenbrock's function computes 248 bytes; W4's line
+# fit over 10,000 points 720 KB, measured in docs/benchmarks.md).
 MAX_WORK_BYTES = 2**11
 
 
