@@ -44,7 +44,6 @@ from ._adjoint import differentiable
 from ._kernel import (
     Options,
     Params,
-    Proposal,
     State,
     ValueAndGrad,
     init,
@@ -53,13 +52,12 @@ from ._kernel import (
     member_axes,
     on_all_data,
     per_member,
-    propose,
+    propose_once,
     running,
     take,
     to_result,
     with_members,
 )
-from ._once import once
 from ._optimizers import velocity_copies
 from ._progress import Report, Tracker, batch_counts, monitor, reporting, trips_between_reports
 from ._result import RUNNING, Result
@@ -262,14 +260,10 @@ def _carry_representation(
     """Lanes of `Carry`: any pytree problem, any method."""
 
     def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, mine: Params, top: Array) -> Any:
-        def proposal(
-            x: PyTree, g: PyTree, v: PyTree, n: Array, mine: Params, a: tuple, top: Array
-        ) -> Proposal:
-            p = with_members(params, mine)
-            return propose(value_and_grad, x, g, v, n, p, a, opts, step_dtype, top, stall_test)
-
-        # computed as the plain loop computes it (`_kernel.step`); n > 0: running
-        return once(proposal, n > 0, x, g, v, n, mine, args, top)
+        p = with_members(params, mine)
+        return propose_once(  # n > 0: running
+            value_and_grad, n > 0, x, g, v, n, p, args, opts, step_dtype, top, stall_test
+        )
 
     one = jax.vmap(one_member)
 

@@ -332,6 +332,34 @@ def propose(
     return Proposal(new_x, new_cost, new_grad, new_velocity, step_size, accepted, status)
 
 
+def propose_once(
+    value_and_grad: ValueAndGrad,
+    live: Array,
+    x: PyTree,
+    grad: PyTree,
+    velocity: PyTree,
+    iterations: Array,
+    params: Params,
+    args: tuple,
+    opts: Options,
+    step_dtype: Any,
+    cost_ceiling: Array,
+    stall_test: bool = True,
+) -> Proposal:
+    """`propose`; for a batch of members in columns under `jax.vmap` on a CPU, computed once
+    per batch (`_once`) while any member is `live`. The plain loop (`step`) and the lanes
+    (`_batch`) both propose through it, so their members keep the same bits."""
+
+    def compute(
+        x: PyTree, grad: PyTree, velocity: PyTree, n: Array, p: Params, a: tuple, top: Array
+    ) -> Proposal:
+        return propose(
+            value_and_grad, x, grad, velocity, n, p, a, opts, step_dtype, top, stall_test
+        )
+
+    return once(compute, live, x, grad, velocity, iterations, params, args, cost_ceiling)
+
+
 def step(
     value_and_grad: ValueAndGrad,
     state: State,
@@ -346,16 +374,19 @@ def step(
     then left alone, so the history buffer never needs a whole-buffer select.
     """
     iterations = state.iterations + 1
-
-    def proposal(
-        x: PyTree, grad: PyTree, velocity: PyTree, n: Array, p: Params, a: tuple, top: Array
-    ) -> Proposal:
-        dtype = state.step_size.dtype
-        return propose(value_and_grad, x, grad, velocity, n, p, a, opts, dtype, top)
-
-    # a batch of members in columns: the proposal computed once (`_once`), as the lanes do
-    operands = (state.x, state.grad, state.velocity, iterations, params, args, state.ceiling)
-    new = once(proposal, running(state) & live, *operands)
+    new = propose_once(
+        value_and_grad,
+        running(state) & live,
+        state.x,
+        state.grad,
+        state.velocity,
+        iterations,
+        params,
+        args,
+        opts,
+        state.step_size.dtype,
+        state.ceiling,
+    )
     taken, status, new_x, new_cost = new.accepted, new.status, new.x, new.cost
 
     history = state.history
