@@ -260,10 +260,8 @@ def _carry_representation(
     """Lanes of `Carry`: any pytree problem, any method."""
 
     def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, mine: Params, top: Array) -> Any:
-        p = with_members(params, mine)
-        return propose_once(  # n > 0: running
-            value_and_grad, n > 0, x, g, v, n, p, args, opts, step_dtype, top, stall_test
-        )
+        operands = (x, g, v, n, with_members(params, mine), args, top)
+        return propose_once(value_and_grad, n > 0, operands, opts, step_dtype, stall_test)
 
     one = jax.vmap(one_member)
 

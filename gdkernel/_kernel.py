@@ -335,20 +335,15 @@ def propose(
 def propose_once(
     value_and_grad: ValueAndGrad,
     live: Array,
-    x: PyTree,
-    grad: PyTree,
-    velocity: PyTree,
-    iterations: Array,
-    params: Params,
-    args: tuple,
+    operands: tuple,
     opts: Options,
     step_dtype: Any,
-    cost_ceiling: Array,
     stall_test: bool = True,
 ) -> Proposal:
-    """`propose`; for a batch of members in columns under `jax.vmap` on a CPU, computed once
-    per batch (`_once`) while any member is `live`. The plain loop (`step`) and the lanes
-    (`_batch`) both propose through it, so their members keep the same bits."""
+    """`propose` on `operands` (`x, grad, velocity, iterations, params, args, cost_ceiling`);
+    for a batch of members in columns under `jax.vmap` on a CPU, computed once per batch
+    while any member is `live` (`_once`). The plain loop (`step`) and the lanes (`_batch`)
+    both propose through it, so their members keep the same bits."""
 
     def compute(
         x: PyTree, grad: PyTree, velocity: PyTree, n: Array, p: Params, a: tuple, top: Array
@@ -357,7 +352,7 @@ def propose_once(
             value_and_grad, x, grad, velocity, n, p, a, opts, step_dtype, top, stall_test
         )
 
-    return once(compute, live, x, grad, velocity, iterations, params, args, cost_ceiling)
+    return once(compute, live, *operands)
 
 
 def step(
@@ -374,19 +369,8 @@ def step(
     then left alone, so the history buffer never needs a whole-buffer select.
     """
     iterations = state.iterations + 1
-    new = propose_once(
-        value_and_grad,
-        running(state) & live,
-        state.x,
-        state.grad,
-        state.velocity,
-        iterations,
-        params,
-        args,
-        opts,
-        state.step_size.dtype,
-        state.ceiling,
-    )
+    operands = (state.x, state.grad, state.velocity, iterations, params, args, state.ceiling)
+    new = propose_once(value_and_grad, running(state) & live, operands, opts, state.step_size.dtype)
     taken, status, new_x, new_cost = new.accepted, new.status, new.x, new.cost
 
     history = state.history
