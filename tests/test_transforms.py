@@ -97,6 +97,15 @@ def test_a_cost_reading_a_traced_value_is_differentiated_and_batched(x64):
 
     for adjoint in ("implicit", "unrolled"):
         np.testing.assert_allclose(jax.grad(total)(1.5, adjoint), solved.sum(), rtol=1e-6)
+
+    def with_gradient(s):  # the user's gradient reads `s` too
+        grad = lambda w: a @ w - s * b  # noqa: E731
+        run = gd.gradient_descent(
+            _quadratic_reading(s, a, b), jnp.zeros(3), 0.2, grad_fn=grad, **kw
+        )
+        return run.x.sum()
+
+    np.testing.assert_allclose(jax.grad(with_gradient)(1.5), solved.sum(), rtol=1e-6)
     s = jnp.asarray([0.5, 1.0, 2.0])
     np.testing.assert_allclose(jax.jit(jax.vmap(total))(s), s * solved.sum(), rtol=1e-8)
     np.testing.assert_allclose(jax.vmap(jax.grad(total))(s), np.full(3, solved.sum()), rtol=1e-6)
