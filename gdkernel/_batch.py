@@ -13,9 +13,9 @@ carries less still, one complex number per member (`_lagged.py`): XLA then runs 
 loop per step instead of one per carried array on a CPU, and moves half the bytes on a GPU.
 A vector of up to 8 numbers under an elementwise rule (`gd`, `momentum`, optax's Adam and the
 like) is carried as an array per coordinate (`_columns.py`), so that a trip is elementwise
-from end to end. On an accelerator
-the lanes take the whole batch and each look's trips are written out in full, so that a look
-is one fused pass over the members.
+from end to end, and its step is computed once per trip, as the plain loop computes it
+(`_once.py`). On an accelerator the lanes take the whole batch and each look's trips are
+written out in full, so that a look is one fused pass over the members.
 
 Every step of a member is the kernel's own arithmetic (`_kernel.propose`), masked by that
 member's stopping rule, so each member ends bit for bit where the plain per-member loop
