@@ -52,21 +52,31 @@ def hoisted(
     extra: list[Any] = []
 
     def lift(fn: Callable[..., Any]) -> Callable[..., Any]:
-        closed, shape = jax.make_jaxpr(fn, return_shape=True)(example, *args)
-        start, count = n + len(extra), len(closed.consts)
-        extra.extend(closed.consts)
-        out_tree = jax.tree.structure(shape)
+        evaluate, consts = traced(fn, example, *args)
+        start, count = n + len(extra), len(consts)
+        extra.extend(consts)
 
         def lifted(x: PyTree, *given: Any) -> Any:
-            consts = list(given[start : start + count])
-            flat = jax.tree.leaves((x, *given[:n]))
-            return jax.tree.unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, consts, *flat))
+            return evaluate(list(given[start : start + count]), jax.tree.leaves((x, *given[:n])))
 
         return lifted
 
     cost = lift(cost_fn)
     grad = lift(grad_fn) if grad_fn is not None else None
     return cost, grad, (*args, *extra)
+
+
+def traced(fn: Callable[..., Any], *examples: Any) -> tuple[Callable[[list, list], Any], list]:
+    """`fn` traced once on `examples`: `(evaluate, consts)`, where `evaluate(consts, leaves)`
+    is `fn` of the arguments whose leaves are `leaves` (shaped like the examples'), and
+    `consts` the values `fn` closes over, passed in rather than closed over."""
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*examples)
+    out_tree = jax.tree.structure(shape)
+
+    def evaluate(consts: list, leaves: list) -> Any:
+        return jax.tree.unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, consts, *leaves))
+
+    return evaluate, list(closed.consts)
 
 
 def _reads_a_tracer(obj: Any, depth: int) -> bool:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from . import _columns
+from ._closure import traced
 from ._types import PyTree
 
 
@@ -37,16 +38,12 @@ def once(compute: Callable[..., Any], live: Array, x: PyTree, *operands: Any) ->
         return compute(*operands)
     # Traced once here: every value `compute` closes over (a batched array of the caller's
     # among them) becomes an argument, since `custom_vmap` sees only its arguments batched.
-    closed, shapes = jax.make_jaxpr(compute, return_shape=True)(*operands)
+    evaluate, consts = traced(compute, *operands)
     flat = jax.tree.leaves(operands)
-    out_tree = jax.tree.structure(shapes)
-
-    def evaluate(flat: list, consts: list) -> Any:
-        return jax.tree.unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, consts, *flat))
 
     @jax.custom_batching.custom_vmap
     def call(live: Array, flat: list, consts: list) -> Any:
-        return evaluate(flat, consts)
+        return evaluate(consts, flat)
 
     @call.def_vmap
     def batched(
@@ -59,7 +56,7 @@ def once(compute: Callable[..., Any], live: Array, x: PyTree, *operands: Any) ->
                 [0 if b else None for b in flat_batched],
                 [0 if b else None for b in consts_batched],
             )
-            return jax.vmap(evaluate, in_axes=axes, axis_size=size)(flat, consts)
+            return jax.vmap(lambda f, c: evaluate(c, f), in_axes=axes, axis_size=size)(flat, consts)
 
         outputs = jax.eval_shape(run)
         anyone = jnp.any(live) if live_batched else live
@@ -68,4 +65,4 @@ def once(compute: Callable[..., Any], live: Array, x: PyTree, *operands: Any) ->
         )
         return out, jax.tree.map(lambda _: True, out)
 
-    return call(live, flat, list(closed.consts))
+    return call(live, flat, consts)

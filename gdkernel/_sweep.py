@@ -72,14 +72,14 @@ def prepare(
     x0, _ = as_guesses(initial_guesses)
     dtype = float_dtype(x0)
     args = v.as_args(options["args"])
-    member = jax.tree.map(lambda leaf: leaf[0], x0)
-    cost_fn, grad_fn, args = hoisted(cost_fn, grad_fn, member, args, options["batch_size"])
+    # one starting point's shape and dtype (a cost's closure and an optax method are traced
+    # on it abstractly)
+    guess = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0)
+    cost_fn, grad_fn, args = hoisted(cost_fn, grad_fn, guess, args, options["batch_size"])
     lrs = v.as_learning_rates(learning_rates)
     lrs = lrs if lrs.dtype == dtype else lrs.astype(dtype)
     scalars, hyperparams, axes = _grid.split(options, options["hyperparams"])
     one = {**options, **scalars, "hyperparams": hyperparams, "args": args}
-    # one starting point's shape and dtype (an optax method is tried on it abstractly)
-    guess = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0)
     params, opts = checked(dtype, 1.0, one, guess)  # type: ignore[arg-type]
     checks: dict[str, Callable[[Any], Any]] = {
         "momentum": lambda value: v.as_momentum(value, opts.method),
