@@ -95,9 +95,16 @@ ROUNDS = 8
 ROUND_LANES = 4096
 # Compiler options for the fast path's programs on a CPU. XLA vectorises for 256-bit registers
 # by default; the masked loop bodies are elementwise over the lanes and run faster with 512-bit
-# vectors where the CPU has them (LLVM caps the width at what the target supports). Only the
-# vector width changes, not the arithmetic of an element: the results stay bit for bit.
-CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+# vectors where the CPU has them (LLVM caps the width at what the target supports). And XLA
+# splits some loops of a program over every core (its parallel task assignment), while a sweep
+# already runs one program per core from its own host thread (`default_threads`): the split
+# loops then wait on each other's cores, by a varying amount from one call to the next (W2 in
+# float32: 0.105-0.164 s a call with the split, 0.098-0.102 s without). Neither changes the
+# arithmetic of an element: the results stay bit for bit.
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_prefer_vector_width": 512,
+    "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
+}
 # Lanes come in whole multiples of this many (XLA compiles fewer to scalar code, whose
 # multiply-adds contract differently from the plain loop's).
 VECTOR = 16
