@@ -137,7 +137,7 @@ def compile_sweep(
     packed, stall_test = static_choices(params)
     start = time.perf_counter()
     compiled = (
-        grid_program()
+        grid_program(threads=threads)
         .lower(
             x0,
             params,
