@@ -137,7 +137,7 @@ def compile_sweep(
     packed, stall_test = static_choices(params)
     start = time.perf_counter()
     compiled = (
-        grid_program(threads=threads)
+        grid_program()
         .lower(
             x0,
             params,

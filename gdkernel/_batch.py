@@ -95,16 +95,16 @@ ROUNDS = 8
 ROUND_LANES = 4096
 # Compiler options for the fast path's programs on a CPU. XLA vectorises for 256-bit registers
 # by default; the masked loop bodies are elementwise over the lanes and run faster with 512-bit
-# vectors where the CPU has them (LLVM caps the width at what the target supports). Only the
-# vector width changes, not the arithmetic of an element: the results stay bit for bit.
-CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
-# And for a program that runs beside others, one per core (a part of a sweep on its own host
-# thread, `default_threads`, or a CPU device of several): without XLA's parallel task
-# assignment, which splits a long loop of a program over every core. The split loops of two
-# such programs wait on each other's cores, by a varying amount from one call to the next (W2
-# in float32: 0.105-0.164 s a call with the split, 0.098-0.102 s without). A program that runs
-# alone keeps the split: it is what puts a second core to work there.
-SHARED_CPU_OPTIONS = {"xla_disable_hlo_passes": "cpu-parallel-task-assigner"}
+# vectors where the CPU has them (LLVM caps the width at what the target supports). And XLA
+# splits some loops of a program over every core (its parallel task assignment), while a sweep
+# already runs one program per core from its own host thread (`default_threads`): the split
+# loops then wait on each other's cores, by a varying amount from one call to the next (W2 in
+# float32: 0.105-0.164 s a call with the split, 0.098-0.102 s without). Neither changes the
+# arithmetic of an element: the results stay bit for bit.
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_prefer_vector_width": 512,
+    "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
+}
 # Lanes come in whole multiples of this many (XLA compiles fewer to scalar code, whose
 # multiply-adds contract differently from the plain loop's).
 VECTOR = 16
@@ -472,12 +472,9 @@ def static_choices(params: Params) -> tuple[bool | None, bool]:
     return packed, stall_test
 
 
-def compiler_options(shared: bool = True) -> dict[str, Any] | None:
-    """The XLA options to compile the fast path with on the default backend (None: XLA's
-    own); `shared`: for a program that runs beside others, one per core."""
-    if jax.default_backend() != "cpu":
-        return None
-    return {**CPU_COMPILER_OPTIONS, **SHARED_CPU_OPTIONS} if shared else dict(CPU_COMPILER_OPTIONS)
+def compiler_options() -> dict[str, Any] | None:
+    """The XLA options to compile the fast path with on the default backend (None: XLA's own)."""
+    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
 def grid_members(guesses: PyTree, rows: Params, ids: Array) -> tuple[PyTree, Params]:
@@ -590,7 +587,6 @@ _STATIC = ("cost_fn", "grad_fn", "opts", "packed", "stall_test")
 _STATIC_GRID = (*_STATIC, "parts")
 _BACKENDS: tuple[tuple[str, dict[str, Any] | None], ...] = (
     ("cpu", CPU_COMPILER_OPTIONS),
-    ("cpu-shared", {**CPU_COMPILER_OPTIONS, **SHARED_CPU_OPTIONS}),
     ("other", None),
 )
 _PROGRAMS = {
@@ -600,28 +596,23 @@ _PROGRAMS = {
 }
 
 
-def _program(kind: str, inputs: PyTree = (), threads: int = 1) -> Any:
-    """The jitted program `kind` for the default backend (its cache is per backend), run from
-    `threads` host threads at once (`compiler_options`). Inside the user's own `jax.jit`
-    (traced `inputs`) it is the one without compiler options, which only a top-level
-    `jax.jit` may take."""
+def _program(kind: str, inputs: PyTree = ()) -> Any:
+    """The jitted program `kind` for the default backend (its cache is per backend). Inside
+    the user's own `jax.jit` (traced `inputs`) it is the one without compiler options, which
+    only a top-level `jax.jit` may take."""
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(inputs))
-    if jax.default_backend() != "cpu" or traced:
-        return _PROGRAMS[kind, "other"]
-    return _PROGRAMS[kind, "cpu-shared" if threads > 1 else "cpu"]
+    return _PROGRAMS[kind, "cpu" if jax.default_backend() == "cpu" and not traced else "other"]
 
 
-def grid_program(inputs: PyTree = (), threads: int = 1) -> Any:
+def grid_program(inputs: PyTree = ()) -> Any:
     """The jitted `solve_grid` program (see `_program`)."""
-    return _program("grid", inputs, threads)
+    return _program("grid", inputs)
 
 
-def _call(kind: str, params: Params, threads: int, *inputs: Any, **static: Any) -> Result:
-    """Run the program `kind` on `inputs` (one of `threads` at once), with the static choices
-    `params` allow."""
+def _call(kind: str, params: Params, *inputs: Any, **static: Any) -> Result:
+    """Run the program `kind` on `inputs`, with the static choices `params` allow."""
     packed, stall_test = static_choices(params)
-    program = _program(kind, inputs, threads)
-    return program(*inputs, **static, packed=packed, stall_test=stall_test)
+    return _program(kind, inputs)(*inputs, **static, packed=packed, stall_test=stall_test)
 
 
 def solve_members(
@@ -652,7 +643,7 @@ def solve_members(
         if device is not None:
             xs, mine = jax.device_put((xs, mine), device)
         inputs = (xs, with_members(params, mine), args, np.int32(p))
-        return _call("members", params, threads, *inputs, **static, opts=reporter_options(opts, p))
+        return _call("members", params, *inputs, **static, opts=reporter_options(opts, p))
 
     if threads == 1:
         return jax.device_get(part(0))
@@ -709,7 +700,7 @@ def solve_grid(
         tracker = Tracker(report, 1, members, share * threads, threads, sampled=threads > 1)
     packed, stall_test = static_choices(params)
     program = functools.partial(
-        grid_program(inputs, threads),
+        grid_program(inputs),
         *inputs,
         cost_fn=cost_fn,
         grad_fn=grad_fn,
