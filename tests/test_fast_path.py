@@ -617,13 +617,17 @@ def test_a_batch_step_in_columns_is_computed_once(x64):
 
 
 def test_a_sweep_program_leaves_the_cores_to_its_host_threads():
-    """A sweep runs one program per core, each from its own host thread: XLA must not also
-    split the program's loops over the cores (`outer_dimension_partitions`), which it does on
-    a CPU of two or more cores for this batch (W2 in float32) unless told not to."""
+    """A sweep runs one program per core, each from its own host thread (or, with
+    `threads=1`, on one core): XLA must not also split the program's loops over the cores
+    (`outer_dimension_partitions`), which it does on a CPU of two or more cores for this
+    batch (W2 in float32) unless told not to."""
     from gdkernel.functions import rosenbrock
 
     guesses = np.random.default_rng(1).uniform(-1, 1, (10_000, 2)).astype(np.float32)
-    run = gd.compile_sweep(rosenbrock, guesses, [1e-3], precision=1e-6, max_iter=10_000)
-    text = run.compiled.as_text()
-    assert "while" in text
-    assert '"outer_dimension_partitions":["' not in text
+    for threads in (2, 1):
+        run = gd.compile_sweep(
+            rosenbrock, guesses, [1e-3], precision=1e-6, max_iter=10_000, threads=threads
+        )
+        text = run.compiled.as_text()
+        assert "while" in text
+        assert '"outer_dimension_partitions":["' not in text, threads
