@@ -776,19 +776,10 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-# Members a host thread takes at least (`default_threads`). A part costs a fixed 0.1-0.15 ms
-# a call (its program's launch, a worker thread, dealing the results back), which a small
-# grid does not earn back: W1 on one thread and on two (medians of 30 calls), 1,000 members
-# 0.34 against 0.50 ms at 500 iterations and 0.15 against 0.42 ms at 15; 2,000 members 0.53
-# against 0.54 ms and 0.16 against 0.33 ms; 4,000 members 0.90 against 0.77 ms at 500.
-PART_MEMBERS = 1024
-
-
 def default_threads(members: int, device: jax.Device | None = None) -> int:
     """Host threads for a grid of `members` on one device: one per core (at most one per
-    `PART_MEMBERS` members) on a CPU device, one on an accelerator (its one wide loop fills
-    it)."""
+    `VECTOR` members) on a CPU device, one on an accelerator (its one wide loop fills it)."""
     platform = device.platform if device is not None else jax.default_backend()
     if platform != "cpu":
         return 1
-    return max(1, min(cores(), members // PART_MEMBERS))
+    return max(1, min(cores(), members // VECTOR))
