@@ -101,7 +101,7 @@ ROUND_LANES = 4096
 # loops then wait on each other's cores, by a varying amount from one call to the next (W2 in
 # float32: 0.105-0.164 s a call with the split, 0.098-0.102 s without). A sweep on one host
 # thread (`threads=1`) then runs on one core, as documented (with the split, one thread ran
-# 768 to 1,000 scalar members in 2.7-3.5 ms a call against 0.5 ms). Neither option changes
+# 768 to 1,000 scalar members in 2.7-3.5 ms a call against 0.3 ms). Neither option changes
 # the arithmetic of an element: the results stay bit for bit.
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_prefer_vector_width": 512,
