@@ -6,9 +6,11 @@ where nothing is ever refilled and a look's trips are written out for one fused 
 Lane `j` runs the members `j + s w` (`s = 0, 1, ...`) one after another, starting from
 `s = (j // 16) mod n_j` (`n_j` its members) and wrapping around, so that at any time the lanes work
 on every part of the grid alike, and the members done grow evenly with the work (a grid's
-rows often differ in their members' lengths). A trip takes one masked step
-on every lane, and once an eighth of the lanes have a stopped member with another one waiting,
-those lanes write their member to the *home* arrays (`M` rows) and load their next one. A
+rows often differ in their members' lengths). On 16 lanes or fewer, which that rotation
+cannot spread, a lane takes every odd stratum's members in reverse (`Order.ids`). A trip
+takes one masked step on every lane, and once an eighth of the lanes have a stopped member
+with another one waiting, those lanes write their member to the *home* arrays (`M` rows)
+and load their next one. A
 member is built where a lane loads it (its starting point, its numbers, its first cost and
 gradient), so nothing batch-sized is computed before the loop: home is only written.
 A trip's cost then follows the members still running, not the slowest member of a fixed
@@ -146,14 +148,25 @@ class Order(NamedTuple):
         return cls(members, own, first)
 
     def ids(self, rounds: Array) -> Array:
-        """The member each lane runs after writing `rounds` home; `members` once none is left."""
+        """The member each lane runs after writing `rounds` home; `members` once none is left.
+
+        Stratum `s` holds members `s w .. s w + w - 1`, one a lane. Lanes of one block
+        (`BLOCK`, where the blocks' rotation does not spread the lanes over the grid) take
+        an odd stratum in reverse (the last, partial one over the lanes it has): a grid's
+        neighbouring members often run alike (learning rates in order), and a lane then
+        pairs a long run with a short one, so the lanes' totals come out closer."""
         width = self.own.shape[0]
         lane = jnp.arange(width, dtype=jnp.int32)
         # `(rounds + first) mod own`, both terms below `own` while the lane has a member
         # left: a subtraction, not an integer division (which a CPU does one lane at a time)
         stratum = rounds + self.first
         stratum = jnp.where(stratum >= self.own, stratum - self.own, stratum)
-        return jnp.where(rounds < self.own, lane + stratum * width, self.members)
+        start = stratum * width
+        across = lane
+        if width <= BLOCK:
+            count = jnp.minimum(self.members - start, width)  # members in the stratum
+            across = jnp.where(stratum % 2 == 1, count - 1 - lane, lane)
+        return jnp.where(rounds < self.own, start + across, self.members)
 
 
 def _load(rep: Representation, load: Load, ids: Array, members: int) -> tuple[PyTree, PyTree]:

@@ -252,9 +252,13 @@ def test_lanes_run_every_member_once_spread_over_the_grid(members, width):
     ran = np.concatenate(turns)
     ran = ran[ran < members]
     np.testing.assert_array_equal(np.sort(ran), np.arange(members))  # each member once
-    for j in range(width):  # lane j runs members j + s * width, nothing else
+    for j in range(width):  # lane j runs one member of each stratum s (s * width, ...)
         own = [t[j] for t in turns if t[j] < members]
-        assert all((m - j) % width == 0 for m in own)
+        assert sorted(m // width for m in own) == list(range(len(own)))
+        for m in own:  # member j of it; for one block of lanes, in reverse in an odd stratum
+            s, count = m // width, min(members - (m // width) * width, width)
+            snake = width <= _lanes.BLOCK and s % 2 == 1
+            assert m - s * width == (count - 1 - j if snake else j)
     strata = -(-members // width)  # the grid's parts of `width` members
     blocks = width // _lanes.BLOCK
     first = turns[0][turns[0] < members] // width  # the grid stratum each lane starts in
@@ -262,6 +266,24 @@ def test_lanes_run_every_member_once_spread_over_the_grid(members, width):
     if blocks >= strata:  # the lanes start spread over every stratum, not all in the first one
         assert counts.min() > 0
         assert counts.max() <= 2 * width / strata  # at most twice a stratum's share
+
+
+def test_one_block_of_lanes_evens_out_members_in_order():
+    """Members whose runs shorten along the grid (learning rates in order) on one block of
+    lanes: each lane pairs a long run with a short one, so here every lane's total is the
+    even share, where the plain order (lane j running members j, j + w, ...) gives the
+    first lane the longest of each stratum."""
+    width, members = 16, 64
+    runs = np.arange(members, 0, -1.0)  # member i runs 64 - i steps
+    order = _lanes.Order.of(members, width)
+    turns = [np.asarray(order.ids(jnp.full(width, k, jnp.int32))) for k in range(4)]
+    totals = np.zeros(width)
+    for t in turns:
+        totals += np.where(t < members, runs[np.minimum(t, members - 1)], 0)
+    plain = max(runs[j::width].sum() for j in range(width))
+    assert totals.sum() == runs.sum()
+    np.testing.assert_array_equal(totals, runs.sum() / width)  # 130 steps each
+    assert plain == 160
 
 
 def test_history_matches_the_plain_loop(dtype):
