@@ -128,8 +128,9 @@ def select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
 
 
 class Order(NamedTuple):
-    """Which member each lane runs in turn: lane `j` runs its `own[j]` members `j + s w`,
-    `s` going round from `first[j] = (j // BLOCK) mod own[j]`."""
+    """Which member each lane runs in turn: lane `j` runs its `own[j]` members, one of each
+    stratum `s` (`j + s w`, or counted from the stratum's end on one block of lanes and an
+    odd `s`: `ids`), `s` going round from `first[j] = (j // BLOCK) mod own[j]`."""
 
     members: int
     own: Array  # int32 (w,)
