@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._powers import vectorised_powers
 from ._types import PyTree
 
 BUILTIN = ("gd", "momentum", "nesterov")
@@ -212,7 +213,7 @@ def optax_update(
     """The new iterate and optimizer state: $x_{k+1} = x_k + u_k$."""
     optax = _optax()
     opt = optimizer(method, learning_rate, numeric, static)  # type: ignore[arg-type]
-    updates, new_state = opt.update(grad, state, x)
+    updates, new_state = vectorised_powers(opt.update)(grad, state, x)
     # each leaf of the state keeps its dtype: a number of `numeric` (in the guess's promoted
     # dtype) would otherwise promote, say, the bfloat16 moments of a mixed-precision guess
     state = jax.tree.map(lambda new, old: new.astype(jax.numpy.result_type(old)), new_state, state)

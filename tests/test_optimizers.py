@@ -214,3 +214,50 @@ def test_integer_hyperparameters_are_static_and_bad_numbers_refused():
         gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={"b1": np.nan})
     with pytest.raises(ValueError, match=r"^method='<lambda>' with `hyperparams` \{\} fails"):
         gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method=lambda learning_rate: 3)
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_integer_powers_are_taken_to_a_few_units_in_the_last_place(dtype_name):
+    """`_powers` computes `x ** n` (n a traced integer) from exp and log: within
+    `2 + |n log|x||` units of numpy's own power, over signs, zeros, infinities, NaN and the exponents optax's bias corrections reach."""
+    from gdkernel._powers import vectorised_powers
+
+    with jax.enable_x64(dtype_name == "float64"):
+        dtype = np.dtype(dtype_name)
+        bases = np.array(
+            [0.9, 0.999, 0.9999, 0.5, 1.0, -0.9, -2.0, 2.0, 0.0, -0.0, np.inf, -np.inf, np.nan]
+        )
+        counts = np.array([0, 1, 2, 3, 7, 100, 1001, 10000, 20000, -1, -3], np.int32)
+        x, n = (a.ravel() for a in np.meshgrid(bases.astype(dtype), counts, indexing="ij"))
+        got = np.asarray(jax.jit(vectorised_powers(lambda a, b: a**b))(x, n))
+        with np.errstate(all="ignore"):
+            want = np.power(x.astype(np.float64), n.astype(np.float64)).astype(dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        signed = ~np.isnan(want)
+        np.testing.assert_array_equal(np.signbit(got[signed]), np.signbit(want[signed]))
+        finite = np.isfinite(want) & (want != 0)
+        exact = ~finite & signed  # zeros and infinities
+        np.testing.assert_array_equal(got[exact], want[exact])
+        ulps = np.abs(got[finite] - want[finite]) / np.spacing(np.abs(want[finite]))
+        with np.errstate(all="ignore"):
+            reach = np.nan_to_num(np.abs(n * np.log(np.abs(x.astype(np.float64)))))[finite]
+        assert np.all(ulps <= 2 + reach)  # the error of exp's argument, in units
+        assert np.any(ulps > 0)  # not numpy's power itself
+
+
+def test_an_adam_sweep_calls_no_power_function():
+    """XLA on a CPU has no vectorised `pow`: the bias corrections' powers are exp and log in a
+    compiled sweep step, and a power to a non-integer exponent is left as it is."""
+    from gdkernel._powers import vectorised_powers
+
+    opt = optax.adam(0.01, b1=0.8)
+    x = jnp.ones((64, 2))
+    state = jax.vmap(opt.init)(x)
+    step = jax.jit(jax.vmap(vectorised_powers(opt.update)))
+    text = step.lower(x, state, x).as_text()
+    assert "power" not in text and "exponential" in text
+    plain = jax.jit(jax.vmap(opt.update)).lower(x, state, x).as_text()
+    assert "power" in plain  # the test sees optax's own power
+    float_power = jax.jit(vectorised_powers(lambda a, b: a**b)).lower(x, 0.5 * x).as_text()
+    assert "power" in float_power
