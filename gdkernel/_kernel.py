@@ -151,10 +151,12 @@ def tree_norm(tree: PyTree, kind: str) -> Array:
     raise ValueError(f"`norm` must be one of {NORMS}, got {kind!r}")
 
 
-def _all_finite(tree: PyTree) -> Array:
+def _all_finite(tree: PyTree, *like: PyTree) -> Array:
+    """Whether every number of `tree`, and of the trees `like` it (same leaves and shapes), is
+    finite: one test per position across the trees, then one reduction per leaf."""
     out = jnp.array(True)
-    for leaf in jax.tree.leaves(tree):
-        out = out & jnp.all(jnp.isfinite(leaf))
+    for leaves in zip(jax.tree.leaves(tree), *(jax.tree.leaves(t) for t in like), strict=True):
+        out = out & jnp.all(functools.reduce(jnp.logical_and, map(jnp.isfinite, leaves)))
     return out
 
 
@@ -314,7 +316,7 @@ def propose(
     new_x, new_velocity = update(x, grad, velocity, params, opts)
     new_cost, new_grad = value_and_grad(new_x, data(args, params, opts, iterations))
     step_size = tree_norm(_sub(new_x, x), opts.norm).astype(step_dtype)
-    finite = jnp.isfinite(new_cost) & _all_finite(new_grad) & _all_finite(new_x)
+    finite = jnp.isfinite(new_cost) & _all_finite(new_grad, new_x)
     accepted = finite & ~(new_cost > cost_ceiling)
     small = step_size < params.precision
     steep = tree_norm(new_grad, opts.norm) > params.grad_tol if stall_test else False
