@@ -32,7 +32,7 @@ _JIT = core.primitives.jit_p
 def _integer_power(x: jax.Array, n: jax.Array) -> jax.Array:
     """$x^n$ for a float `x` and an integer `n`, elementwise."""
     power = lax.exp(lax.convert_element_type(n, x.dtype) * lax.log(lax.abs(x)))
-    negative = (lax.rem(n, jnp.ones_like(n) * 2) != 0) & jnp.signbit(x)
+    negative = ((n & 1) == 1) & jnp.signbit(x)  # odd n (two's complement: negative ones too)
     signed = lax.select(negative, -power, power)
     return lax.select(n == 0, jnp.ones_like(signed), signed)
 
