@@ -66,15 +66,19 @@ def hoisted(
     return cost, grad, (*args, *extra)
 
 
-def traced(fn: Callable[..., Any], *examples: Any) -> tuple[Callable[[list, list], Any], list]:
+def traced(
+    fn: Callable[..., Any], *examples: Any, run: Callable[..., list] = jax.core.eval_jaxpr
+) -> tuple[Callable[[list, list], Any], list]:
     """`fn` traced once on `examples`: `(evaluate, consts)`, where `evaluate(consts, leaves)`
     is `fn` of the arguments whose leaves are `leaves` (shaped like the examples'), and
-    `consts` the values `fn` closes over, passed in rather than closed over."""
+    `consts` the values `fn` closes over, passed in rather than closed over. `run(jaxpr,
+    consts, *leaves)` evaluates the trace (JAX's own evaluation, or one that takes some
+    operations another way: `_powers`)."""
     closed, shape = jax.make_jaxpr(fn, return_shape=True)(*examples)
     out_tree = jax.tree.structure(shape)
 
     def evaluate(consts: list, leaves: list) -> Any:
-        return jax.tree.unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, consts, *leaves))
+        return jax.tree.unflatten(out_tree, run(closed.jaxpr, consts, *leaves))
 
     return evaluate, list(closed.consts)
 

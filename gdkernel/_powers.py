@@ -25,6 +25,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core
 
+from ._closure import traced
+
 _POW = core.primitives.pow_p
 _JIT = core.primitives.jit_p
 
@@ -44,8 +46,18 @@ def _is_integer_power(eqn: Any) -> bool:
     return jnp.issubdtype(exponent.dtype, jnp.integer) and jnp.issubdtype(base.dtype, jnp.floating)
 
 
-def _run(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
-    """Evaluate `jaxpr`, integer powers (also inside nested `jit`s) taken the vectorised way."""
+def _has_integer_power(jaxpr: Any) -> bool:
+    """Whether `jaxpr`, or a `jit` nested in it, raises a number to an integer."""
+    return any(
+        _is_integer_power(eqn)
+        or (eqn.primitive is _JIT and _has_integer_power(eqn.params["jaxpr"].jaxpr))
+        for eqn in jaxpr.eqns
+    )
+
+
+def _run(jaxpr: Any, consts: Sequence[Any], *args: Any) -> list[Any]:
+    """Evaluate `jaxpr` as JAX does, integer powers (also inside nested `jit`s) taken the
+    vectorised way."""
     env: dict[Any, Any] = {}
 
     def read(var: Any) -> Any:
@@ -57,9 +69,9 @@ def _run(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
         values = [read(v) for v in eqn.invars]
         if _is_integer_power(eqn):
             outs = [_integer_power(*values)]
-        elif eqn.primitive is _JIT:
+        elif eqn.primitive is _JIT and _has_integer_power(eqn.params["jaxpr"].jaxpr):
             inner = eqn.params["jaxpr"]
-            outs = _run(inner.jaxpr, inner.consts, values)
+            outs = _run(inner.jaxpr, inner.consts, *values)
         else:
             out = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
             outs = out if eqn.primitive.multiple_results else [out]
@@ -73,20 +85,7 @@ def vectorised_powers(f: Callable[..., Any]) -> Callable[..., Any]:
     """`f` with its powers to traced integers computed from `exp` and `log` (see above)."""
 
     def run(*args: Any) -> Any:
-        closed, shape = jax.make_jaxpr(f, return_shape=True)(*args)
-        if not any(_is_integer_power(eqn) for eqn in _eqns(closed.jaxpr)):
-            return f(*args)
-        outs = _run(closed.jaxpr, closed.consts, jax.tree.leaves(args))
-        return jax.tree.unflatten(jax.tree.structure(shape), outs)
+        evaluate, consts = traced(f, *args, run=_run)
+        return evaluate(consts, jax.tree.leaves(args))
 
     return run
-
-
-def _eqns(jaxpr: Any) -> list[Any]:
-    """The equations of `jaxpr` and of the `jit`s nested in it."""
-    found = []
-    for eqn in jaxpr.eqns:
-        found.append(eqn)
-        if eqn.primitive is _JIT:
-            found.extend(_eqns(eqn.params["jaxpr"].jaxpr))
-    return found
