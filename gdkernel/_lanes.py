@@ -211,6 +211,7 @@ def run(
     monitor: Callable[[PyTree, Array], None] | None = None,
     every: int = 0,
     unroll: bool = False,
+    look_each_trip: bool = False,
 ) -> PyTree:
     """Run members `0 .. members - 1` until all have stopped.
 
@@ -231,6 +232,9 @@ def run(
         unroll: write a look's `CHECK_EVERY` trips out in full, so that XLA can fuse them
             into one pass over the lanes (an accelerator: a trip's cost is the bytes it
             moves, and the fused pass moves the carry once for all of them).
+        look_each_trip: when every member has a lane from the start (and no `monitor`),
+            look after every trip rather than every `CHECK_EVERY`: for a trip that costs
+            far more than a look, the loop then ends on the trip its last member stops.
 
     Returns:
         every member's stopped carry, `members` on the leading axis of every leaf.
@@ -258,8 +262,16 @@ def run(
         # keeps it (`ids` is `0 .. lanes - 1`): nothing to refill
         ids = order.ids(rounds)
         start = Lanes(ids, rounds, *_load(rep, load, ids, members))
-        ln = lax.while_loop(lambda s: s[2] > 0, body, (start, zero, *counts(start), zero))[0]
-        return jax.tree.map(lambda c: c[:members], ln.carry)
+        if look_each_trip:  # (an empty lane's code is that of a stopped member)
+            carry = lax.while_loop(
+                lambda c: jnp.any(rep.code(c) < 0),
+                lambda c: rep.trip(c, start.numbers),
+                start.carry,
+            )
+        else:
+            s = lax.while_loop(lambda s: s[2] > 0, body, (start, zero, *counts(start), zero))
+            carry = s[0].carry
+        return jax.tree.map(lambda c: c[:members], carry)
 
     # Lanes are refilled once the lane-looks lost to waiting reach `threshold`, or none runs:
     # the looks run in an inner loop between two refills, so that a look carries no branch

@@ -414,6 +414,35 @@ def test_lanes_follow_what_a_member_computes():
     assert _width(lambda x: x**2, jnp.zeros(10**6), ()) == _batch.LANE_BYTES // 16
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the look rule of a CPU")
+def test_a_costly_trip_looks_at_the_lanes_after_every_trip(dtype, monkeypatch):
+    """Members that each multiply by a shared matrix, every one on its own lane: the lanes
+    are looked at after every trip (`_lanes.run`'s `look_each_trip`), and every member ends
+    exactly where the plain per-member loop ends, its own iteration count and all."""
+    rng = np.random.default_rng(11)
+    q, _ = np.linalg.qr(rng.normal(size=(100, 100)))
+    a = jnp.asarray((q * np.linspace(1.0, 5.0, 100)) @ q.T, dtype)
+
+    def cost(x, a):
+        return 0.5 * x @ (a @ x) - jnp.sum(x)
+
+    looks = []
+    run = _lanes.run
+    monkeypatch.setattr(_lanes, "run", lambda *a, **k: looks.append(a[7]) or run(*a, **k))
+    x0 = rng.normal(size=(320, 100)).astype(dtype)
+    x0, params, opts = _inputs(x0, np.linspace(0.05, 0.3, 320), precision=1e-4, max_iter=500)
+    got = _fast(cost, x0, params, opts, (a,))
+    want = _reference(cost, x0, params, opts, (a,))
+    _assert_same(got, want)
+    assert looks == [True]
+    iterations = np.asarray(want.iterations)
+    assert iterations.min() < iterations.max() < 500  # each member stops on its own trip
+    assert (np.asarray(want.status) == gd.Status.CONVERGED).all()
+    # the loop's one member: looked at every `CHECK_EVERY` trips, as before
+    _fast(cost, x0[:1], params._replace(learning_rate=params.learning_rate[:1]), opts, (a,))
+    assert looks == [True, False]
+
+
 def test_sizes_for_the_report_interval_are_the_programs_and_traced_once():
     """The host's `_problem_sizes` (progress reports' interval) gives what the compiled
     program computes from the traced cost, tracing a hashable cost once per problem; a cost
