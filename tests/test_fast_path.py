@@ -6,6 +6,7 @@ and for a few members a lone `gd.gradient_descent` call. Every field must agree 
 """
 
 import functools
+import re
 import traceback
 
 import jax
@@ -441,6 +442,35 @@ def test_a_costly_trip_looks_at_the_lanes_after_every_trip(dtype, monkeypatch):
     # the loop's one member: looked at every `CHECK_EVERY` trips, as before
     _fast(cost, x0[:1], params._replace(learning_rate=params.learning_rate[:1]), opts, (a,))
     assert looks == [True, False]
+
+
+def _loop_bodies(hlo: str) -> list[str]:
+    """The computations of a compiled module's `while` loop bodies."""
+    bodies = []
+    for name in re.findall(r"while\(.*?body=(%[\w.\-]+)", hlo):
+        start = hlo.index("\n" + name + " ")
+        bodies.append(hlo[start : hlo.index("\n}\n", start)])
+    return bodies
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU buffers")
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov"])
+def test_a_trip_writes_the_accepted_iterates_in_place(method, x64):
+    """A trip of vector members carried whole copies none of the lanes' iterates: it writes
+    the accepted ones over them (Nesterov's, whose fused step would round differently from
+    the plain loop's, are still copied first)."""
+    rng = np.random.default_rng(11)
+    a = jnp.asarray(np.diag(np.linspace(1.0, 5.0, 100)))
+
+    def cost(x, a):
+        return 0.5 * x @ (a @ x) - jnp.sum(x)
+
+    x0, params, opts = _inputs(rng.normal(size=(320, 100)), np.full(320, 0.1), method=method)
+    vg = _kernel.make_value_and_grad(cost, None)
+    run = jax.jit(lambda x0, p, a: _batch.solve_batch(vg, x0, p, (a,), opts, True, None))
+    bodies = _loop_bodies(run.lower(x0, params, a).compile().as_text())
+    copies = [c for body in bodies for c in re.findall(r"= f64\[320,100\]\{1,0\} copy\(", body)]
+    assert bodies and bool(copies) == (method == "nesterov")
 
 
 def test_sizes_for_the_report_interval_are_the_programs_and_traced_once():
