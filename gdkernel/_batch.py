@@ -78,12 +78,16 @@ COLUMN_LANE_BYTES = 2**18
 # lanes), on a CPU: a cost that reads its data elementwise (W4's 10,000 points: 720 KB a
 # member) keeps a trip's intermediates within the last-level cache on a few lanes.
 LANE_WORK_BYTES = 2**23
-# Bytes a trip's evaluations compute (lanes times a member's), on a CPU, from which the lanes
-# are looked at after every trip instead of every `_lanes.CHECK_EVERY`-th, when every member
-# has its own lane: a look (a reduction over the lanes' codes, and the loop's turn) then costs
-# a few percent of a trip, and the loop ends on the trip its last member stops rather than up
-# to 7 trips later. The adjoint benchmark's forward sweep (1,000 members of a 100-dimensional
-# quadratic, 7 MB a trip) ran 84 trips instead of 88.
+# When every member has its own lane, the lanes are looked at after every trip instead of
+# every `_lanes.CHECK_EVERY`-th (on a CPU) once a member's evaluation computes at least
+# `LOOK_MEMBER_BYTES` and a trip's evaluations (lanes times a member's) `LOOK_WORK_BYTES`: a
+# look (a reduction over the lanes' codes, and the loop's turn) then costs a few percent of a
+# trip, and the loop ends on the trip its last member stops rather than up to 7 trips later.
+# The adjoint benchmark's forward sweep (1,000 members of a 100-dimensional quadratic, 7 KB
+# a member, 7 MB a trip) ran 84 trips instead of 88. A cheap scalar cost fuses into one pass
+# whose trip costs about a look (W1 at 30,000 members on one thread: 7.6 ms a call with a look
+# every trip, 5.4 ms without).
+LOOK_MEMBER_BYTES = 2**10
 LOOK_WORK_BYTES = 2**20
 # Arithmetic per byte of carry from which a member is compute-bound: a trip's time is then
 # its evaluations', not its passes over the carry, and its lanes follow `LANE_WORK_BYTES`
@@ -287,17 +291,18 @@ def _carry_representation(
         go = c.code < 0
         n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
         new = one(c.x, c.grad, c.velocity, n, *numbers)
-        whole = not _columns.carried(c.x)  # vectors carried whole
+        whole = not _columns.carried(c.x)  # any iterate not carried in columns
         if whole:  # as before (no gain from `_once` measured on vectors)
             new = lax.optimization_barrier(new)
         take = go & new.accepted
         if whole and opts.method != "nesterov":
-            # Always true for an accepted step (a finite step from a finite iterate is not
-            # NaN), but it makes the step an input of the select: XLA then measures the step
-            # before the select overwrites the lanes' iterates, and writes the accepted ones
-            # in place instead of copying the iterates first on every trip. (Vectors in
-            # columns ran 6% slower with it; Nesterov's fused step rounded differently from
-            # the plain loop's.)
+            # Always true for an accepted step (a running member's iterate is finite, an
+            # accepted one too, and a step between two finite iterates may overflow to inf
+            # but is never NaN), but it makes the step an input of the select: XLA then
+            # measures the step before the select overwrites the lanes' iterates, and writes
+            # the accepted ones in place instead of copying the iterates first on every
+            # trip. (Vectors in columns ran 6% slower with it; Nesterov's fused step rounded
+            # differently from the plain loop's.)
             take = take & (new.step_size == new.step_size)
         x, cost, grad, velocity, step_size = _lanes.select(
             take,
@@ -350,8 +355,13 @@ def _lane_width(
 
 def _costly_trip(lanes: int, work_bytes: int) -> bool:
     """Whether a trip of `lanes` lanes, each member's evaluation computing `work_bytes`,
-    costs far more than a look at the lanes (`LOOK_WORK_BYTES`), on a CPU."""
-    return jax.default_backend() == "cpu" and lanes * work_bytes >= LOOK_WORK_BYTES
+    costs far more than a look at the lanes (`LOOK_MEMBER_BYTES`, `LOOK_WORK_BYTES`), on a
+    CPU."""
+    return (
+        jax.default_backend() == "cpu"
+        and work_bytes >= LOOK_MEMBER_BYTES
+        and lanes * work_bytes >= LOOK_WORK_BYTES
+    )
 
 
 def _sizes(
