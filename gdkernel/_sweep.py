@@ -197,7 +197,7 @@ def sweep(
             rate is <= 0 or non-finite, one member does not fit `memory_budget`, the result
             does not fit host memory (use `out=`), plus everything `gradient_descent` raises.
         TypeError: `devices`, `chunk_size`, `memory_budget`, `out` or `progress` given with
-            traced inputs (call `sweep` outside `jax.jit`).
+            traced inputs (call `sweep` outside `jax.jit`, `jax.grad` and `jax.vmap`).
         ImportError: `progress=True` without tqdm.
 
     Example:
@@ -241,8 +241,8 @@ def sweep(
         ]
         if asked:
             raise TypeError(
-                f"`{asked[0]}` needs concrete inputs: call `sweep` outside `jax.jit` "
-                "(traced inputs run as one batch on one device)"
+                f"`{asked[0]}` needs concrete inputs: call `sweep` outside `jax.jit`, "
+                "`jax.grad` and `jax.vmap` (traced inputs run as one batch on one device)"
             )
         return finish(solve_grid(x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts))
 

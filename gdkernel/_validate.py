@@ -305,10 +305,12 @@ def as_learning_rates(value: Any, name: str = "learning_rates") -> Numbers:
     arr = _float_leaf(value, name)
     if arr.ndim > 1:
         raise ValueError(f"`{name}` must be a scalar or a 1-D array, got shape {arr.shape}")
+    # checked on the host: a concrete JAX array passed into a `jax.jit` turns into a tracer
+    # under any JAX operation there
+    host = np.atleast_1d(np.asarray(arr))
     arr = np.atleast_1d(arr) if isinstance(arr, np.ndarray) else jnp.atleast_1d(arr)
-    if arr.shape[0] == 0:
+    if host.shape[0] == 0:
         raise ValueError(f"`{name}` must not be empty")
-    host = np.asarray(arr)
     bad = ~(np.isfinite(host) & (host > 0))
     if bad.any():
         at = int(np.argmax(bad))

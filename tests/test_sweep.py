@@ -1,6 +1,7 @@
 """`sweep` over learning rates x starting points agrees with lone runs, member by member."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import closed_form_square_iterations, scalar_gd
@@ -170,6 +171,44 @@ def test_sweep_inside_jit_equals_sweep_outside(x64):
         )
     np.testing.assert_array_equal(np.asarray(pytree.x["x"]), np.asarray(want.x))
     np.testing.assert_array_equal(np.asarray(pytree.iterations), np.asarray(want.iterations))
+
+
+def test_jax_arrays_made_outside_a_jit_are_taken_inside_it(x64):
+    """Learning rates and guesses made as JAX arrays outside the user's `jax.jit` and closed
+    over inside it (concrete there, not traced) run as outside, derivatives included."""
+    guesses, rates = jnp.linspace(-2.0, 3.0, 5), jnp.array([0.01, 0.2, 0.45])
+    one_rate = jnp.float64(0.2)
+
+    def run(c, lrs):
+        return gd.sweep(
+            lambda x, c: (x - c) ** 2, guesses, lrs, args=(c,), precision=1e-10, max_iter=5000
+        )
+
+    want = run(0.5, np.asarray(rates))
+    got = jax.jit(lambda c: run(c, rates))(0.5)
+    np.testing.assert_array_equal(np.asarray(got.x), np.asarray(want.x))
+    np.testing.assert_array_equal(np.asarray(got.iterations), np.asarray(want.iterations))
+    assert np.all(np.asarray(got.status) == gd.Status.CONVERGED)
+    # every converged member sits at c: d sum(x) / dc is the member count (implicit)
+    grad = jax.jit(jax.grad(lambda c: run(c, rates).x.sum()))(0.5)
+    assert float(grad) == pytest.approx(15.0, rel=1e-9)
+    single = jax.jit(lambda c: run(c, one_rate).x)(0.5)
+    np.testing.assert_array_equal(np.asarray(single), np.asarray(want.x)[1:2])
+
+
+def test_a_sweep_of_concrete_inputs_inside_a_jit_equals_one_outside():
+    """Nothing traced, yet inside the user's `jax.jit`: the same members."""
+    guesses, rates = np.linspace(-2.0, 3.0, 7), np.array([0.01, 0.2])
+
+    def cost(x):
+        return 3 * x**2 - 2 * x - 3
+
+    want = gd.sweep(cost, guesses, rates, precision=1e-6, max_iter=400)
+    got = jax.jit(lambda: gd.sweep(cost, guesses, rates, precision=1e-6, max_iter=400))()
+    for field in ("x", "iterations", "status"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(got, field)), np.asarray(getattr(want, field))
+        )
 
 
 def test_sweep_result_is_a_pytree():
