@@ -27,7 +27,7 @@ here give `x`, `cost` and `grad` derivatives that work in forward and reverse mo
 
 The values returned are the loop's own, bit for bit; only their derivatives come from here.
 `step_size`, `iterations` and `status` carry no derivative; a run with `history` cannot be
-differentiated (an error, not a silent zero).
+differentiated, nor a run on mini-batches under `"implicit"` (errors, not silent zeros).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def differentiable(
     `opts.adjoint`. `members`: how the batch's members are built from `run`'s `x0` and
     `params` (None: they are those, one member per row)."""
     if opts.adjoint == "implicit":
-        return _implicit(run, value_and_grad, batched)
+        return _implicit(run, value_and_grad, opts, batched)
     return _unrolled(run, value_and_grad, opts, batched, members)
 
 
@@ -101,7 +101,23 @@ def _zero_tangent(leaf: Any) -> Any:
     return np.zeros(jnp.shape(leaf), dtype=jax.dtypes.float0)
 
 
-def _implicit(run: Run, value_and_grad: ValueAndGrad, batched: bool) -> Run:
+def _refusal(opts: Options) -> str | None:
+    """Why a run of `opts` has no implicit derivative, or None."""
+    if opts.history_every:
+        return (
+            "`adjoint`: a run with `history=True` has no derivative of its history; "
+            "differentiate a run without it"
+        )
+    if opts.batch_size:
+        return (
+            "`adjoint`: a run on mini-batches (`batch_size`) ends on noisy steps, not at a "
+            "minimum of the cost, so it has no implicit derivative; use adjoint='unrolled' "
+            "(the derivative of the steps it ran)"
+        )
+    return None
+
+
+def _implicit(run: Run, value_and_grad: ValueAndGrad, opts: Options, batched: bool) -> Run:
     hessian = _hessian(value_and_grad)
     member = _implicit_tangent(value_and_grad, hessian)
 
@@ -115,13 +131,11 @@ def _implicit(run: Run, value_and_grad: ValueAndGrad, batched: bool) -> Run:
 
     @solved.defjvp
     def tangent(primals: tuple, tangents: tuple) -> tuple[Result, Result]:
+        refusal = _refusal(opts)
+        if refusal is not None:  # before the run: no work lost
+            raise ValueError(refusal)
         x0, params, args = primals
         result = run(x0, params, args)
-        if result.history is not None:
-            raise ValueError(
-                "`adjoint`: a run with `history=True` has no derivative of its history; "
-                "differentiate a run without it"
-            )
         dx, dcost, dgrad = members(result.x, result.status, args, tangents[2])
         zero = jax.tree.map(_zero_tangent, result)
         return result, zero._replace(x=dx, cost=dcost, grad=dgrad)

@@ -6,6 +6,7 @@ import enum
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
@@ -356,6 +357,11 @@ class SweepResult(NamedTuple):
     def best(self, among: str = "converged") -> Best:
         """The member with the lowest final cost (ties go to the fewest iterations).
 
+        Under a JAX transformation (a sweep inside `jax.jit`, or differentiated by `jax.grad`)
+        the member is picked on the device: `index` holds traced integers, a derivative flows
+        through the picked member's values, and where no member qualifies the picked
+        member's `cost` is NaN instead of an error.
+
         Args:
             among: `"converged"` (default) considers converged members only; `"finite"` every
                 member that did not diverge or get invalid input; `"all"` every member with a
@@ -364,29 +370,39 @@ class SweepResult(NamedTuple):
         Raises:
             ValueError: if no member qualifies (the message gives the status counts).
         """
-        status = np.asarray(self.status)
-        cost = np.asarray(self.cost, dtype=np.float64)
+        if among not in ("converged", "finite", "all"):
+            raise ValueError(f"`among` must be 'converged', 'finite' or 'all', got {among!r}")
+        fields = (self.status, self.cost, self.iterations)
+        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in fields)
+        xp: Any = jnp if traced else np
+        status = xp.asarray(self.status)
+        cost = xp.asarray(self.cost) if traced else np.asarray(self.cost, dtype=np.float64)
         if among == "converged":
             ok = status == Status.CONVERGED
         elif among == "finite":
             ok = (status != Status.DIVERGED) & (status != Status.INVALID)
-        elif among == "all":
-            ok = np.ones_like(status, dtype=bool)
         else:
-            raise ValueError(f"`among` must be 'converged', 'finite' or 'all', got {among!r}")
-        ok &= np.isfinite(cost)
-        if not ok.any():
+            ok = xp.ones_like(status, dtype=bool)
+        ok &= xp.isfinite(cost)
+        if not traced and not ok.any():
             counts = ", ".join(f"{s.name}: {n}" for s, n in self.counts().items() if n)
             raise ValueError(f"no member qualifies for best(among={among!r}); statuses: {counts}")
         # lowest cost first; among equal costs, the fewest iterations
-        order = np.lexsort(
-            (np.asarray(self.iterations).ravel(), np.where(ok, cost, np.inf).ravel())
-        )
-        index = tuple(int(k) for k in np.unravel_index(int(order[0]), status.shape))
+        key = xp.where(ok, jax.lax.stop_gradient(cost) if traced else cost, xp.inf).ravel()
+        order = xp.lexsort((xp.asarray(self.iterations).ravel(), key))
+        if traced:
+            index: tuple[Any, ...] = jnp.unravel_index(order[0], status.shape)
+
+            def pick(leaf: Any) -> Array:
+                return jnp.asarray(leaf)[index]
+
+            result = Result(*(jax.tree.map(pick, getattr(self, f)) for f in Result._fields))
+            result = result._replace(cost=jnp.where(ok.any(), result.cost, jnp.nan))
+        else:
+            index = tuple(int(k) for k in np.unravel_index(int(order[0]), status.shape))
+            result = self.member(*index)
         coords = {
-            name: jax.tree.map(lambda leaf, k=k: leaf[k], values)
+            name: jax.tree.map(lambda leaf, k=k: xp.asarray(leaf)[k] if traced else leaf[k], values)
             for (name, values), k in zip(self.coords.items(), index, strict=True)
         }
-        return Best(
-            coords["learning_rate"], coords["initial_guess"], index, self.member(*index), coords
-        )
+        return Best(coords["learning_rate"], coords["initial_guess"], index, result, coords)

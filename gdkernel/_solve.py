@@ -311,7 +311,8 @@ def gradient_descent(
             run that did not converge has zero derivatives (its `status` says why). It needs
             a nonsingular Hessian at the minimum: where the cost is flat in some direction
             (an unused parameter, a rank-deficient fit) the derivative is NaN; add a small
-            ridge term or use `"unrolled"`.
+            ridge term or use `"unrolled"`. A run on mini-batches (`batch_size`) ends on
+            noisy steps, not at a minimum: differentiating it is an error naming `adjoint`.
             `"unrolled"`: the exact derivative of the iterations run (their count held
             fixed) with respect to everything, replayed with about
             $3\sqrt{\text{max\_iter}}$ iterates stored. See the docs' "Differentiating through a solve".

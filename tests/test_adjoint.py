@@ -113,6 +113,50 @@ def test_envelope_theorem_through_sweep(x64):
     np.testing.assert_allclose(summed, 6 * (w @ w), rtol=1e-6)
 
 
+@pytest.mark.parametrize("adjoint", ["implicit", "unrolled"])
+def test_the_derivative_of_the_best_members_cost(x64, adjoint):
+    """`best()` under `jax.grad`, `jax.jvp` and `jax.jit`: d cost(w*(lam), lam) / d lam =
+    |w*|^2 at the best member (the envelope theorem; unrolled to the steps' rounding)."""
+    lam = 0.4
+    w, _, _ = closed_form(lam)
+    guesses = jnp.asarray(RNG.normal(size=(3, D)))
+
+    def grid(lam):
+        return gd.sweep(
+            ridge,
+            guesses,
+            [0.05, 0.2],
+            args=(lam, X, Y),
+            precision=1e-13,
+            max_iter=20_000,
+            adjoint=adjoint,
+        )
+
+    def best_cost(lam):
+        return grid(lam).best().result.cost
+
+    eager = grid(lam).best()
+    np.testing.assert_allclose(jax.grad(best_cost)(lam), w @ w, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.grad(best_cost))(lam), w @ w, rtol=1e-6)
+    np.testing.assert_allclose(jax.jvp(best_cost, (lam,), (1.0,))[1], w @ w, rtol=1e-6)
+    picked = jax.jit(lambda lam: grid(lam).best())(lam)
+    assert tuple(int(k) for k in picked.index) == eager.index
+    assert float(picked.result.cost) == float(eager.result.cost)
+    np.testing.assert_array_equal(np.asarray(picked.initial_guess), np.asarray(eager.initial_guess))
+
+
+def test_best_under_a_transformation_with_no_qualifying_member_has_a_nan_cost():
+    def best_cost(c):
+        grid = gd.sweep(
+            lambda x, c: (x - c) ** 2, np.array([1.0, 2.0]), [0.1], args=(c,), max_iter=2
+        )
+        return grid.best().result.cost
+
+    with pytest.raises(ValueError, match="no member qualifies"):
+        best_cost(0.5)
+    assert np.isnan(float(jax.jit(best_cost)(0.5)))
+
+
 def test_implicit_derivatives_of_the_start_and_rate_are_zero(x64):
     def x_star(x0, lr):
         return gd.gradient_descent(lambda x: (x - 2.0) ** 2, x0, lr, precision=1e-10).x
@@ -130,6 +174,29 @@ def test_implicit_derivative_of_a_member_that_did_not_converge_is_zero(x64, max_
     assert run(0.3).status == gd.Status.MAX_ITER
     np.testing.assert_array_equal(jax.jacfwd(lambda lam: run(lam).x)(0.3), np.zeros(D))
     assert jax.grad(lambda lam: run(lam).cost)(0.3) == 0.0
+
+
+def test_an_inner_fit_that_fails_can_fail_the_outer_run(x64):
+    """The guard docs/derivatives.md gives: an inner fit that hits `max_iter` has a zero
+    implicit derivative, so an outer descent stops at once on its step rule, reported
+    converged; with the status read, the outer run says it failed."""
+
+    def outer(max_iter, guard):
+        def loss(lam):
+            inner = gd.gradient_descent(
+                ridge, jnp.zeros(D), 0.01, args=(lam, X, Y), precision=1e-13, max_iter=max_iter
+            )
+            value = jnp.sum(inner.x**2)
+            return (
+                jnp.where(inner.status == gd.Status.CONVERGED, value, jnp.nan) if guard else value
+            )
+
+        return gd.gradient_descent(loss, 0.3, 0.1, precision=1e-6, max_iter=50)
+
+    unguarded = outer(5, guard=False)
+    assert unguarded.status == gd.Status.CONVERGED and unguarded.iterations == 1
+    assert float(unguarded.x) == 0.3  # it never moved: the zero derivative
+    assert outer(5, guard=True).status != gd.Status.CONVERGED
 
 
 # ------------------------------------------------------------------------------ unrolled
@@ -283,6 +350,37 @@ def test_a_run_with_history_is_never_differentiated_silently(x64):
         jax.grad(loss)(0.3, "unrolled")
     # without differentiation, history runs as before
     assert np.isfinite(loss(0.3, "implicit"))
+
+
+def test_a_mini_batch_run_has_no_implicit_derivative_and_an_unrolled_one(x64):
+    """Mini-batches end on noisy steps, not at a minimum: the implicit adjoint refuses (before
+    running), the unrolled one differentiates the steps run (against central differences)."""
+    key = jax.random.key(0)
+
+    def run(lam, adjoint):
+        return gd.gradient_descent(
+            ridge,
+            jnp.zeros(D),
+            0.05,
+            args=(lam, X, Y),
+            batch_size=8,
+            key=key,
+            precision=0.0,
+            max_iter=60,
+            adjoint=adjoint,
+        )
+
+    with pytest.raises(ValueError, match="`adjoint`: a run on mini-batches"):
+        jax.grad(lambda lam: run(lam, "implicit").x.sum())(0.3)
+    with pytest.raises(ValueError, match="`adjoint`: a run on mini-batches"):
+        jax.jvp(lambda lam: run(lam, "implicit").x, (0.3,), (1.0,))
+    # without differentiation, a mini-batch run under the default adjoint runs as before
+    assert run(0.3, "implicit").status == gd.Status.MAX_ITER
+    h = 1e-6
+    want = (run(0.3 + h, "unrolled").x.sum() - run(0.3 - h, "unrolled").x.sum()) / (2 * h)
+    got = jax.grad(lambda lam: run(lam, "unrolled").x.sum())(0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert abs(float(got)) > 1e-3  # a derivative, not a zero
 
 
 def test_implicit_on_a_flat_direction_is_nan_and_unrolled_is_exact(x64):
