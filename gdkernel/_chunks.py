@@ -211,6 +211,23 @@ def check_host(n_members: int, per_result: int, history_rows: int) -> None:
         )
 
 
+def check_history(x0: PyTree, dtype: Any, history_rows: int) -> None:
+    """Raise when one run's history (`history_rows` iterates and costs of `x0`) would not fit
+    in host memory.
+
+    Raises:
+        ValueError: naming the bytes needed and `history_every` and `max_iter`.
+    """
+    x = sum(np.size(leaf) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(x0))
+    need = history_rows * (x + np.dtype(dtype).itemsize)
+    host = available_host_bytes()
+    if host is not None and need > host:
+        raise ValueError(
+            f"`history=True` keeps {history_rows:,} rows, about {_mb(need)}, but about "
+            f"{_mb(host)} of memory is available: raise `history_every` or lower `max_iter`"
+        )
+
+
 def members(x0: PyTree, rows: Params, start: int, stop: int, size: int) -> tuple[PyTree, Params]:
     """Host arrays of members `start..stop` of the grid, padded to `size` members.
 

@@ -164,7 +164,7 @@ def _sum_squares(tree: PyTree) -> Array:
     return jnp.asarray(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree)))
 
 
-def ceiling(cost: Array, grad: PyTree, params: Params) -> Array:
+def ceiling(cost: Array, grad: PyTree, params: Params, first_update: PyTree = None) -> Array:
     r"""The cost above which a run has diverged: $f_0 + d \max(|f_0|, \eta \lVert\nabla f_0\rVert_2^2)$.
 
     $f_0$ and $\nabla f_0$ are the cost and gradient at the initial guess, $\eta$ the learning
@@ -172,9 +172,16 @@ def ceiling(cost: Array, grad: PyTree, params: Params) -> Array:
     and the decrease the first step promises to first order (both scale with the cost, and
     the second stays positive where the cost starts at 0). A run that converges stays near or
     below its start; one whose cost climbs `d` times that scale above it is diverging.
-    $d = +\infty$ turns the rule off.
+    $d = +\infty$ turns the rule off. An optax method's first update $u_0$ is not
+    $-\eta\nabla f_0$ (Adam's is about $\eta$ per coordinate, whatever the gradient's size):
+    its promise is $|\nabla f_0 \cdot u_0|$ (`first_update`).
     """
-    scale = jnp.maximum(jnp.abs(cost), params.learning_rate * _sum_squares(grad))
+    if first_update is None:
+        promise = params.learning_rate * _sum_squares(grad)
+    else:
+        products = jax.tree.map(lambda g, u: jnp.sum(g * u), grad, first_update)
+        promise = jnp.abs(jnp.asarray(sum(jax.tree.leaves(products))))
+    scale = jnp.maximum(jnp.abs(cost), promise)
     rise = jnp.where(jnp.isposinf(params.divergence), jnp.inf, params.divergence * scale)
     return (cost + rise).astype(cost.dtype)
 
@@ -200,6 +207,7 @@ def init(
         (params.learning_rate > 0)
         & jnp.isfinite(params.learning_rate)
         & (params.precision >= 0)
+        & (params.precision < jnp.inf)  # inf would stop every run after its first step
         & (params.grad_tol >= 0)
         & (params.momentum >= 0)
         & (params.momentum < 1)
@@ -234,9 +242,19 @@ def init(
         step_size=jnp.array(jnp.inf, dtype=step_dtype),
         iterations=jnp.array(0, dtype=jnp.int32),
         status=status,
-        ceiling=ceiling(cost, grad, params),
+        ceiling=ceiling(cost, grad, params, _first_update(x0, grad, velocity, params, opts)),
         history=history,
     )
+
+
+def _first_update(
+    x0: PyTree, grad: PyTree, velocity: PyTree, params: Params, opts: Options
+) -> PyTree:
+    """An optax method's first update $u_0 = x_1 - x_0$ (for `ceiling`), else None."""
+    if not _optimizers.is_optax(opts.method):
+        return None
+    x1 = update(x0, grad, velocity, params, opts)[0]
+    return _sub(x1, x0)
 
 
 def init_velocity(x0: PyTree, params: Params, opts: Options) -> PyTree:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ._powers import vectorised_powers
 from ._types import PyTree
+from ._validate import BOUNDED, check_bounds
 
 BUILTIN = ("gd", "momentum", "nesterov")
 ALIASES = {"sgd": "gd"}  # the Keras name of the tutorials' rule
@@ -133,8 +134,8 @@ def is_elementwise(method: Method, static_hyperparams: tuple = ()) -> bool:
 def is_number(value: Any) -> bool:
     """A hyperparameter that is traced (a grid axis or a shared number), not static. An
     integer scalar is static: optimizers take seeds, counts and sizes as Python ints."""
-    if isinstance(value, bool | np.bool_ | numbers.Integral | np.integer):
-        return False
+    if isinstance(value, type | bool | np.bool_ | numbers.Integral | np.integer):
+        return False  # (a type, such as `mu_dtype=jnp.float16`, has a `dtype` attribute)
     if isinstance(value, numbers.Real | np.number):
         return True
     return hasattr(value, "dtype") and np.issubdtype(np.dtype(value.dtype), np.number)
@@ -173,7 +174,11 @@ def split_hyperparams(
             raise ValueError(
                 f"unknown hyperparameter {key!r} for method={name!r}; it takes: {', '.join(known)}"
             )
-        if is_number(value) or (np.ndim(value) > 0 and not isinstance(value, str)):
+        if key in BOUNDED and isinstance(value, bool | np.bool_):
+            raise TypeError(f"`hyperparams[{key!r}]` must be a number, got {value!r}")
+        if key in BOUNDED and isinstance(value, numbers.Integral | np.integer):
+            check_bounds(key, value)  # a static integer; numbers are checked with the others
+        if is_number(value) or (not isinstance(value, str | type) and np.ndim(value) > 0):
             numeric[key] = value
         else:
             try:

@@ -52,15 +52,16 @@ _MESSAGES = {
     Status.DIVERGED: (
         "diverged: the cost climbed above its start by more than `divergence` times its "
         "scale, or the cost, gradient or iterate became NaN or inf; `x` is the iterate "
-        "before (try a smaller `learning_rate`)"
+        "before (try a smaller `learning_rate`; after 0 iterations, the cost or gradient is "
+        "not finite at the initial guess)"
     ),
     Status.STALLED: (
         "stalled: the step fell below `precision` while the gradient norm was still "
         "above `grad_tol` (the learning rate is too small to move)"
     ),
     Status.INVALID: (
-        "invalid input: `learning_rate` <= 0 or non-finite, `precision` or `grad_tol` "
-        "negative or NaN, or a non-finite `initial_guess`; no iteration ran"
+        "invalid input: `learning_rate` <= 0 or non-finite, `precision` negative, NaN or "
+        "inf, `grad_tol` negative or NaN, or a non-finite `initial_guess`; no iteration ran"
     ),
 }
 
@@ -317,10 +318,14 @@ class SweepResult(NamedTuple):
         Raises:
             IndexError: a wrong number of indices, or one outside its axis (negative indices
                 count from the end).
+            TypeError: an index that is not an integer.
         """
         sizes = np.shape(self.status)
         if len(index) != len(sizes):
             raise IndexError(f"`member` takes one index per axis {self.axes}, got {len(index)}")
+        for k in index:
+            if isinstance(k, bool | np.bool_) or not isinstance(k, int | np.integer):
+                raise TypeError(f"`member` takes integer indices, got {k!r}")
         for k, size, name in zip(index, sizes, self.axes, strict=True):
             if not -size <= k < size:
                 raise IndexError(f"index {k} is outside the grid's {size} entries on axis {name!r}")

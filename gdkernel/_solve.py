@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _chunks
 from . import _validate as v
 from ._adjoint import ADJOINTS, differentiable
 from ._closure import hoisted
@@ -109,12 +110,18 @@ def make_options(
             "`adjoint='unrolled'` replays x, cost and grad; `history` has no derivative: "
             "differentiate a run without history=True"
         )
+    rows = max_iter // every + 1 if every else 0
+    if rows > v.MAX_ITER:
+        raise ValueError(
+            f"`history=True` keeps max_iter // history_every + 1 = {rows:,} rows, past the "
+            "2**31 - 1 an int32 index reaches: raise `history_every` or lower `max_iter`"
+        )
     return Options(
         norm=v.as_choice(norm, "norm", NORMS),
         method=as_method(method),
         static_hyperparams=static_hyperparams,
         history_every=every,
-        history_rows=max_iter // every + 1 if every else 0,
+        history_rows=rows,
         adjoint=adjoint,
         replay_steps=max_iter if adjoint == "unrolled" else 0,
         batch_size=batch_size,
@@ -342,5 +349,7 @@ def gradient_descent(
     run["args"] = args
     rate = v.as_learning_rate(learning_rate)
     params, opts = checked(float_dtype(x0), rate, run, guess=x0, on_device=True)
+    if opts.history_rows:
+        _chunks.check_history(x0, float_dtype(x0), opts.history_rows)
     v.warn_precision(run["precision"], x0)
     return _run(x0, params, args, cost_fn=cost_fn, grad_fn=grad_fn, opts=opts)

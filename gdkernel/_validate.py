@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
+import sys
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +41,7 @@ def describe(tree: PyTree) -> str:
     leaves, treedef = jax.tree.flatten(tree)
     described = [one(leaf) for leaf in leaves]
     if jax.tree_util.treedef_is_leaf(treedef):
-        return described[0]
+        return described[0] if described else "None"
     return str(jax.tree.unflatten(treedef, described)).replace("'", "")
 
 
@@ -117,7 +120,7 @@ def call_cost_fn(cost_fn: Callable, x: PyTree, args: tuple) -> Array:
     out = _call(cost_fn, "cost_fn", x, args)
     try:
         out = jnp.asarray(out)
-    except TypeError:
+    except (TypeError, ValueError):
         raise TypeError(f"`cost_fn` must return a real scalar, got {type(out).__name__}") from None
     if out.shape != ():
         raise TypeError(
@@ -140,7 +143,7 @@ def call_grad_fn(grad_fn: Callable, x: PyTree, args: tuple) -> PyTree:
     x_leaves, x_def = jax.tree.flatten(x)
     try:
         g_leaves = x_def.flatten_up_to(out)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         raise TypeError(
             f"`grad_fn` must return a gradient shaped like x ({describe(x)}), got {describe(out)}"
         ) from None
@@ -154,6 +157,8 @@ def call_grad_fn(grad_fn: Callable, x: PyTree, args: tuple) -> PyTree:
             raise TypeError(
                 f"`grad_fn` must return a gradient shaped like x ({describe(x)}), got {describe(out)}"
             )
+        if not jnp.issubdtype(gl.dtype, jnp.floating) and not jnp.issubdtype(gl.dtype, jnp.integer):
+            raise TypeError(f"`grad_fn` must return a real gradient, got dtype {gl.dtype}")
         fixed.append(gl.astype(xl.dtype))
     return jax.tree.unflatten(x_def, fixed)
 
@@ -175,6 +180,7 @@ def _eps(dtype: Any) -> float:
     return float(jnp.finfo(dtype).eps)
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))  # frames here are not the user's
 _LARGEST_EPS = 2.0**-7  # bfloat16's, the coarsest float: no precision at or above it warns
 
 
@@ -195,6 +201,11 @@ def _float_leaf(leaf: Any, name: str) -> Any:
         return np.array(leaf, dtype=default_float())
     if type(leaf) in _NUMPY_FLOATS and abs(leaf) < SAFE_FLOAT:
         return np.array(leaf, dtype=jax.dtypes.canonicalize_dtype(leaf.dtype))
+    if type(leaf) is int and abs(leaf) >= 2**63:  # NumPy would hold it as an object
+        try:
+            leaf = float(leaf)
+        except OverflowError:
+            raise ValueError(f"`{name}` holds an integer beyond any float's range") from None
     if isinstance(leaf, jax.Array) or is_traced(leaf):
         dtype = leaf.dtype
         arr = leaf
@@ -219,7 +230,16 @@ def _float_leaf(leaf: Any, name: str) -> Any:
         if not host:
             return arr
         with np.errstate(over="ignore"):  # past float32's range: inf, which callers reject
-            return np.array(arr, dtype=jax.dtypes.canonicalize_dtype(dtype))
+            out = np.array(arr, dtype=jax.dtypes.canonicalize_dtype(dtype))
+        narrowed = out.dtype.itemsize < np.dtype(dtype).itemsize
+        if narrowed and not np.isfinite(out).all() and np.isfinite(arr).all():
+            largest = float(np.finfo(out.dtype).max)
+            raise ValueError(
+                f"`{name}` holds values beyond {out.dtype}'s range (+-{largest:.3g}), "
+                "JAX's default float: rescale the problem, or enable float64 with "
+                "jax.config.update('jax_enable_x64', True)"
+            )
+        return out
     if jnp.issubdtype(dtype, jnp.integer):
         return np.array(arr, dtype=default_float()) if host else jnp.asarray(arr, default_float())
     raise TypeError(f"`{name}` must hold real numbers, got dtype {np.dtype(dtype).name}")
@@ -369,11 +389,32 @@ def as_momentum(value: Any, method: Any) -> Any:
     return value
 
 
+# Hyperparameters whose meaning bounds them, by the names optax's optimizers share: decay
+# rates of moving averages in [0, 1) (at 1, Adam's bias correction divides by zero), and
+# offsets and weights >= 0. optax does not check them, and out of range a run settles
+# somewhere else without a sign (Adam with b1 = 1.5: "converged" far from the minimum), so a
+# concrete value out of range is refused.
+DECAY_RATES = ("b1", "b2", "decay", "momentum")
+NONNEGATIVE = ("eps", "eps_root", "weight_decay", "initial_accumulator_value")
+BOUNDED = DECAY_RATES + NONNEGATIVE
+
+
+def check_bounds(name: str, value: Any) -> None:
+    """Refuse a concrete value of a bounded hyperparameter (`BOUNDED`) out of its range."""
+    if name in DECAY_RATES and not 0 <= value < 1:
+        raise ValueError(f"`hyperparams[{name!r}]` must be in [0, 1), got {value:g}")
+    if name in NONNEGATIVE and not value >= 0:
+        raise ValueError(f"`hyperparams[{name!r}]` must be >= 0, got {value:g}")
+
+
 def as_hyperparam(value: Any, name: str) -> Any:
-    """A numeric hyperparameter of an optax method: a finite real scalar (or traced)."""
+    """A numeric hyperparameter of an optax method: a finite real scalar (or traced), within
+    its bounds (`check_bounds`)."""
     value = _scalar(value, f"hyperparams[{name!r}]")
-    if not is_traced(value) and not np.isfinite(value):
-        raise ValueError(f"`hyperparams[{name!r}]` must be a finite number, got {value}")
+    if not is_traced(value):
+        if not np.isfinite(value):
+            raise ValueError(f"`hyperparams[{name!r}]` must be a finite number, got {value}")
+        check_bounds(name, value)
     return value
 
 
@@ -417,6 +458,8 @@ def as_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 def as_history_every(history: bool, every: Any) -> int:
     """Rows kept every `every` iterations; 0 without `history`. None: every iteration."""
+    if not isinstance(history, bool | np.bool_):
+        raise TypeError(f"`history` must be True or False, got {history!r}")
     if every is None:
         return 1 if history else 0
     if not history:
@@ -445,6 +488,11 @@ def as_args(args: Any) -> tuple:
             raise TypeError(
                 f"`args` must hold numbers and arrays (they are traced), got {type(leaf).__name__}"
             )
+        if isinstance(leaf, (np.ndarray, np.generic)) and leaf.dtype.kind in "OSUVMm":
+            raise TypeError(
+                f"`args` must hold numbers and arrays of numbers (they are traced), got an "
+                f"array of dtype {leaf.dtype}"
+            )
     return args
 
 
@@ -455,11 +503,16 @@ def warn_precision(precision: Any, guess: PyTree) -> None:
     dtype = float_dtype(guess)
     eps = _eps(dtype)
     if precision < eps:
+        # the warning points at the user's call: the first frame outside this package
+        frame: types.FrameType | None = sys._getframe(0)
+        level = 1
+        while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+            level, frame = level + 1, frame.f_back
         warnings.warn(
             f"`precision`={precision:g} is below the resolution of {np.dtype(dtype).name} "
             f"(eps={eps:.2g}): steps that small are lost to rounding, so the step rule fires "
             "only once an update rounds to zero (or never); use a larger precision or "
             "float64 (jax_enable_x64)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=level,
         )

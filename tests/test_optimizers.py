@@ -216,6 +216,64 @@ def test_integer_hyperparameters_are_static_and_bad_numbers_refused():
         gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method=lambda learning_rate: 3)
 
 
+@pytest.mark.parametrize(
+    "hyper, words",
+    [
+        ({"b1": 1.5}, "in [0, 1), got 1.5"),
+        ({"b1": 1}, "in [0, 1), got 1"),
+        ({"b2": -0.1}, "in [0, 1), got -0.1"),
+        ({"eps": -1.0}, ">= 0, got -1"),
+        ({"b1": np.array([0.9, 1.5])}, "in [0, 1), got 1.5"),
+        ({"b1": True}, "a number, got True"),
+    ],
+)
+def test_hyperparameters_out_of_their_range_are_refused(hyper, words):
+    """optax takes b1 = 1.5 without a word, and Adam then settles far from the minimum,
+    reported converged; a bounded hyperparameter out of range is refused at call time."""
+    key = next(iter(hyper))
+    want = f"`hyperparams[{key!r}]` must be {words}"
+    if np.ndim(hyper[key]) == 0:  # (an array is a grid axis: for `sweep` only)
+        with pytest.raises((ValueError, TypeError)) as e:
+            gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", hyperparams=hyper)
+        assert str(e.value) == want
+    with pytest.raises((ValueError, TypeError)) as e:
+        gd.sweep(bowl, jnp.zeros((2, 2)), [0.1], method="adam", hyperparams=hyper)
+    assert str(e.value) == want
+    # the edges are fine
+    edge = {"b1": 0.0, "b2": 0.999, "eps": 0.0}
+    assert gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", hyperparams=edge).status == (
+        gd.Status.CONVERGED
+    )
+
+
+def test_a_dtype_hyperparameter_in_any_spelling():
+    for dtype in (jnp.float16, np.float16, jnp.dtype("float16"), "float16"):
+        res = gd.gradient_descent(
+            bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={"mu_dtype": dtype}, max_iter=50
+        )
+        assert int(res.iterations) == 50
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 1e-6, 1e-9])
+def test_adams_divergence_rule_follows_its_own_first_step(x64, scale):
+    """Adam's first step is about the learning rate whatever the gradient's size, so the rule's
+    scale is the decrease that step promises, not lr |g|^2: a cost in small units converges
+    exactly as with the rule off, and as optax's own loop."""
+
+    def cost(x):
+        return scale * (x**2 - 2 * x)
+
+    res = gd.gradient_descent(cost, 0.0, 3.0, method="adam", precision=1e-4, max_iter=3000)
+    off = gd.gradient_descent(
+        cost, 0.0, 3.0, method="adam", precision=1e-4, max_iter=3000, divergence=None
+    )
+    assert res.status == gd.Status.CONVERGED
+    assert (int(res.iterations), float(res.x)) == (int(off.iterations), float(off.x))
+    x, its, status = optax_loop(cost, 0.0, optax.adam(3.0), 1e-4, 3000)
+    assert (int(res.iterations), status) == (its, "CONVERGED")
+    np.testing.assert_allclose(float(res.x), float(x), rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
 def test_integer_powers_are_taken_to_a_few_units_in_the_last_place(dtype_name):
     """`_powers` computes `x ** n` (n a traced integer) from exp and log: within

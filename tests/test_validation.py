@@ -42,6 +42,7 @@ def test_grad_fn_not_callable():
         (lambda x: x * jnp.ones(3), "shape"),
         (lambda x: x + 1j, "complex"),
         (lambda x: jnp.stack([x, x]), "shape"),
+        (lambda x: None, "NoneType"),
     ],
 )
 def test_cost_must_be_a_real_scalar(cost, word):
@@ -181,6 +182,82 @@ def test_grad_fn_of_the_wrong_shape():
     with pytest.raises(TypeError) as e:
         gd.gradient_descent(lambda x: jnp.sum(x**2), np.ones(3), 0.1, grad_fn=lambda x: jnp.ones(2))
     assert_short(e, "`grad_fn`", "shaped like x")
+
+
+def test_args_must_hold_arrays_of_numbers():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x, s: x**2, 0.0, 0.1, args=(np.array(["a"]),))
+    assert_short(e, "`args`", "dtype <U1")
+
+
+@pytest.mark.parametrize(
+    "grad_fn, words",
+    [
+        (lambda x: None, ("shaped like x", "got None")),
+        (lambda x: 2 * x + 0j, ("real gradient", "complex")),
+    ],
+)
+def test_grad_fn_of_the_wrong_kind(grad_fn, words):
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x: x**2, 1.0, 0.1, grad_fn=grad_fn)
+    assert_short(e, "`grad_fn`", *words)
+
+
+@pytest.mark.parametrize("guess", [1e39, -(10**40)])
+def test_a_guess_beyond_float32_names_the_range(guess):
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(lambda x: x**2, guess, 0.1)
+    assert_short(e, "`initial_guess`", "float32's range", "jax_enable_x64")
+
+
+def test_a_guess_beyond_any_float():
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(lambda x: x**2, 10**400, 0.1)
+    assert_short(e, "`initial_guess`", "beyond any float")
+
+
+def test_history_must_be_a_boolean_and_fit_an_int32_index():
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x: x**2, 1.0, 0.1, history="yes")
+    assert_short(e, "`history`", "True or False")
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(lambda x: x**2, 1.0, 0.1, history=True, max_iter=2**31 - 1)
+    assert_short(e, "`history=True`", "2,147,483,648 rows", "`history_every`")
+
+
+def test_a_history_past_the_memory_is_refused_before_the_run(monkeypatch):
+    from gdkernel import _chunks
+
+    monkeypatch.setattr(_chunks, "available_host_bytes", lambda: 10_000)
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(lambda x: x**2, 1.0, 0.1, history=True, max_iter=2_000)
+    assert_short(e, "`history=True`", "2,001 rows", "`history_every`")
+    # 1,001 rows of a float32 iterate and cost: 8,008 bytes, within the 10,000
+    out = gd.gradient_descent(lambda x: x**2, 1.0, 0.1, history=True, max_iter=1_000)
+    assert out.history.cost.shape == (1_001,)
+
+
+def test_the_precision_warning_points_at_the_callers_line():
+    with pytest.warns(UserWarning, match="below the resolution") as caught:
+        gd.sweep(lambda x: x**2, np.array([1.0, 2.0]), [0.1], precision=1e-9, max_iter=5)
+    with pytest.warns(UserWarning, match="below the resolution") as lone:
+        gd.gradient_descent(lambda x: x**2, 1.0, 0.1, precision=1e-9, max_iter=5)
+    assert [w.filename for w in caught] == [__file__]
+    assert [w.filename for w in lone] == [__file__]
+
+
+def test_traced_infinite_precision_is_invalid():
+    out = jax.jit(lambda p: gd.gradient_descent(lambda x: x**2, 3.0, 0.1, precision=p))(jnp.inf)
+    assert out.status == gd.Status.INVALID and out.iterations == 0
+
+
+def test_member_takes_integer_indices():
+    grid = gd.sweep(lambda x: x**2, np.array([1.0, 2.0]), [0.1, 0.2], max_iter=5)
+    for bad in (True, 0.5, slice(0, 1)):
+        with pytest.raises(TypeError) as e:
+            grid.member(bad, 0)
+        assert_short(e, "`member`", "integer indices")
+    assert float(grid.member(np.int64(1), -1).x) == float(grid.x[1, 1])
 
 
 def test_sweep_mismatched_leading_axes():
