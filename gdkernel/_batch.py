@@ -807,17 +807,24 @@ def run_parts(call: Callable[[int], Any], parts: int) -> list[Any]:
         _POOL.clear()
         _POOL[parts] = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="gdkernel")
     pool = _POOL[max(_POOL)]
+    one = in_callers_settings(lambda part: jax.block_until_ready(call(part)))
+    return list(pool.map(one, range(parts)))
+
+
+def in_callers_settings(call: Callable[..., Any]) -> Callable[..., Any]:
+    """`call`, to run on another thread under this thread's JAX settings (`_THREAD_SETTINGS`,
+    which context managers set per thread)."""
     settings = [
         (getattr(jax, name), getattr(jax.config, f"jax_{name}")) for name in _THREAD_SETTINGS
     ]
 
-    def one(part: int) -> Any:
+    def run(*args: Any) -> Any:
         with contextlib.ExitStack() as stack:
             for manager, value in settings:
                 stack.enter_context(manager(value))
-            return jax.block_until_ready(call(part))
+            return call(*args)
 
-    return list(pool.map(one, range(parts)))
+    return run
 
 
 def cores() -> int:

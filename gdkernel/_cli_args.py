@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from . import _optimizers
+from ._store import cannot_write
 from .functions import BUILTINS
 
 
@@ -112,6 +113,11 @@ def _axis(text: str, spacing: str) -> Axis:
         raise argparse.ArgumentTypeError(
             f"malformed range {text!r}: n must be an integer >= 1, got {parts[2]!r}"
         )
+    if n == 1 and lo != hi:
+        raise argparse.ArgumentTypeError(
+            f"malformed range {text!r}: a range of 1 point needs lo = hi (or give the one "
+            "value alone)"
+        )
     if spacing == "auto":
         spacing = auto_spacing(lo, hi)
     if spacing == "log":
@@ -179,21 +185,22 @@ def starting_point(text: str) -> list[float]:
     return [_number(part) for part in text.split(",")]
 
 
-def nonnegative_int(text: str) -> int:
+def _int_at_least(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
     return value
+
+
+def nonnegative_int(text: str) -> int:
+    return _int_at_least(text, 0)
 
 
 def positive_int(text: str) -> int:
-    value = nonnegative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _int_at_least(text, 1)
 
 
 def nonnegative_float(text: str) -> float:
@@ -263,14 +270,16 @@ def nonnegative_values(text: str) -> Axis:
 
 
 class Hyperparam(NamedTuple):
-    """One `--hyperparam NAME=VALUE`: a number or a range (`Axis`), or a boolean."""
+    """One `--hyperparam NAME=VALUE`: a number or a range (`Axis`), a boolean, or a dtype's
+    name (for `*_dtype`)."""
 
     name: str
-    value: Axis | bool
+    value: Axis | bool | str
 
     def library_value(self) -> Any:
-        """What `hyperparams=` takes: a range's values (a grid axis), a number, a boolean."""
-        return self.value if isinstance(self.value, bool) else self.value.value()
+        """What `hyperparams=` takes: a range's values (a grid axis), a number, a boolean, a
+        dtype's name."""
+        return self.value.value() if isinstance(self.value, Axis) else self.value
 
 
 _BOOLEANS = {"true": True, "false": False}
@@ -292,6 +301,11 @@ def hyperparam(text: str) -> Hyperparam:
         )
     if raw.lower() in _BOOLEANS:
         return Hyperparam(name, _BOOLEANS[raw.lower()])
+    if name.endswith("_dtype"):  # optax's `mu_dtype` and kin: a dtype's name
+        try:
+            return Hyperparam(name, np.dtype(jax.numpy.dtype(raw)).name)
+        except TypeError:
+            raise argparse.ArgumentTypeError(f"{name}: not a dtype: {raw!r}") from None
     try:
         return Hyperparam(name, _axis(raw, "auto"))
     except argparse.ArgumentTypeError as err:
@@ -369,8 +383,9 @@ def output_path(text: str, option: str, suffixes: Sequence[str]) -> Path:
     folder = path.parent
     if not folder.is_dir():
         raise UsageError(f"`{option}` {text!r}: the folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"`{option}` {text!r}: no permission to write there")
+    reason = cannot_write(path)
+    if reason is not None:
+        raise UsageError(f"`{option}` {text!r}: cannot write there ({reason})")
     return path
 
 
@@ -467,13 +482,31 @@ def compute_dtype() -> np.dtype:
     return np.dtype(np.float64 if jax.config.read("jax_enable_x64") else np.float32)
 
 
+def starting_array(values: Any) -> np.ndarray:
+    """`--x0`'s numbers in the dtype the run computes in.
+
+    Raises:
+        UsageError: a number beyond that dtype's range (float32 without `--x64`).
+    """
+    wide = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        out = wide.astype(compute_dtype())
+    if not np.isfinite(out).all() and np.isfinite(wide).all():
+        largest = float(np.finfo(out.dtype).max)
+        raise UsageError(
+            f"`--x0` holds values beyond {out.dtype}'s range (+-{largest:.3g}): rescale the "
+            "problem, or compute in float64 with `--x64`"
+        )
+    return out
+
+
 def grid_guesses(axes: list[Axis], problem: Problem) -> tuple[np.ndarray, list[Axis]]:
     """The starting points (a mesh of the coordinates, first coordinate slowest) and the
     coordinates, left-out ones filled in from the built-in's default."""
     filled = fill(axes, problem)
     axes = [a if isinstance(a, Axis) else Axis(np.array([a]), f"{a:g}") for a in filled]
     mesh = np.meshgrid(*(a.values for a in axes), indexing="ij")
-    guesses = np.stack([m.ravel() for m in mesh], axis=-1).astype(compute_dtype())
+    guesses = starting_array(np.stack([m.ravel() for m in mesh], axis=-1))
     if len(axes) == 1 and problem.dim in (1, None):
         guesses = guesses[:, 0]  # scalar starting points
     return guesses, axes
@@ -483,7 +516,7 @@ def describe_range(axis: Axis, spacing: str) -> str:
     """`1e-4 .. 1e-2, 32 log-spaced` for a range, the number itself otherwise."""
     if ":" not in axis.text:
         return axis.text
-    lo, hi, n = axis.text.split(":")
+    lo, hi, n = axis.text.split(":")[:3]  # (a spacing named in a fourth part is `spacing`)
     return f"{lo} .. {hi}, {n} {spacing}"
 
 

@@ -174,6 +174,11 @@ def split_hyperparams(
             raise ValueError(
                 f"unknown hyperparameter {key!r} for method={name!r}; it takes: {', '.join(known)}"
             )
+        default = getattr(_parameters(method).get(key), "default", None)
+        if isinstance(default, bool) and not isinstance(value, bool | np.bool_):
+            raise TypeError(
+                f"`hyperparams[{key!r}]` must be True or False (a switch of {name}), got {value!r}"
+            )
         if key in BOUNDED and isinstance(value, bool | np.bool_):
             raise TypeError(f"`hyperparams[{key!r}]` must be a number, got {value!r}")
         if key in BOUNDED and isinstance(value, numbers.Integral | np.integer):

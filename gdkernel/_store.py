@@ -231,6 +231,22 @@ class NullStore(HostStore):
         return None
 
 
+def cannot_write(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (the system's reason), or None. Tried by
+    opening it to append (nothing an existing file holds changes; a file made for the trial
+    is removed): a permission bit alone misses read-only file systems, immutable files and
+    folders such as `/proc`."""
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
+
+
 def as_out_path(out: Any) -> Path | None:
     """`out=` as a path ending in `.npz` (added when there is no suffix, as `numpy.savez`
     does), checked before any work: the format, the folder, the permission to write there.
@@ -253,8 +269,9 @@ def as_out_path(out: Any) -> Path | None:
         raise ValueError(f"`out` is a folder: {str(path)!r}")
     if not path.parent.is_dir():
         raise ValueError(f"`out`: the folder {str(path.parent)!r} does not exist")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"`out`: the folder {str(path.parent)!r} is not writable")
+    reason = cannot_write(path)
+    if reason is not None:
+        raise ValueError(f"`out`: cannot write {str(path)!r} ({reason})")
     return path
 
 

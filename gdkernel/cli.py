@@ -47,9 +47,10 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -57,6 +58,7 @@ import jax
 import numpy as np
 
 from . import __version__, _export, _optimizers
+from ._batch import in_callers_settings
 from ._cli_args import (
     DEFAULT_FUNCTION,
     DEFAULT_MAX_ITER,
@@ -85,6 +87,7 @@ from ._cli_args import (
     plot_suffixes,
     positive_int,
     resolve_function,
+    starting_array,
     starting_point,
     starting_points,
 )
@@ -223,7 +226,7 @@ def command_run(ns: argparse.Namespace, out: TextIO) -> int:
     problem = resolve_function(ns.function)
     given = ns.x0 if ns.x0 is not None else need(problem.x0, "--x0", problem)
     coords = fill(given, problem)
-    x0: Any = np.asarray(coords, dtype=compute_dtype())
+    x0: Any = starting_array(coords)
     if problem.dim == 1 or (problem.dim is None and len(coords) == 1):
         x0 = x0[0]
     lr = ns.lr if ns.lr is not None else need(problem.lr, "--lr", problem)
@@ -368,7 +371,7 @@ def _method(options: dict[str, Any], specs: dict[str, Axis]) -> str:
     if "momentum" in options and "momentum" not in specs:
         shared = {"momentum": options["momentum"], **shared}
     text = ", ".join(
-        f"{k}={v:g}" if not isinstance(v, bool) else f"{k}={v}" for k, v in shared.items()
+        f"{k}={v}" if isinstance(v, bool | str) else f"{k}={v:g}" for k, v in shared.items()
     )
     return f"{options['method']} ({text})" if text else str(options["method"])
 
@@ -664,6 +667,8 @@ _FLAGS = {
 }
 _NAMED = re.compile(r"`(\w+)(?:=(?:'([^'`]*)'|([^`]*)))?`")
 _METHOD = re.compile(r"\bmethod='(\w+)'")  # the library's `method=...` in plain words
+_HYPERPARAM = re.compile(r"`hyperparams\['(\w+)'\]`")
+_X64 = re.compile(r"jax\.config\.update\('jax_enable_x64', True\)|\bjax_enable_x64\b")
 
 
 def in_cli_terms(message: str) -> str:
@@ -681,7 +686,29 @@ def in_cli_terms(message: str) -> str:
         value = quoted if quoted is not None else bare
         return f"`{_FLAGS[name]}`" if value is None else f"`{_FLAGS[name]} {value}`"
 
+    message = _HYPERPARAM.sub(r"`--hyperparam \1`", message)
+    message = _X64.sub("`--x64`", message)
     return _METHOD.sub(r"`--method \1`", _NAMED.sub(flag, message))
+
+
+def _on_a_worker(call: Callable[[], int]) -> int:
+    """`call()` on a worker thread, this thread waiting where Ctrl-C reaches it: a thread that
+    waits on a compiled program itself sees the interrupt only once the program ends."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["status"] = call()
+        except BaseException as err:  # re-raised in the waiting thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=in_callers_settings(work), name="gdkernel-cli", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return int(outcome["status"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -698,9 +725,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        ns = parser.parse_args(_join_negative_values(args))
+        ns, unknown = parser.parse_known_args(_join_negative_values(args))
     except SystemExit as done:  # --help, --version, or a parse error already reported
         return done.code if isinstance(done.code, int) else 2
+    if unknown:  # named by the command that was given them
+        prog = f"gdkernel {ns.command}" if getattr(ns, "command", None) else "gdkernel"
+        print(
+            f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see `{prog} --help`)",
+            file=sys.stderr,
+        )
+        return 2
     if ns.x64:
         jax.config.update("jax_enable_x64", True)  # before any array is made
     prog = f"gdkernel {ns.command}"
@@ -712,12 +746,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # shown as a line, whatever filters the caller set
             warnings.showwarning = show_warning
-            return ns.handler(ns, sys.stdout)
+            return _on_a_worker(lambda: ns.handler(ns, sys.stdout))
     except BrokenPipeError:  # e.g. `gdkernel sweep | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
+        if argv is None:  # the command itself: stop now, compiled programs and threads alike
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except (ValueError, TypeError) as err:  # bad input, reported by gdkernel or the parser
         print(f"{prog}: error: {in_cli_terms(_one_line(err))}", file=sys.stderr)

@@ -10,8 +10,10 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -369,6 +371,24 @@ def test_bad_arguments_exit_2_with_one_line(args, says):
         # A structural error found by gdkernel itself: the cost is not a scalar.
         (["run", "--function", "jax.numpy:sin", "--x0", "1,2", "--lr", "0.1"], "real scalar"),
         ([], "required"),
+        (
+            ["run", "--method", "adam", "--hyperparam", "b1=2"],
+            "`--hyperparam b1` must be in [0, 1)",
+        ),
+        (["run", "--method", "adam", "--hyperparam", "eps=-1"], "`--hyperparam eps` must be >= 0"),
+        (
+            ["run", "--method", "adam", "--hyperparam", "nesterov=1"],
+            "`--hyperparam nesterov` must be True or False",
+        ),
+        (["run", "--method", "adam", "--hyperparam", "mu_dtype=floaty"], "not a dtype: 'floaty'"),
+        (["run", "--x0", "1e39"], "`--x0` holds values beyond float32's range"),
+        (["sweep", "--x0", "-1e39:1:3"], "rescale the problem, or compute in float64 with `--x64`"),
+        (["sweep", "--chunk-size", "-1"], "--chunk-size: must be >= 1, got -1"),
+        (["sweep", "--lr", "1e-3:1:1"], "a range of 1 point needs lo = hi"),
+        (
+            ["run", "--quiet"],
+            "gdkernel run: error: unrecognized arguments: --quiet (see `gdkernel run",
+        ),
     ],
 )
 def test_bad_arguments_in_process(args, says, capsys):
@@ -431,6 +451,78 @@ def test_run_takes_one_value_per_setting(args, no_work, capsys):
     assert cli.main(["run", *args]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert "one value for `run`" in line and "ranges are for `gdkernel sweep`" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "axis"),
+    [
+        (["--precision", "1e-6:1e-3:4:log"], "1e-6 .. 1e-3, 4 log-spaced"),
+        (["--method", "adam", "--hyperparam", "b1=0.8:0.99:3:linear"], "0.8 .. 0.99, 3 linear"),
+        (["--method", "adam", "--hyperparam", "eps=1e-8:1e-4:3:log"], "1e-8 .. 1e-4, 3 log-spaced"),
+    ],
+)
+def test_a_range_that_names_its_spacing(args, axis, capsys):
+    assert cli.main(["sweep", "-f", "quadratic", "--max-iter", "20", *args]) == 0
+    assert axis in capsys.readouterr().out
+
+
+def test_a_dtype_hyperparameter_by_name(capsys):
+    assert cli.main(["run", "--method", "adam", "--hyperparam", "mu_dtype=bfloat16"]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "-f",
+                "quadratic",
+                "--method",
+                "adam",
+                "--max-iter",
+                "20",
+                "--hyperparam",
+                "mu_dtype=bfloat16",
+            ]
+        )
+        == 0
+    )
+    assert "adam (mu_dtype=bfloat16)" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_a_sweep_at_once():
+    """The compiled program runs on a worker thread: SIGINT reaches the command while it
+    runs, and the command exits 130 without waiting for the program to end."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    args = [
+        "sweep",
+        "-f",
+        "quadratic",
+        "--lr",
+        "1e-6:1e-5:4",
+        "--x0",
+        "-10:10:4",
+        "--precision",
+        "0",
+        "--max-iter",
+        "2000000000",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gdkernel", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(8)  # imports and compilation (2-3 s), then well into a run of many minutes
+    assert proc.poll() is None
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert time.monotonic() - sent < 10
+    assert err.strip().splitlines()[-1] == "gdkernel sweep: interrupted"
 
 
 def test_version(capsys):
@@ -566,7 +658,30 @@ def test_an_unwritable_folder_is_refused_before_any_work(tmp_path, no_work, caps
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert cli.main(["sweep", "--out", str(locked / "r.csv")]) == 2
-    assert "no permission to write there" in capsys.readouterr().err
+    assert "cannot write there (Permission denied)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_path_the_system_refuses_is_refused_before_any_work(no_work, capsys):
+    """`/proc` passes a permission test (as root, anywhere does) and takes no new file."""
+    assert cli.main(["sweep", "--out", "/proc/gdkernel-r.csv"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "gdkernel sweep: error: `--out` '/proc/gdkernel-r.csv': cannot write there"
+    )
+    assert len(err.splitlines()) == 1
+
+
+def test_the_trial_write_leaves_files_as_they_were(tmp_path):
+    from gdkernel._store import cannot_write
+
+    kept = tmp_path / "kept.csv"
+    kept.write_text("a,b\n1,2\n")
+    assert cannot_write(kept) is None
+    assert kept.read_text() == "a,b\n1,2\n"
+    fresh = tmp_path / "fresh.csv"
+    assert cannot_write(fresh) is None
+    assert not fresh.exists()
 
 
 def test_a_grid_too_big_for_memory_points_to_the_flag(monkeypatch, tmp_path, capsys):
@@ -605,6 +720,12 @@ def test_a_grid_too_big_for_memory_points_to_the_flag(monkeypatch, tmp_path, cap
             "method='adam' with `hyperparams` {'b1': 'x'} fails on `initial_guess`: bad",
             "`--method adam` with `--hyperparam` {'b1': 'x'} fails on `--x0`: bad",
         ),
+        (
+            "`hyperparams['b1']` must be in [0, 1), got 2",
+            "`--hyperparam b1` must be in [0, 1), got 2",
+        ),
+        ("or float64 (jax_enable_x64)", "or float64 (`--x64`)"),
+        ("with jax.config.update('jax_enable_x64', True)", "with `--x64`"),
     ],
 )
 def test_library_messages_name_the_flags(message, said):
