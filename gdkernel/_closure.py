@@ -37,7 +37,8 @@ def hoisted(
     The functions are traced once on `example` (one member) and `args`; the results are
     those traces evaluated on the arguments, so they take members shaped like `example`.
     A traced value is looked for in the functions' closures, `functools.partial` arguments
-    and bound objects; one reached otherwise (a module-level global) is not found.
+    and objects' attributes (a bound method's object, a callable object); one reached
+    otherwise (a module-level global) is not found.
     """
     functions = [fn for fn in (cost_fn, grad_fn) if fn is not None]
     if not any(_reads_a_tracer(fn, DEPTH) for fn in functions):
@@ -94,8 +95,10 @@ def _reads_a_tracer(obj: Any, depth: int) -> bool:
         parts = [obj.__func__, obj.__self__]
     elif inspect.isfunction(obj):
         parts = [*_cells(obj), *(obj.__defaults__ or ())]
-    else:
-        return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(obj))
+    elif any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(obj)):
+        return True
+    else:  # an object's attributes: a callable object's, a bound method's instance's
+        parts = list(getattr(obj, "__dict__", {}).values())
     return any(_reads_a_tracer(part, depth - 1) for part in parts)
 
 

@@ -121,6 +121,30 @@ def test_a_cost_reading_a_traced_value_is_differentiated_and_batched(x64):
     np.testing.assert_allclose(jax.grad(swept)(1.5), -members * 1.5 * float(b @ solved), rtol=1e-6)
 
 
+class _Shifted:
+    """A cost as an object: `(x - c)^2` with `c` an attribute."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def __call__(self, x):
+        return (x - self.c) ** 2
+
+    def cost(self, x):
+        return (x - self.c) ** 2
+
+
+def test_an_object_holding_a_traced_value_is_differentiated(x64):
+    """A callable object, or a bound method, whose instance holds the traced value: the
+    minimum is `c`, so d x*/dc = 1 (implicit) and every member of a vmap sits at its own c."""
+    kw = {"precision": 1e-12, "max_iter": 10_000}
+    for make in (_Shifted, lambda c: _Shifted(c).cost):
+        x_star = lambda c, make=make: gd.gradient_descent(make(c), 0.0, 0.1, **kw).x  # noqa: E731
+        assert float(jax.grad(x_star)(2.0)) == pytest.approx(1.0, rel=1e-9)
+        cs = jnp.asarray([1.0, 2.0, -3.0])
+        np.testing.assert_allclose(jax.vmap(x_star)(cs), cs, rtol=1e-9)
+
+
 def test_a_cost_reading_a_traced_value_with_mini_batches_is_refused():
     def total(s):
         data = jnp.arange(8.0)
