@@ -19,7 +19,7 @@ from ._once import once
 from ._optimizers import Method
 from ._result import RUNNING, History, Result, Status
 from ._types import Numbers, PyTree
-from ._validate import call_cost_fn, call_grad_fn
+from ._validate import DECAY_RATES, NONNEGATIVE, call_cost_fn, call_grad_fn
 
 ValueAndGrad = Callable[[PyTree, tuple], tuple[Array, PyTree]]
 
@@ -198,6 +198,20 @@ def _sub(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(jnp.subtract, a, b)
 
 
+def _hyperparams_valid(hyperparams: dict[str, Numbers]) -> Array:
+    """Whether an optax method's numbers are finite and within their bounds (`_validate`'s
+    `check_bounds`, which refuses concrete values at call time; traced ones end INVALID)."""
+    valid = jnp.array(True)
+    for name, value in hyperparams.items():
+        value = jnp.asarray(value)
+        valid &= jnp.all(jnp.isfinite(value))
+        if name in DECAY_RATES:
+            valid &= jnp.all((value >= 0) & (value < 1))
+        elif name in NONNEGATIVE:
+            valid &= jnp.all(value >= 0)
+    return valid
+
+
 def init(
     value_and_grad: ValueAndGrad, x0: PyTree, params: Params, args: tuple, opts: Options
 ) -> State:
@@ -213,6 +227,7 @@ def init(
         & (params.momentum < 1)
         & (params.divergence > 0)
         & _all_finite(x0)
+        & _hyperparams_valid(params.hyperparams)
     )
     status = jnp.where(
         ~valid,

@@ -61,7 +61,8 @@ _MESSAGES = {
     ),
     Status.INVALID: (
         "invalid input: `learning_rate` <= 0 or non-finite, `precision` negative, NaN or "
-        "inf, `grad_tol` negative or NaN, or a non-finite `initial_guess`; no iteration ran"
+        "inf, `grad_tol` negative or NaN, a non-finite `initial_guess`, or an optax "
+        "hyperparameter non-finite or out of its bounds; no iteration ran"
     ),
 }
 

@@ -246,6 +246,27 @@ def test_hyperparameters_out_of_their_range_are_refused(hyper, words):
     )
 
 
+def test_traced_hyperparameters_out_of_range_are_invalid():
+    """Under the user's `jax.jit` the bounds cannot be checked at call time: such a run ends
+    INVALID before any iteration, in a lone run and per member of a sweep."""
+
+    def lone(name, value):
+        return gd.gradient_descent(
+            bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={name: value}
+        )
+
+    for name, value in (("b1", jnp.nan), ("b1", 1.5), ("b2", -0.1), ("eps", -1.0)):
+        out = jax.jit(lambda v, name=name: lone(name, v))(value)
+        assert (out.status.item(), int(out.iterations)) == (gd.Status.INVALID, 0)
+    good = jax.jit(lambda v: lone("b1", v))(0.9)
+    assert good.status.item() != gd.Status.INVALID and int(good.iterations) > 0
+    grid = jax.jit(
+        lambda b: gd.sweep(bowl, jnp.zeros((2, 2)), [0.1], method="adam", hyperparams={"b1": b})
+    )(jnp.array([0.9, 1.5]))
+    status = np.asarray(grid.status)[0]  # (b1, guesses)
+    assert (status[0] != gd.Status.INVALID).all() and (status[1] == gd.Status.INVALID).all()
+
+
 def test_a_dtype_hyperparameter_in_any_spelling():
     for dtype in (jnp.float16, np.float16, jnp.dtype("float16"), "float16"):
         res = gd.gradient_descent(
