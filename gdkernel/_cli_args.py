@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _optimizers
 from ._store import cannot_write
+from ._validate import cast_in_range
 from .functions import BUILTINS
 
 
@@ -488,16 +489,13 @@ def starting_array(values: Any) -> np.ndarray:
     Raises:
         UsageError: a number beyond that dtype's range (float32 without `--x64`).
     """
-    wide = np.asarray(values, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        out = wide.astype(compute_dtype())
-    if not np.isfinite(out).all() and np.isfinite(wide).all():
-        largest = float(np.finfo(out.dtype).max)
-        raise UsageError(
-            f"`--x0` holds values beyond {out.dtype}'s range (+-{largest:.3g}): rescale the "
-            "problem, or compute in float64 with `--x64`"
-        )
-    return out
+    return cast_in_range(
+        np.asarray(values, dtype=np.float64),
+        compute_dtype(),
+        "--x0",
+        ": rescale the problem, or compute in float64 with `--x64`",
+        UsageError,
+    )
 
 
 def grid_guesses(axes: list[Axis], problem: Problem) -> tuple[np.ndarray, list[Axis]]:

@@ -19,7 +19,7 @@ from ._once import once
 from ._optimizers import Method
 from ._result import RUNNING, History, Result, Status
 from ._types import Numbers, PyTree
-from ._validate import DECAY_RATES, NONNEGATIVE, call_cost_fn, call_grad_fn
+from ._validate import call_cost_fn, call_grad_fn, within_bounds
 
 ValueAndGrad = Callable[[PyTree, tuple], tuple[Array, PyTree]]
 
@@ -204,11 +204,7 @@ def _hyperparams_valid(hyperparams: dict[str, Numbers]) -> Array:
     valid = jnp.array(True)
     for name, value in hyperparams.items():
         value = jnp.asarray(value)
-        valid &= jnp.all(jnp.isfinite(value))
-        if name in DECAY_RATES:
-            valid &= jnp.all((value >= 0) & (value < 1))
-        elif name in NONNEGATIVE:
-            valid &= jnp.all(value >= 0)
+        valid &= jnp.all(jnp.isfinite(value) & within_bounds(name, value))
     return valid
 
 

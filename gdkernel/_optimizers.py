@@ -160,6 +160,7 @@ def split_hyperparams(
             )
         return {}, ()
     known = keywords(method)
+    takes = _parameters(method)
     numeric: dict[str, Any] = {}
     static: list[tuple[str, Any]] = []
     for key, value in hyperparams.items():
@@ -174,7 +175,7 @@ def split_hyperparams(
             raise ValueError(
                 f"unknown hyperparameter {key!r} for method={name!r}; it takes: {', '.join(known)}"
             )
-        default = getattr(_parameters(method).get(key), "default", None)
+        default = getattr(takes.get(key), "default", None)
         if isinstance(default, bool) and not isinstance(value, bool | np.bool_):
             raise TypeError(
                 f"`hyperparams[{key!r}]` must be True or False (a switch of {name}), got {value!r}"

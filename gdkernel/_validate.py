@@ -229,20 +229,31 @@ def _float_leaf(leaf: Any, name: str) -> Any:
         # than a separate transfer here.
         if not host:
             return arr
-        with np.errstate(over="ignore"):  # past float32's range: inf, which callers reject
-            out = np.array(arr, dtype=jax.dtypes.canonicalize_dtype(dtype))
-        narrowed = out.dtype.itemsize < np.dtype(dtype).itemsize
-        if narrowed and not np.isfinite(out).all() and np.isfinite(arr).all():
-            largest = float(np.finfo(out.dtype).max)
-            raise ValueError(
-                f"`{name}` holds values beyond {out.dtype}'s range (+-{largest:.3g}), "
-                "JAX's default float: rescale the problem, or enable float64 with "
-                "jax.config.update('jax_enable_x64', True)"
-            )
-        return out
+        return cast_in_range(
+            arr,
+            jax.dtypes.canonicalize_dtype(dtype),
+            name,
+            ", JAX's default float: rescale the problem, or enable float64 with "
+            "jax.config.update('jax_enable_x64', True)",
+        )
     if jnp.issubdtype(dtype, jnp.integer):
         return np.array(arr, dtype=default_float()) if host else jnp.asarray(arr, default_float())
     raise TypeError(f"`{name}` must hold real numbers, got dtype {np.dtype(dtype).name}")
+
+
+def cast_in_range(
+    values: np.ndarray, dtype: Any, name: str, advice: str, error: type[ValueError] = ValueError
+) -> np.ndarray:
+    """`values` as a NumPy array of `dtype`, refusing (with `error`, naming `name`, `advice`
+    after the range) finite numbers that a narrower dtype cannot hold: the cast makes them
+    inf, which would pass for non-finite input."""
+    with np.errstate(over="ignore"):
+        out = np.array(values, dtype=dtype)
+    narrowed = out.dtype.itemsize < values.dtype.itemsize
+    if narrowed and not np.isfinite(out).all() and np.isfinite(values).all():
+        largest = float(np.finfo(out.dtype).max)
+        raise error(f"`{name}` holds values beyond {out.dtype}'s range (+-{largest:.3g}){advice}")
+    return out
 
 
 def _is_number(item: Any) -> bool:
@@ -399,12 +410,21 @@ NONNEGATIVE = ("eps", "eps_root", "weight_decay", "initial_accumulator_value")
 BOUNDED = DECAY_RATES + NONNEGATIVE
 
 
+def within_bounds(name: str, value: Any) -> Any:
+    """Whether `value` (a number, or a NumPy or JAX array, elementwise) is within the bounds
+    of the hyperparameter `name` (`BOUNDED`; any value for another name)."""
+    if name in DECAY_RATES:
+        return (value >= 0) & (value < 1)
+    if name in NONNEGATIVE:
+        return value >= 0
+    return True
+
+
 def check_bounds(name: str, value: Any) -> None:
     """Refuse a concrete value of a bounded hyperparameter (`BOUNDED`) out of its range."""
-    if name in DECAY_RATES and not 0 <= value < 1:
-        raise ValueError(f"`hyperparams[{name!r}]` must be in [0, 1), got {value:g}")
-    if name in NONNEGATIVE and not value >= 0:
-        raise ValueError(f"`hyperparams[{name!r}]` must be >= 0, got {value:g}")
+    if not within_bounds(name, value):
+        bounds = "in [0, 1)" if name in DECAY_RATES else ">= 0"
+        raise ValueError(f"`hyperparams[{name!r}]` must be {bounds}, got {value:g}")
 
 
 def as_hyperparam(value: Any, name: str) -> Any:
