@@ -9,7 +9,7 @@ the members still running.
 A lane carries only what the next iteration needs: the iterate, gradient, velocity, last step
 size, and one int32 code (`-(n + 1)` while running after `n` iterations, else
 `8 * iterations + status`). The cost is evaluated once more at the end. A scalar problem
-carries less still, one complex number per member (`_lagged.py`): XLA then runs one fused
+carries less still, one complex number per member (`_scalars.py`): XLA then runs one fused
 loop per step instead of one per carried array on a CPU, and moves half the bytes on a GPU.
 A vector of up to 8 numbers under an elementwise rule (`gd`, `momentum`, optax's Adam and the
 like) is carried as an array per coordinate (`_columns.py`), so that a trip is elementwise
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from . import _columns, _lagged, _lanes
+from . import _columns, _lanes, _scalars
 from ._adjoint import differentiable
 from ._kernel import (
     Options,
@@ -119,9 +119,6 @@ CPU_COMPILER_OPTIONS = {
     "xla_cpu_prefer_vector_width": 512,
     "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
 }
-# Lanes come in whole multiples of this many (XLA compiles fewer to scalar code, whose
-# multiply-adds contract differently from the plain loop's).
-VECTOR = 16
 # The lanes pack `8 * iterations + status` into an int32.
 _MAX_PACKED_ITER = 2**28 - 1
 
@@ -341,7 +338,7 @@ def _lane_width(
     carry stays within `LANE_BYTES` (a core's L2 cache). An accelerator takes the whole batch
     at once.
     """
-    whole = -(-size // VECTOR) * VECTOR
+    whole = -(-size // _lanes.VECTOR) * _lanes.VECTOR
     if jax.default_backend() != "cpu":
         return whole
     work_bytes, flops = work
@@ -351,7 +348,7 @@ def _lane_width(
         most = min(most, budget // max(member_bytes, 1))
         if size >= ROUNDS * ROUND_LANES:  # each lane runs at least `ROUNDS` members in turn
             most = min(most, size // ROUNDS)
-    return min(whole, max(VECTOR, most // VECTOR * VECTOR))
+    return min(whole, max(_lanes.VECTOR, most // _lanes.VECTOR * _lanes.VECTOR))
 
 
 def _costly_trip(lanes: int, work_bytes: int) -> bool:
@@ -374,7 +371,7 @@ def _sizes(
     per = sum(math.prod(jnp.shape(leaf)[1:]) for leaf in leaves) * itemsize
     copies = 2 + velocity_copies(opts.method)  # x, grad, velocity
     # then the cost and step size, counted as one number (the lane budgets were measured
-    # with this count; the scalar loop, `_lagged`, carries neither), and the int32 code
+    # with this count; the scalar loop, `_scalars`, carries neither), and the int32 code
     return copies * per + itemsize + 4, _work(value_and_grad, x0, args)
 
 
@@ -467,7 +464,7 @@ def solve_batch(
         result = to_result(run_batch(vg, state, mine, args, opts))
         result = _columns.join(result) if columns else result
     else:
-        lagged = _lagged.applies(example, opts)  # one scalar per member: the one-array loop
+        scalar = _scalars.applies(example, opts)  # one scalar per member: the one-array loop
         lanes = _lane_width(members, member_bytes, work, columns)
         report, every = _reports(members, opts, part)
 
@@ -475,25 +472,29 @@ def solve_batch(
             xs, mine = build(x0, params, ids)
             state = init_batch(value_and_grad, xs, mine, args, opts)
             code = _pack(state.status)
-            if lagged:
-                carry: Any = _lagged.pack(state.x, code)
+            if scalar:
+                carry: Any = _scalars.pack(state.x, code)
             else:
                 carry = Carry(
                     state.x, state.cost, state.grad, state.velocity, state.step_size, code
                 )
             return carry, (per_member(mine), state.ceiling)  # each member's own numbers
 
-        if lagged:
-            rep = _lagged.representation(value_and_grad, params, args, opts, stall_test)
+        if scalar:
+            rep = _scalars.representation(value_and_grad, params, args, opts, stall_test)
         else:
             dtype = jnp.result_type(*jax.tree.leaves(example))
             rep = _carry_representation(vg, params, args, opts, dtype, stall_test)
         loader = _in_columns(load) if columns else load
         look_each_trip = lanes >= members and _costly_trip(lanes, work[0])
         done = _lanes.run(rep, loader, members, lanes, report, every, unrolled(), look_each_trip)
-        if lagged:
+        if scalar:
             mine = build(x0, params, every_member)[1]
-            result = _lagged.finish(value_and_grad, done, mine, args, opts, stall_test)
+
+            def starts(ids: Array) -> Any:
+                return build(x0, params, ids)[0]
+
+            result = _scalars.finish(value_and_grad, done, mine, args, opts, stall_test, starts)
         else:
             result = _carry_result(_columns.join(done) if columns else done)
     return on_all_data(value_and_grad, result, args, opts, batched=True)
@@ -836,8 +837,8 @@ def cores() -> int:
 
 def default_threads(members: int, device: jax.Device | None = None) -> int:
     """Host threads for a grid of `members` on one device: one per core (at most one per
-    `VECTOR` members) on a CPU device, one on an accelerator (its one wide loop fills it)."""
+    `_lanes.VECTOR` members) on a CPU device, one on an accelerator (its one wide loop fills it)."""
     platform = device.platform if device is not None else jax.default_backend()
     if platform != "cpu":
         return 1
-    return max(1, min(cores(), members // VECTOR))
+    return max(1, min(cores(), members // _lanes.VECTOR))

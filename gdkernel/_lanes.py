@@ -22,7 +22,7 @@ A member's `code` is `-(n + 1)` while it runs with `n` iterations taken, and
 masked by each member's stopping rule, so every member ends bit for bit where the plain
 per-member loop ends.
 
-A representation of the lanes (`_batch`'s `Carry` for any pytree problem, `_lagged`'s packed
+A representation of the lanes (`_batch`'s `Carry` for any pytree problem, `_scalars`' packed
 array for one scalar per member) provides the trip; this module moves members
 between lanes and home.
 """
@@ -49,6 +49,13 @@ CHECK_EVERY = 8
 # summed since the last refill, reach that cost: the waiting then never costs more than the
 # refills, however the members' run lengths mix.
 REFILL_TRIPS = 4
+# Up to this many lanes, `run` counts the lanes running and waiting in one reduction.
+_PAIRED_COUNTS = 2**16 - 1
+
+
+# Lanes come in whole multiples of this many (XLA compiles fewer to scalar code, whose
+# multiply-adds contract differently from the plain loop's).
+VECTOR = 16
 
 
 # Lanes start their turns in blocks of this many neighbours (`Order`): a block loads
@@ -245,8 +252,13 @@ def run(
     def counts(ln: Lanes) -> tuple[Array, Array]:
         """(lanes running, lanes with a stopped member and another waiting)."""
         code, real = rep.code(ln.carry), ln.ids < members
-        waiting = real & (code >= 0) & (ln.rounds + 1 < order.own)
-        return jnp.sum(real & (code < 0), dtype=jnp.int32), jnp.sum(waiting, dtype=jnp.int32)
+        running, waiting = real & (code < 0), real & (code >= 0) & (ln.rounds + 1 < order.own)
+        if lanes > _PAIRED_COUNTS:
+            return jnp.sum(running, dtype=jnp.int32), jnp.sum(waiting, dtype=jnp.int32)
+        # both counts in one reduction, each in its own half of a uint32 (a reduction over
+        # the lanes costs about a trip; the two counts of a lane are never both 1)
+        both = jnp.sum(jnp.where(waiting, 1 << 16, running.astype(jnp.uint32)), dtype=jnp.uint32)
+        return (both & 0xFFFF).astype(jnp.int32), (both >> 16).astype(jnp.int32)
 
     def body(s: tuple) -> tuple:
         """`CHECK_EVERY` trips, then the counts; `idle` sums the lane-looks waited."""

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import gdkernel as gd
-from gdkernel import _batch, _kernel, _lagged, _lanes, _progress
+from gdkernel import _batch, _kernel, _lanes, _progress, _scalars
 from gdkernel._solve import make_options, make_params
 
 FIELDS = ("x", "cost", "grad", "step_size", "iterations", "status")
@@ -109,13 +109,13 @@ def _log_barrier(x):
 def test_scalar_problems_take_the_one_array_loop(dtype):
     batch = np.zeros(8, dtype)
     gd_opts = make_options("l1", "gd", False, None, 10)
-    assert _lagged.applies(batch, gd_opts)
-    assert not _lagged.applies(np.zeros((8, 2), dtype), gd_opts)  # a vector per member
-    assert not _lagged.applies({"a": batch, "b": batch}, gd_opts)  # two leaves
-    assert not _lagged.applies(batch, make_options("l1", "momentum", False, None, 10))
-    assert _lagged.applies(batch, gd_opts._replace(progress_every=2))  # reports too
+    assert _scalars.applies(batch, gd_opts)
+    assert not _scalars.applies(np.zeros((8, 2), dtype), gd_opts)  # a vector per member
+    assert not _scalars.applies({"a": batch, "b": batch}, gd_opts)  # two leaves
+    assert not _scalars.applies(batch, make_options("l1", "momentum", False, None, 10))
+    assert _scalars.applies(batch, gd_opts._replace(progress_every=2))  # reports too
     code = np.array([-1, 0, 8 * 17 + 2, 8 * (2**28 - 1) + 3], np.int32)
-    x, back = _lagged.unpack(_lagged.pack(jnp.asarray(code, dtype) * 0.5, jnp.asarray(code)))
+    x, back = _scalars.unpack(_scalars.pack(jnp.asarray(code, dtype) * 0.5, jnp.asarray(code)))
     np.testing.assert_array_equal(back, code)  # the code survives the packing bit for bit
     np.testing.assert_array_equal(x, code.astype(dtype) * 0.5)
 
@@ -132,8 +132,39 @@ def test_one_array_loop_diverging_at_the_first_step_or_later(dtype, unroll):
     assert (status == gd.Status.DIVERGED).any() and (status == gd.Status.CONVERGED).any()
     assert ((status == gd.Status.DIVERGED) & (its == 0)).any()
     assert ((status == gd.Status.DIVERGED) & (its > 0)).any()
-    assert _lagged.applies(x0, opts)
+    assert _scalars.applies(x0, opts)
     _assert_same(_fast(_log_barrier, x0, params, opts, unroll=unroll), want)
+
+
+def test_members_that_diverge_late_get_the_step_before_their_last(dtype, monkeypatch):
+    # x**2 at rates above 1 grows by |1 - 2 lr| a step: members cross the divergence ceiling
+    # after 0 to ~80 steps. A lane keeps a member's last accepted iterate, so the finish
+    # replays each such member to the iterate before it, 32 members at a time here.
+    monkeypatch.setattr(_scalars, "REPLAY", 32)
+    rates = np.repeat(np.linspace(1.02, 1.6, 25), 8)
+    x0 = np.tile(np.array([3.0, -2.0, 0.5, 7.0, -0.01, 1.5, 40.0, 0.0], dtype), 25)
+    x0, params, opts = _inputs(x0, rates, precision=1e-6, max_iter=300)
+    want = _reference(_square, x0, params, opts)
+    status, its = np.asarray(want.status), np.asarray(want.iterations)
+    late = (status == gd.Status.DIVERGED) & (its > 0)
+    assert late.sum() > 2 * 32 and len(set(its[late].tolist())) > 10  # several replay groups
+    assert (status != gd.Status.DIVERGED).any()  # (x = 0 converges at once)
+    for lanes in (None, 16):  # every member on its own lane; lanes refilled
+        _assert_same(_fast(_square, x0, params, opts, lanes=lanes), want)
+
+
+@pytest.mark.parametrize("lanes", [_lanes._PAIRED_COUNTS - 15, _lanes._PAIRED_COUNTS + 17])
+def test_lanes_counted_in_one_reduction_or_two(lanes):
+    # Up to `_PAIRED_COUNTS` lanes the running and waiting lanes are counted in one uint32
+    # reduction, a count in each half; past it, in two. Both must end every member exactly
+    # where the plain loop does, with lanes refilled (more members than lanes).
+    rng = np.random.default_rng(3)
+    x0 = rng.uniform(-10, 10, lanes + 3000).astype(np.float32)
+    rates = rng.uniform(0.05, 0.45, x0.size)
+    x0, params, opts = _inputs(x0, rates, precision=1e-4, max_iter=100)
+    want = _reference(_square, x0, params, opts)
+    assert len(set(np.asarray(want.iterations).tolist())) > 5
+    _assert_same(_fast(_square, x0, params, opts, lanes=lanes), want)
 
 
 def test_members_equal_lone_gradient_descent_runs(x64):
@@ -411,7 +442,7 @@ def test_lanes_follow_what_a_member_computes():
     # a @ x, and x @ a for the gradient: two products of 100 x 100 multiply-adds
     quad = _kernel.make_value_and_grad(quadratic, None)
     assert 2 * 20_000 <= _batch._work(quad, jnp.zeros((4, 100)), (jnp.eye(100),))[1] < 10**5
-    assert _width(line, jnp.zeros((1000, 2)), (points,)) == _batch.VECTOR
+    assert _width(line, jnp.zeros((1000, 2)), (points,)) == _lanes.VECTOR
     assert _width(quadratic, jnp.zeros((1000, 100)), (jnp.eye(100),)) == 1008  # whole
     assert _width(lambda x: x**2, jnp.zeros(10**6), ()) == _batch.LANE_BYTES // 16
 
