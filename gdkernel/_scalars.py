@@ -185,24 +185,26 @@ def _replay(
     diverging members, its largest learning rates, are neighbours)."""
     members = x.shape[0]
     width = min(REPLAY, -(-members // _lanes.VECTOR) * _lanes.VECTOR)
+    blocks = -(-members // width)
+    target = jnp.where(chosen, steps, -1)  # -1: not replayed
+    target = jnp.pad(target, (0, blocks * width - members), constant_values=-1)
+    longest = jnp.max(target.reshape(blocks, width), axis=1)
 
     def advance(y: Array, p: Params) -> Array:
         return update(y, value_and_grad(y, args)[1], None, p, opts)[0]
 
     def block(b: Array, x: Array) -> Array:
-        ids = b * width + jnp.arange(width, dtype=jnp.int32)
-        safe = jnp.minimum(ids, members - 1)
-        mine = take(params, safe)
-        write = (ids < members) & chosen[safe]
-        target = jnp.where(write, steps[safe], 0)
+        ids = jnp.minimum(b * width + jnp.arange(width, dtype=jnp.int32), members - 1)
+        mine = take(params, ids)
+        want = lax.dynamic_slice(target, (b * width,), (width,))
         step = jax.vmap(advance, in_axes=(0, member_axes(mine)))
 
         def again(carry: tuple[Array, Array]) -> tuple[Array, Array]:
             done, y = carry
-            return done + 1, jnp.where(done < target, step(y, mine), y)
+            return done + 1, jnp.where(done < want, step(y, mine), y)
 
-        start = (jnp.array(0, jnp.int32), starts(safe))
-        y = lax.while_loop(lambda c: c[0] < jnp.max(target), again, start)[1]
-        return x.at[jnp.where(write, ids, members)].set(y, mode="drop")
+        start = (jnp.array(0, jnp.int32), starts(ids))
+        y = lax.while_loop(lambda c: c[0] < longest[b], again, start)[1]
+        return x.at[jnp.where(want >= 0, ids, members)].set(y, mode="drop")
 
-    return lax.fori_loop(0, -(-members // width), block, x)
+    return lax.fori_loop(0, blocks, block, x)
