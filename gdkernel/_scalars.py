@@ -141,12 +141,9 @@ def finish(
 
     before, code = unpack(packed)
     iterations = _lanes.code_iterations(code)
+    # a member whose proposal diverged after k >= 1 steps holds x_k: replay its x_{k-1}
     chosen = _diverged(code)
-    before = lax.cond(
-        jnp.any(chosen),
-        lambda: _replay(value_and_grad, args, opts, starts, before, iterations - 1, chosen, params),
-        lambda: before,
-    )
+    before = _replay(value_and_grad, args, opts, starts, before, iterations - 1, chosen, params)
     cost_before, grad_before = evaluate(before)
     # the status is the code's: the ceiling, which only decides a status, plays no part
     no_ceiling = jnp.full(iterations.shape, jnp.inf, cost_before.dtype)
@@ -181,30 +178,30 @@ def _replay(
 ) -> Array:
     """`x` with each `chosen` member's iterate after `steps` iterations from its start,
     recomputed by the trip's own arithmetic (`update` at the gradient), a block of `REPLAY`
-    neighbouring members at a time (a block with no member chosen takes no step: a grid's
-    diverging members, its largest learning rates, are neighbours)."""
+    neighbouring members at a time, each block for its own longest replay (one with no
+    member chosen takes no step: a grid's diverging members, its largest learning rates, are
+    neighbours). With no member chosen, the usual case, nothing runs."""
     members = x.shape[0]
     width = min(REPLAY, -(-members // _lanes.VECTOR) * _lanes.VECTOR)
-    blocks = -(-members // width)
-    target = jnp.where(chosen, steps, -1)  # -1: not replayed
-    target = jnp.pad(target, (0, blocks * width - members), constant_values=-1)
-    longest = jnp.max(target.reshape(blocks, width), axis=1)
 
     def advance(y: Array, p: Params) -> Array:
         return update(y, value_and_grad(y, args)[1], None, p, opts)[0]
 
     def block(b: Array, x: Array) -> Array:
-        ids = jnp.minimum(b * width + jnp.arange(width, dtype=jnp.int32), members - 1)
-        mine = take(params, ids)
-        want = lax.dynamic_slice(target, (b * width,), (width,))
+        ids = b * width + jnp.arange(width, dtype=jnp.int32)
+        safe = jnp.minimum(ids, members - 1)
+        mine = take(params, safe)
+        want = jnp.where((ids < members) & chosen[safe], steps[safe], -1)  # -1: not replayed
         step = jax.vmap(advance, in_axes=(0, member_axes(mine)))
 
         def again(carry: tuple[Array, Array]) -> tuple[Array, Array]:
             done, y = carry
             return done + 1, jnp.where(done < want, step(y, mine), y)
 
-        start = (jnp.array(0, jnp.int32), starts(ids))
-        y = lax.while_loop(lambda c: c[0] < longest[b], again, start)[1]
+        longest = jnp.max(want)
+        start = (jnp.array(0, jnp.int32), starts(safe))
+        y = lax.while_loop(lambda c: c[0] < longest, again, start)[1]
         return x.at[jnp.where(want >= 0, ids, members)].set(y, mode="drop")
 
+    blocks = jnp.where(jnp.any(chosen), -(-members // width), 0)
     return lax.fori_loop(0, blocks, block, x)
