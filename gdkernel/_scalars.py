@@ -139,11 +139,9 @@ def finish(
     initial guesses of members `ids`): its last iteration taken again, exactly."""
     step, evaluate = _steps(value_and_grad, params, args, opts, packed.real.dtype, stall_test)
 
-    before, code = unpack(packed)
-    iterations = _lanes.code_iterations(code)
     # a member whose proposal diverged after k >= 1 steps holds x_k: replay its x_{k-1}
-    chosen = _diverged(code)
-    before = _replay(value_and_grad, args, opts, starts, before, iterations - 1, chosen, params)
+    before, code = unpack(_replay(value_and_grad, args, opts, starts, packed, params))
+    iterations = _lanes.code_iterations(code)
     cost_before, grad_before = evaluate(before)
     # the status is the code's: the ceiling, which only decides a status, plays no part
     no_ceiling = jnp.full(iterations.shape, jnp.inf, cost_before.dtype)
@@ -171,27 +169,28 @@ def _replay(
     args: tuple,
     opts: Options,
     starts: Callable[[Array], Array],
-    x: Array,
-    steps: Array,
-    chosen: Array,
+    packed: Array,
     params: Params,
 ) -> Array:
-    """`x` with each `chosen` member's iterate after `steps` iterations from its start,
-    recomputed by the trip's own arithmetic (`update` at the gradient), a block of `REPLAY`
-    neighbouring members at a time, each block for its own longest replay (one with no
-    member chosen takes no step: a grid's diverging members, its largest learning rates, are
-    neighbours). With no member chosen, the usual case, nothing runs."""
-    members = x.shape[0]
+    """`packed` with each member that diverged after `k >= 1` steps (`_diverged`) holding
+    `x_{k-1}`, recomputed from its start by the trip's own arithmetic (`update` at the
+    gradient), a block of `REPLAY` neighbouring members at a time, each block for its own
+    longest replay (one with no such member takes no step: a grid's diverging members, its
+    largest learning rates, are neighbours). With none, the usual case, nothing runs and
+    `packed` is returned as it is."""
+    members = packed.shape[0]
     width = min(REPLAY, -(-members // _lanes.VECTOR) * _lanes.VECTOR)
 
     def advance(y: Array, p: Params) -> Array:
         return update(y, value_and_grad(y, args)[1], None, p, opts)[0]
 
-    def block(b: Array, x: Array) -> Array:
+    def block(b: Array, packed: Array) -> Array:
         ids = b * width + jnp.arange(width, dtype=jnp.int32)
         safe = jnp.minimum(ids, members - 1)
+        code = unpack(packed[safe])[1]
+        steps = _lanes.code_iterations(code) - 1
+        want = jnp.where((ids < members) & _diverged(code), steps, -1)  # -1: not replayed
         mine = take(params, safe)
-        want = jnp.where((ids < members) & chosen[safe], steps[safe], -1)  # -1: not replayed
         step = jax.vmap(advance, in_axes=(0, member_axes(mine)))
 
         def again(carry: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -201,7 +200,7 @@ def _replay(
         longest = jnp.max(want)
         start = (jnp.array(0, jnp.int32), starts(safe))
         y = lax.while_loop(lambda c: c[0] < longest, again, start)[1]
-        return x.at[jnp.where(want >= 0, ids, members)].set(y, mode="drop")
+        return packed.at[jnp.where(want >= 0, ids, members)].set(pack(y, code), mode="drop")
 
-    blocks = jnp.where(jnp.any(chosen), -(-members // width), 0)
-    return lax.fori_loop(0, blocks, block, x)
+    blocks = jnp.where(jnp.any(_diverged(unpack(packed)[1])), -(-members // width), 0)
+    return lax.fori_loop(0, blocks, block, packed)
