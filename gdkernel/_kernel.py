@@ -213,15 +213,16 @@ def init(
 ) -> State:
     """Evaluate the cost and gradient at the initial guess; decide if there is work to do."""
     cost, grad = value_and_grad(x0, data(args, params, opts, 0))
+    # the numbers a grid shares first: one test, computed once for every member
     valid = (
-        (params.learning_rate > 0)
-        & jnp.isfinite(params.learning_rate)
-        & (params.precision >= 0)
+        (params.precision >= 0)
         & (params.precision < jnp.inf)  # inf would stop every run after its first step
         & (params.grad_tol >= 0)
         & (params.momentum >= 0)
         & (params.momentum < 1)
         & (params.divergence > 0)
+        & (params.learning_rate > 0)
+        & jnp.isfinite(params.learning_rate)
         & _all_finite(x0)
         & _hyperparams_valid(params.hyperparams)
     )
