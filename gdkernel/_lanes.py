@@ -229,12 +229,12 @@ def run(
             id of `members` or more may give anything: that lane is made empty.
         members: how many members.
         lanes: how many lanes.
-        monitor: called with `(tally, looks)` every `every` looks at the lanes, just after
-            a refill, `tally` being the members written home so far (all, converged,
-            diverged; int32): the members still on lanes or waiting count as running (for
-            progress reports). The loops of refills and looks run inside an outer loop
-            that calls `monitor`: they carry no host call, and a report reads no member's
-            state.
+        monitor: called with `(tally, looks)` every `every` looks at the lanes, at the end
+            of a stretch (a refill and the looks after it), `tally` being the members
+            written home so far (all, converged, diverged; int32): the members still on
+            lanes or waiting count as running (for progress reports). The loops of
+            refills and looks run inside an outer loop that calls `monitor`: they carry
+            no host call, and a report reads no member's state.
         every: looks between two calls of `monitor`.
         unroll: write a look's `CHECK_EVERY` trips out in full, so that XLA can fuse them
             into one pass over the lanes (an accelerator: a trip's cost is the bytes it
@@ -291,17 +291,19 @@ def run(
     threshold = max(1, lanes * REFILL_TRIPS // CHECK_EVERY)
 
     def stretch(s: tuple, end: Array | None = None) -> tuple:
-        """The looks until a refill is due (or `end` looks), then a refill."""
-        home, ln, looks, live, waiting, tally = s
+        """A refill, then the looks until another is due (or `end` looks): at least one, whose
+        counts tell the next stretch, so the lanes are not counted again after a refill."""
+        home, ln, looks, _, _, tally = s
+        home, ln, tally = _refill(rep, load, home, order, ln, tally)
 
         def go(t: tuple) -> Array:
             _, n, live, waiting, idle = t
             more = (live > 0) & (idle + waiting < threshold)
             return more if end is None else more & (n < end)
 
-        ln, looks, *_ = lax.while_loop(go, body, (ln, looks, live, waiting, zero))
-        home, ln, tally = _refill(rep, load, home, order, ln, tally)
-        return (home, ln, looks, *counts(ln), tally)
+        one = jnp.array(1, jnp.int32)  # (enters the loop: a lane counted as running)
+        ln, looks, live, waiting, _ = lax.while_loop(go, body, (ln, looks, one, zero, zero))
+        return (home, ln, looks, live, waiting, tally)
 
     def more(s: tuple) -> Array:  # a lane runs, or a member waits
         return (s[3] > 0) | (s[4] > 0)
@@ -319,7 +321,7 @@ def run(
 
         outer = report
 
-    # The lanes start empty, and the first stretch, which finds none running, loads them: the
+    # The lanes start empty, and the first stretch begins with a refill that loads them: the
     # member's start (`load`, often the cost and gradient) is compiled once, in `_refill`.
     shapes = jax.eval_shape(load, rounds)
     carry, numbers = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
