@@ -489,12 +489,11 @@ def solve_batch(
         look_each_trip = lanes >= members and _costly_trip(lanes, work[0])
         done = _lanes.run(rep, loader, members, lanes, report, every, unrolled(), look_each_trip)
         if scalar:
-            mine = build(x0, params, every_member)[1]
 
-            def starts(ids: Array) -> Any:
-                return build(x0, params, ids)[0]
+            def members_of(ids: Array) -> tuple[Any, Params]:
+                return build(x0, params, ids)
 
-            result = _scalars.finish(value_and_grad, done, mine, args, opts, stall_test, starts)
+            result = _scalars.finish(value_and_grad, done, members_of, args, opts, stall_test)
         else:
             result = _carry_result(_columns.join(done) if columns else done)
     return on_all_data(value_and_grad, result, args, opts, batched=True)

@@ -41,13 +41,14 @@ from ._kernel import (
     ValueAndGrad,
     member_axes,
     propose,
-    take,
     update,
     with_members,
 )
 from ._result import RUNNING, Result, Status
 
 PyTree = Any
+# `(ids) -> (initial guesses, own numbers)` of members `ids`
+Members = Callable[[Array], tuple[Array, Params]]
 
 DTYPES = (jnp.float32, jnp.float64)
 # Members a replay (`_replay`) recomputes side by side (a multiple of `_lanes.VECTOR`).
@@ -129,18 +130,18 @@ def representation(
 def finish(
     value_and_grad: ValueAndGrad,
     packed: Array,
-    params: Params,
+    members_of: Members,
     args: tuple,
     opts: Options,
     stall_test: bool,
-    starts: Callable[[Array], Array],
 ) -> Result:
-    """The result of every member (`params`: the members' own numbers; `starts(ids)`: the
-    initial guesses of members `ids`): its last iteration taken again, exactly."""
+    """The result of every member (`members_of(ids)`: the initial guesses and own numbers of
+    members `ids`): its last iteration taken again, exactly."""
+    params = members_of(jnp.arange(packed.shape[0], dtype=jnp.int32))[1]
     step, evaluate = _steps(value_and_grad, params, args, opts, packed.real.dtype, stall_test)
 
     # a member whose proposal diverged after k >= 1 steps holds x_k: replay its x_{k-1}
-    before, code = unpack(_replay(value_and_grad, args, opts, starts, packed, params))
+    before, code = unpack(_replay(value_and_grad, args, opts, members_of, packed))
     iterations = _lanes.code_iterations(code)
     cost_before, grad_before = evaluate(before)
     # the status is the code's: the ceiling, which only decides a status, plays no part
@@ -168,9 +169,8 @@ def _replay(
     value_and_grad: ValueAndGrad,
     args: tuple,
     opts: Options,
-    starts: Callable[[Array], Array],
+    members_of: Members,
     packed: Array,
-    params: Params,
 ) -> Array:
     """`packed` with each member that diverged after `k >= 1` steps (`_diverged`) holding
     `x_{k-1}`, recomputed from its start by the trip's own arithmetic (`update` at the
@@ -190,7 +190,7 @@ def _replay(
         code = unpack(packed[safe])[1]
         steps = _lanes.code_iterations(code) - 1
         want = jnp.where((ids < members) & _diverged(code), steps, -1)  # -1: not replayed
-        mine = take(params, safe)
+        y, mine = members_of(safe)  # (built here: no member's numbers are kept for this)
         step = jax.vmap(advance, in_axes=(0, member_axes(mine)))
 
         def again(carry: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -198,8 +198,7 @@ def _replay(
             return done + 1, jnp.where(done < want, step(y, mine), y)
 
         longest = jnp.max(want)
-        start = (jnp.array(0, jnp.int32), starts(safe))
-        y = lax.while_loop(lambda c: c[0] < longest, again, start)[1]
+        y = lax.while_loop(lambda c: c[0] < longest, again, (jnp.array(0, jnp.int32), y))[1]
         return packed.at[jnp.where(want >= 0, ids, members)].set(pack(y, code), mode="drop")
 
     blocks = jnp.where(jnp.any(_diverged(unpack(packed)[1])), -(-members // width), 0)
