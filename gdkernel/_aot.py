@@ -21,7 +21,7 @@ from ._grid import to_sweep_result
 from ._kernel import Params
 from ._options import RunOptions, resolve
 from ._result import Axes, SweepResult
-from ._sweep import as_guesses, prepare
+from ._sweep import WHOLE_GRID, as_guesses, prepare
 
 PyTree = Any
 
@@ -104,7 +104,8 @@ def compile_sweep(
 ) -> CompiledSweep:
     r"""Compile `sweep` ahead of time, so that later calls run at steady state.
 
-    Takes the arguments of `sweep`. The program is lowered and compiled here, once (the time
+    Takes the arguments of `sweep` but `devices`, `chunk_size`, `memory_budget`, `out` and
+    `progress`: the program runs the whole grid at once. The program is lowered and compiled here, once (the time
     it took is `compile_seconds`); calling the result with new guesses and learning rates of
     the same shapes runs it without tracing or compiling. Each member's result is exactly
     what `sweep` gives on one device (a lone `gradient_descent` run gives the same iterations
@@ -118,6 +119,8 @@ def compile_sweep(
     Raises:
         ValueError: at call time, when the shapes or dtypes differ from the compiled ones;
             at compile time, everything `sweep` raises (its `TypeError` too).
+        TypeError: one of `sweep`'s keywords that plan the grid's split (`devices`,
+            `chunk_size`, `memory_budget`, `out`, `progress`).
 
     Example:
         >>> import numpy as np
@@ -129,6 +132,13 @@ def compile_sweep(
         >>> res.status.shape
         (2, 5)
     """
+    for name in options:
+        if name in WHOLE_GRID:
+            raise TypeError(
+                f"compile_sweep() does not take `{name}`: its program runs the whole grid at "
+                "once on the default device, without chunks, streaming or progress (call "
+                "`gd.sweep` for them)"
+            )
     cost_fn, grad_fn, x0, params, opts, args, rates, axes = prepare(
         cost_fn, initial_guesses, learning_rates, resolve(options, "compile_sweep", ("threads",))
     )

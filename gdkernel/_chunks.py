@@ -111,19 +111,68 @@ def member_bytes(x0: PyTree, dtype: Any, method: Any, history_rows: int) -> int:
     return WORK_FACTOR * state + x + f
 
 
+# Where Linux shows this process's memory-control group (cgroup v2; v1 under `memory/`).
+CGROUP = "/sys/fs/cgroup"
+
+
 def available_host_bytes() -> int | None:
-    """Host memory available to new allocations (Linux `MemAvailable`), or None if unknown."""
+    """Host memory available to new allocations, or None if unknown: Linux `MemAvailable`,
+    lowered to what this process's limits leave it (its control group's, as in a container
+    or a batch job, and `ulimit -v`)."""
+    found = [b for b in (_machine_bytes(), _cgroup_bytes(), _address_space_bytes()) if b]
+    return min(found) if found else None
+
+
+def _read(path: str) -> str | None:
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _kib(text: str | None, field: str) -> int | None:
+    """The `field:  N kB` line of a /proc file, in bytes."""
+    match = re.search(rf"^{field}:\s+(\d+) kB", text or "", re.M)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _machine_bytes() -> int | None:
+    found = _kib(_read("/proc/meminfo"), "MemAvailable")
+    if found is not None:
+        return found
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def _cgroup_bytes() -> int | None:
+    """The control group's limit less its use (None: no limit)."""
+    for limit, usage in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        cap, used = _read(os.path.join(CGROUP, limit)), _read(os.path.join(CGROUP, usage))
+        if cap is None or used is None:
+            continue
+        cap, used = cap.strip(), used.strip()
+        if cap.isdigit() and used.isdigit() and int(cap) < 2**60:  # v1 writes no limit huge
+            return max(int(cap) - int(used), 1)
+    return None
+
+
+def _address_space_bytes() -> int | None:
+    """What `ulimit -v` (RLIMIT_AS) leaves this process (None: no limit)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    size = _kib(_read("/proc/self/status"), "VmSize")
+    if soft == resource.RLIM_INFINITY or size is None:
+        return None
+    return max(soft - size, 1)
 
 
 def default_budget(devices: list[Any]) -> int | None:
@@ -143,8 +192,11 @@ def default_budget(devices: list[Any]) -> int | None:
     return None if host is None else int(DEFAULT_SHARE * host / len(devices))
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
+def _size(n: int) -> str:
+    """Bytes in MB, or in kB or bytes below a megabyte (a small budget reads as it is)."""
+    if n >= 1e6:
+        return f"{n / 1e6:,.1f} MB"
+    return f"{n / 1e3:,.1f} kB" if n >= 1e3 else f"{int(n):,} bytes"
 
 
 def plan(
@@ -186,8 +238,8 @@ def plan(
                 else ""
             )
             raise ValueError(
-                f"one member needs about {_mb(per_member)} of device memory{detail}, more "
-                f"than {source} ({_mb(budget)} per device)"
+                f"one member needs about {_size(per_member)} of device memory{detail}, more "
+                f"than {source} ({_size(budget)} per device)"
             )
         size = per_device * n_devices
     size = min(size, whole)
@@ -205,8 +257,8 @@ def check_host(n_members: int, per_result: int, history_rows: int) -> None:
     if host is not None and need > host:
         what = f" ({history_rows} history rows per member)" if history_rows else ""
         raise ValueError(
-            f"the sweep's result needs about {_mb(need)} of host memory{what}, but about "
-            f"{_mb(host)} is available; stream it to a file with `out='sweep.npz'`"
+            f"the sweep's result needs about {_size(need)} of host memory{what}, but about "
+            f"{_size(host)} is available; stream it to a file with `out='sweep.npz'`"
             + (" or record less history" if history_rows else "")
         )
 
@@ -223,8 +275,8 @@ def check_history(x0: PyTree, dtype: Any, history_rows: int) -> None:
     host = available_host_bytes()
     if host is not None and need > host:
         raise ValueError(
-            f"`history=True` keeps {history_rows:,} rows, about {_mb(need)}, but about "
-            f"{_mb(host)} of memory is available: raise `history_every` or lower `max_iter`"
+            f"`history=True` keeps {history_rows:,} rows, about {_size(need)}, but about "
+            f"{_size(host)} of memory is available: raise `history_every` or lower `max_iter`"
         )
 
 

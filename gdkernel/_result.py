@@ -61,8 +61,9 @@ _MESSAGES = {
     ),
     Status.INVALID: (
         "invalid input: `learning_rate` <= 0 or non-finite, `precision` negative, NaN or "
-        "inf, `grad_tol` negative or NaN, a non-finite `initial_guess`, or an optax "
-        "hyperparameter non-finite or out of its bounds; no iteration ran"
+        "inf, `grad_tol` negative or NaN, `momentum` outside [0, 1), `divergence` <= 0 or "
+        "NaN, a non-finite `initial_guess`, or an optax hyperparameter non-finite or out of "
+        "its bounds (in the run's dtype); no iteration ran"
     ),
 }
 

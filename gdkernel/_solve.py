@@ -74,19 +74,19 @@ def make_params(
     hyperparams: dict[str, Any] | None = None,
     key: Any = None,
 ) -> Params:
-    """The traced numbers as arrays of one fixed dtype, so their Python type never retraces."""
-
-    def arr(value: Any) -> Any:
-        return as_number(dtype, value)
-
+    """The traced numbers as arrays of one fixed dtype, so their Python type never retraces;
+    a concrete one that the cast takes out of its bounds is refused (`cast_kept`)."""
     return Params(
         as_rate(dtype, learning_rate),
-        arr(precision),
-        arr(grad_tol),
-        arr(momentum),
+        v.cast_kept(precision, dtype, "precision"),
+        v.cast_kept(grad_tol, dtype, "grad_tol"),
+        v.cast_kept(momentum, dtype, "momentum"),
         np.asarray(max_iter, np.int32),
-        arr(divergence),
-        {name: arr(value) for name, value in (hyperparams or {}).items()},
+        v.cast_kept(divergence, dtype, "divergence"),
+        {
+            name: v.cast_kept(value, dtype, name, hyper=True)
+            for name, value in (hyperparams or {}).items()
+        },
         key,
     )
 
@@ -329,10 +329,13 @@ def gradient_descent(
         `history`), with `converged`, `diverged`, `stalled` and `message` derived from `status`.
 
     Raises:
-        TypeError: `cost_fn` is not callable, does not return a real scalar, or fails on
-            `initial_guess` and `args`; an argument has the wrong type.
-        ValueError: a concrete `learning_rate` <= 0 or non-finite, `precision` < 0,
-            `max_iter` < 0, a NaN or inf in `initial_guess`, an unknown `norm` or `method`.
+        TypeError: `cost_fn` is not callable, does not return a real scalar, is not
+            traceable by JAX, or raises a `TypeError` on `initial_guess` and `args`; an
+            argument has the wrong type.
+        ValueError: `cost_fn` raises any other error there (the original chained to it); a
+            concrete `learning_rate` <= 0 or non-finite, `precision` < 0, `max_iter` < 0,
+            `momentum` outside [0, 1), a number that the guess's dtype rounds out of its
+            bounds, a NaN or inf in `initial_guess`, an unknown `norm` or `method`.
 
     Example:
         >>> import gdkernel as gd

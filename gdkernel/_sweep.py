@@ -77,7 +77,7 @@ def prepare(
     guess = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0)
     cost_fn, grad_fn, args = hoisted(cost_fn, grad_fn, guess, args, options["batch_size"])
     lrs = v.as_learning_rates(learning_rates)
-    lrs = lrs if lrs.dtype == dtype else lrs.astype(dtype)
+    lrs = lrs if lrs.dtype == dtype else v.cast_kept(lrs, dtype, "learning_rates")
     scalars, hyperparams, axes = _grid.split(options, options["hyperparams"])
     one = {**options, **scalars, "hyperparams": hyperparams, "args": args}
     params, opts = checked(dtype, 1.0, one, guess)  # type: ignore[arg-type]
@@ -93,12 +93,16 @@ def prepare(
             functools.partial(v.as_hyperparam, name=axis.name) if axis.hyper else checks[axis.name]
         )
         _grid.check_axis(axis.values, check)
+    axes = [a._replace(values=v.cast_kept(a.values, dtype, a.name, a.hyper)) for a in axes]
     rows = _grid.rows(params, lrs, axes)
-    grid_axes = Axes(tuple(a.name for a in axes), tuple(a.values.astype(dtype) for a in axes))
+    grid_axes = Axes(tuple(a.name for a in axes), tuple(a.values for a in axes))
     return Prepared(cost_fn, grad_fn, x0, rows, opts, args, lrs, grid_axes)
 
 
-_OWN = ("devices", "chunk_size", "memory_budget", "out", "progress", "threads")
+# `sweep`'s own keywords; all but `threads` plan how a grid is split, streamed or reported,
+# which a `compile_sweep` program (the whole grid, on the default device) has fixed
+WHOLE_GRID = ("devices", "chunk_size", "memory_budget", "out", "progress")
+_OWN = (*WHOLE_GRID, "threads")
 
 
 def sweep(

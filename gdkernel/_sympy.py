@@ -18,7 +18,7 @@ SymPy is imported only here, and only when an expression is passed.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -167,15 +167,24 @@ def _lambdify(expr: Any, order: tuple) -> Callable[[Array], Array]:
         ) from None
     n = len(order)
 
+    def vector(x: Any) -> Array:
+        if isinstance(x, Mapping):  # (jnp.asarray's own error would blame tracing)
+            raise TypeError(
+                f"`cost_fn` (a SymPy expression) takes the values of its free symbols "
+                f"({_names(order)}) in that order, as a number, list, tuple or array; got a "
+                f"{type(x).__name__} `initial_guess`"
+            )
+        return jnp.asarray(x)
+
     if n == 1:
 
         def cost(x: Array) -> Array:
-            return jnp.sum(fn(jnp.asarray(x)))
+            return jnp.sum(fn(vector(x)))
 
     else:
 
         def cost(x: Array) -> Array:
-            x = jnp.asarray(x)
+            x = vector(x)
             if x.shape != (n,):
                 raise TypeError(
                     f"`cost_fn` has {n} free symbols ({_names(order)}), so `initial_guess` must "

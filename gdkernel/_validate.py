@@ -95,7 +95,7 @@ def _needs_concrete(err: Exception) -> bool:
 def _call(fn: Callable, name: str, x: PyTree, args: tuple) -> Any:
     try:
         return fn(x, *args)
-    except Exception as err:  # re-raised with the call shown, without JAX's long trace
+    except Exception as err:  # re-raised with the call shown, chained to the original
         label = getattr(fn, "__qualname__", None) or type(fn).__name__
         if getattr(fn, "__module__", None) not in (None, "__main__", "builtins"):
             label = f"{fn.__module__}.{label}"
@@ -104,15 +104,13 @@ def _call(fn: Callable, name: str, x: PyTree, args: tuple) -> Any:
                 f"`{name}` ({label}) is not a JAX-traceable function of x: it needs a concrete "
                 "number where JAX passes a traced array; write it with jax.numpy "
                 "(jnp.sqrt, not math.sqrt) and jnp.where instead of `if` on x"
-            ) from None
+            ) from err
         kind = TypeError if isinstance(err, TypeError) else ValueError
         call = f"{name}(x, *args) with x: {describe(x)}"
         if args:
             call += f" and args: {describe(args)}"
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise kind(
-            f"`{name}` failed when called as {call}: {type(err).__name__}: {first}"
-        ) from None
+        raise kind(f"`{name}` failed when called as {call}: {type(err).__name__}: {first}") from err
 
 
 def call_cost_fn(cost_fn: Callable, x: PyTree, args: tuple) -> Array:
@@ -427,6 +425,44 @@ def check_bounds(name: str, value: Any) -> None:
         raise ValueError(f"`hyperparams[{name!r}]` must be {bounds}, got {value:g}")
 
 
+# What each concrete setting must stay once cast to the run's dtype: `init` ends a run
+# INVALID otherwise, so a value a wider float holds but the run's rounds out of its bounds
+# (momentum 0.99999999 is 1.0 in float32, a divergence of 1e-50 is 0) is refused here.
+_KEPT: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "learning_rates": ("finite and > 0", lambda a: np.isfinite(a) & (a > 0)),
+    "precision": ("finite and >= 0", lambda a: np.isfinite(a) & (a >= 0)),
+    "grad_tol": (">= 0", lambda a: a >= 0),
+    "momentum": ("in [0, 1)", lambda a: (a >= 0) & (a < 1)),
+    "divergence": ("> 0", lambda a: a > 0),
+}
+
+
+def cast_kept(value: Any, dtype: Any, name: str, hyper: bool = False) -> Any:
+    """A setting `name` (a number or a grid axis of them; `hyper`: an optax hyperparameter)
+    as `dtype`, refused where the cast takes a concrete value out of its bounds (`_KEPT`). A
+    traced one is cast as it is (the run then ends `INVALID`)."""
+    if is_traced(value) or isinstance(value, jax.Array):
+        return jnp.asarray(value, dtype)
+    given = np.asarray(value)
+    with np.errstate(over="ignore", under="ignore"):
+        out = given.astype(dtype)
+    if hyper:
+        label, bounds = f"hyperparams[{name!r}]", "finite and within its bounds"
+        bad = ~(np.isfinite(out) & within_bounds(name, out))
+    else:
+        label, (bounds, kept) = name, _KEPT[name]
+        bad = ~kept(out)
+    if np.any(bad):
+        at, kind = int(np.argmax(np.ravel(bad))), np.dtype(dtype).name
+        where = f" at index {at}" if given.ndim else ""
+        raise ValueError(
+            f"`{label}` must stay {bounds} in {kind} (the guesses' dtype), got "
+            f"{np.ravel(given)[at]} ({np.ravel(out)[at]} there){where}: use a value {kind} "
+            "holds, or float64 guesses (jax_enable_x64)"
+        )
+    return out
+
+
 def as_hyperparam(value: Any, name: str) -> Any:
     """A numeric hyperparameter of an optax method: a finite real scalar (or traced), within
     its bounds (`check_bounds`)."""
@@ -516,13 +552,27 @@ def as_args(args: Any) -> tuple:
     return args
 
 
+def _scale(guess: PyTree) -> float:
+    """The largest finite magnitude in a concrete guess; 1 for a zero or traced one."""
+    largest = 0.0
+    for leaf in jax.tree.leaves(guess):
+        if is_traced(leaf):
+            return 1.0
+        values = np.abs(np.asarray(leaf, dtype=np.float64))
+        finite = values[np.isfinite(values)]
+        largest = max(largest, float(finite.max())) if finite.size else largest
+    return largest or 1.0
+
+
 def warn_precision(precision: Any, guess: PyTree) -> None:
-    """Warn when `precision` is below what the iterate's dtype can resolve."""
+    """Warn when `precision` is below the dtype's resolution (`eps`) and below what it can
+    resolve at the guesses' scale (`eps * max |x0|`, `eps` for a zero or traced guess): a
+    guess of 0.002 resolves steps of 1e-9 in float32, one of 1 does not."""
     if is_traced(precision) or precision == 0 or precision >= _LARGEST_EPS:
         return
     dtype = float_dtype(guess)
     eps = _eps(dtype)
-    if precision < eps:
+    if precision < eps and precision < eps * _scale(guess):
         # the warning points at the user's call: the first frame outside this package
         frame: types.FrameType | None = sys._getframe(0)
         level = 1

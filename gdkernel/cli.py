@@ -424,7 +424,10 @@ def _summary(
         except ValueError:
             continue
     if best is None:
-        lines.append("best member: none (no member ended with a finite cost)")
+        lines.append(
+            "best member: none (every member diverged, had invalid input or ended with a "
+            "non-finite cost)"
+        )
     else:
         res = best.result
         lines += [

@@ -863,3 +863,17 @@ def test_csv_and_json_write_the_shortest_float32_text(tmp_path, capsys):
     assert str(x) == row["x"]  # NumPy's shortest round-trip text of a float32
     member = json.loads(paths[1].read_text())["members"][0]
     assert member["learning_rate"] == 0.1 and member["x0"] == 0.3 and member["x"] == float(row["x"])
+
+
+def test_a_grid_that_only_diverged_has_no_best_member_and_says_why():
+    out = gdkernel("sweep", "--function", "quadratic", "--lr", "1:2:2", "--x0", "-1:1:3")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^DIVERGED\s+6$", out.stdout, flags=re.M), out.stdout
+    assert "best member: none (every member diverged" in out.stdout, out.stdout
+
+
+def test_a_flag_that_float32_rounds_out_of_range_is_named():
+    out = gdkernel("run", "--method", "momentum", "--momentum", "0.99999999")
+    assert out.returncode == 2
+    assert "`--momentum` must stay in [0, 1) in float32" in out.stderr, out.stderr
+    assert "--x64" in out.stderr and "Traceback" not in out.stderr

@@ -211,3 +211,15 @@ def test_import_does_not_import_sympy():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"  # 0.94**100 * 0.46 > 1e-4: the run hit max_iter
+
+
+def test_a_dict_guess_is_told_the_symbols_order():
+    x, y = sympy.symbols("x y")
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent((x - 1) ** 2 + (y + 2) ** 2, {"x": 0.0, "y": 0.0}, 0.1)
+    message = str(e.value)
+    assert "(x, y) in that order" in message and "got a dict" in message, message
+    assert "traceable" not in message, message
+    # the same numbers as a list run, to the closed-form minimum
+    res = gd.gradient_descent((x - 1) ** 2 + (y + 2) ** 2, [0.0, 0.0], 0.1, precision=1e-6)
+    np.testing.assert_allclose(np.asarray(res.x), [1.0, -2.0], atol=1e-4)

@@ -411,3 +411,117 @@ def test_checked_options_do_not_depend_on_earlier_calls():
         gd.gradient_descent(f, np.zeros(2), 0.1, precision=True)
     with pytest.raises(TypeError, match=r"did you mean 'chunk_size'"):
         gd.sweep(f, np.zeros((1, 2)), 0.1, chunksize=10)
+
+
+@pytest.mark.parametrize(
+    "options, name, shown",
+    [
+        ({"method": "momentum", "momentum": 0.99999999}, "`momentum`", "(1.0 there)"),
+        ({"divergence": 1e-50}, "`divergence`", "(0.0 there)"),
+        ({"precision": 1e39}, "`precision`", "(inf there)"),
+        ({"method": "adam", "hyperparams": {"b1": 0.99999999}}, "`hyperparams['b1']`", "1.0"),
+    ],
+)
+def test_a_setting_that_float32_rounds_out_of_its_bounds_is_refused(options, name, shown):
+    # each holds in float64, where the run goes on
+    with jax.enable_x64(True):
+        ran = gd.gradient_descent(square, 3.0, 0.1, max_iter=5, **options)
+    assert ran.status != gd.Status.INVALID and ran.iterations >= 1
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(square, 3.0, 0.1, **options)
+    assert_short(e, name, "float32", shown)
+
+    def axis(value):  # each number a sweep grids as an axis of two
+        if isinstance(value, dict):
+            return {k: [v, v] for k, v in value.items()}
+        return [value, value] if isinstance(value, float) and "divergence" not in options else value
+
+    grid = {k: axis(v) for k, v in options.items()}
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(2), [0.1], **grid)
+    assert_short(e, name, "float32")
+
+
+def test_a_grid_axis_or_learning_rate_that_the_guesses_dtype_rounds_is_refused():
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(2), [0.1], method="momentum", momentum=[0.5, 0.99999999])
+    assert_short(e, "`momentum`", "index 1", "(1.0 there)")
+    with jax.enable_x64(True):  # float64 learning rates, float32 guesses
+        with pytest.raises(ValueError) as e:
+            gd.sweep(square, np.ones(2, np.float32), [0.1, 1e-50])
+        assert_short(e, "`learning_rates`", "index 1", "float32")
+
+
+def test_a_failing_cost_keeps_the_users_line_chained():
+    def lookup(x):
+        return x["missing"]
+
+    def cost(x):
+        return jnp.sum(x**2) + lookup({"present": x})
+
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(cost, jnp.ones(3), 0.1)
+    assert_short(e, "`cost_fn`", "KeyError")
+    cause = e.value.__cause__
+    assert isinstance(cause, KeyError)
+    import traceback
+
+    frames = [frame.name for frame in traceback.extract_tb(cause.__traceback__)]
+    assert "lookup" in frames
+
+
+def test_compile_sweep_names_the_sweep_options_it_does_not_take():
+    for name, value in (("chunk_size", 2), ("out", "x.npz"), ("progress", True)):
+        with pytest.raises(TypeError) as e:
+            gd.compile_sweep(square, np.ones(4), [0.1], **{name: value})
+        assert_short(e, f"does not take `{name}`", "gd.sweep")
+
+
+def test_a_small_memory_budget_reads_in_bytes():
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.linspace(-3, 3, 50), [0.1, 0.2], memory_budget=100)
+    assert_short(e, "`memory_budget`", "(100 bytes per device)")
+
+
+def test_the_precision_warning_weighs_the_guesses_scale(recwarn):
+    # near 0.002 float32 resolves steps of 1e-8 (its spacing there is 2.3e-10)
+    out = gd.gradient_descent(lambda x: (x - 0.001) ** 2, 0.002, 0.1, precision=1e-8)
+    assert out.status == gd.Status.CONVERGED
+    assert not [w for w in recwarn if "resolution" in str(w.message)]
+    with pytest.warns(UserWarning, match="below the resolution"):
+        gd.gradient_descent(lambda x: (x - 1) ** 2, 2.0, 0.1, precision=1e-8, max_iter=5)
+
+
+def test_the_memory_left_is_the_least_of_the_machine_and_the_limits(monkeypatch, tmp_path):
+    from gdkernel import _chunks
+
+    (tmp_path / "memory.max").write_text("1000000\n")
+    (tmp_path / "memory.current").write_text("400000\n")
+    monkeypatch.setattr(_chunks, "CGROUP", str(tmp_path))
+    assert _chunks.available_host_bytes() == 600_000  # a container's limit, less its use
+    (tmp_path / "memory.max").write_text("max\n")
+    machine = _chunks.available_host_bytes()
+    assert machine is None or machine > 600_000
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's /proc")
+def test_a_history_past_the_address_space_limit_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "limited.py"
+    script.write_text(
+        "import re, resource\n"
+        "import gdkernel as gd\n"
+        "gd.gradient_descent(lambda x: x**2, 3.0, 0.1, max_iter=2)\n"
+        "size = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size * 1024 + 2**30, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    gd.gradient_descent(lambda x: x**2, 3.0, 0.1, history=True, max_iter=500_000_000)\n"
+        "except ValueError as err:\n"
+        "    print('refused:', err)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert "refused: `history=True` keeps 500,000,001 rows" in proc.stdout, proc.stderr[-2000:]
