@@ -105,12 +105,12 @@ def compile_sweep(
     r"""Compile `sweep` ahead of time, so that later calls run at steady state.
 
     Takes the arguments of `sweep` but `devices`, `chunk_size`, `memory_budget`, `out` and
-    `progress`: the program runs the whole grid at once. The program is lowered and compiled here, once (the time
-    it took is `compile_seconds`); calling the result with new guesses and learning rates of
-    the same shapes runs it without tracing or compiling. Each member's result is exactly
-    what `sweep` gives on one device (a lone `gradient_descent` run gives the same iterations
-    and status, and `x` up to rounding, as `sweep` says). The program runs on JAX's default
-    device, shared by `threads` host threads as in `sweep`.
+    `progress`: the program runs the whole grid at once. It is lowered and compiled here,
+    once (the time it took is `compile_seconds`); calling the result with new guesses and
+    learning rates of the same shapes runs it without tracing or compiling. Each member's
+    result is exactly what `sweep` gives on one device (and a lone `gradient_descent` run's
+    where `sweep` says). The program runs on JAX's default device, shared by `threads` host
+    threads as in `sweep`.
 
     Returns:
         A `CompiledSweep`: `compiled(initial_guesses, learning_rates, args=None)` returns a

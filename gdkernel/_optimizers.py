@@ -154,9 +154,10 @@ def split_hyperparams(
     name = method_name(method)
     if isinstance(method, str):
         if hyperparams:
+            own = "`momentum`, " if name in ("momentum", "nesterov") else ""
             raise ValueError(
                 f"`hyperparams` are for optax methods; method={name!r} takes none (its options "
-                "are `momentum`, `precision`, ...)"
+                f"are {own}`precision`, ...)"
             )
         return {}, ()
     known = keywords(method)

@@ -52,8 +52,8 @@ _MESSAGES = {
     Status.DIVERGED: (
         "diverged: the cost climbed above its start by more than `divergence` times its "
         "scale, or the cost, gradient or iterate became NaN or inf; `x` is the iterate "
-        "before (try a smaller `learning_rate`; after 0 iterations, the cost or gradient is "
-        "not finite at the initial guess)"
+        "before (try a smaller `learning_rate`; after 0 iterations, either the cost or "
+        "gradient is not finite at the initial guess or the first step already diverged)"
     ),
     Status.STALLED: (
         "stalled: the step fell below `precision` while the gradient norm was still "
@@ -307,6 +307,17 @@ class SweepResult(NamedTuple):
             f"; {_many(n_lr, 'learning rate')}{others} x {_many(n_g, 'guess')}",
         )
 
+    def _check_grid(self, what: str) -> None:
+        """Raise when the fields carry axes besides the grid's (a sweep under `jax.vmap`,
+        whose every field has the mapped axis in front), which `what` cannot read."""
+        extra = np.ndim(self.status) - len(self.axes)
+        if extra:
+            raise ValueError(
+                f"`{what}` reads a grid with axes {self.axes}, but this SweepResult's fields "
+                f"have {np.ndim(self.status)} (from a sweep under jax.vmap?): take one sweep "
+                "out first, e.g. jax.tree.map(lambda a: a[0], res)"
+            )
+
     def __getitem__(self, key: Any) -> Any:
         """`grid[i, j]` is `grid.member(i, j)`; an int or a slice indexes the fields."""
         if isinstance(key, tuple):
@@ -321,7 +332,9 @@ class SweepResult(NamedTuple):
             IndexError: a wrong number of indices, or one outside its axis (negative indices
                 count from the end).
             TypeError: an index that is not an integer.
+            ValueError: the fields have more axes than the grid (a sweep under `jax.vmap`).
         """
+        self._check_grid("member")
         sizes = np.shape(self.status)
         if len(index) != len(sizes):
             raise IndexError(f"`member` takes one index per axis {self.axes}, got {len(index)}")
@@ -344,6 +357,7 @@ class SweepResult(NamedTuple):
         """
         from ._frames import to_dataframe
 
+        self._check_grid("to_dataframe")
         return to_dataframe(self)
 
     def to_xarray(self) -> Any:
@@ -354,6 +368,7 @@ class SweepResult(NamedTuple):
         """
         from ._frames import to_xarray
 
+        self._check_grid("to_xarray")
         return to_xarray(self)
 
     def counts(self) -> dict[Status, int]:
@@ -375,10 +390,12 @@ class SweepResult(NamedTuple):
                 finite cost.
 
         Raises:
-            ValueError: if no member qualifies (the message gives the status counts).
+            ValueError: if no member qualifies (the message gives the status counts), or the
+                fields have more axes than the grid (a sweep under `jax.vmap`).
         """
         if among not in ("converged", "finite", "all"):
             raise ValueError(f"`among` must be 'converged', 'finite' or 'all', got {among!r}")
+        self._check_grid("best")
         fields = (self.status, self.cost, self.iterations)
         traced = any(isinstance(leaf, jax.core.Tracer) for leaf in fields)
         xp: Any = jnp if traced else np

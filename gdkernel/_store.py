@@ -261,6 +261,8 @@ def as_out_path(out: Any) -> Path | None:
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"`out` must be a file path (str or os.PathLike), got {type(out).__name__}")
     path = Path(out)
+    if path.is_dir():  # (before a suffix is added: `out="results"` names a file next to it)
+        raise ValueError(f"`out` is a folder: {str(path)!r}; name a file in it, ending in .npz")
     if not path.suffix:
         path = path.with_name(path.name + ".npz")
     elif path.suffix.lower() != ".npz":

@@ -581,8 +581,8 @@ def warn_precision(precision: Any, guess: PyTree) -> None:
         warnings.warn(
             f"`precision`={precision:g} is below the resolution of {np.dtype(dtype).name} "
             f"(eps={eps:.2g}): steps that small are lost to rounding, so the step rule fires "
-            "only once an update rounds to zero (or never); use a larger precision or "
-            "float64 (jax_enable_x64)",
+            "only once an update rounds to zero (or never); use a larger precision"
+            + (" or float64 (jax_enable_x64)" if np.dtype(dtype).itemsize < 8 else ""),
             UserWarning,
             stacklevel=level,
         )

@@ -672,6 +672,8 @@ _NAMED = re.compile(r"`(\w+)(?:=(?:'([^'`]*)'|([^`]*)))?`")
 _METHOD = re.compile(r"\bmethod='(\w+)'")  # the library's `method=...` in plain words
 _HYPERPARAM = re.compile(r"`hyperparams\['(\w+)'\]`")
 _X64 = re.compile(r"jax\.config\.update\('jax_enable_x64', True\)|\bjax_enable_x64\b")
+# a history's spacing has no flag: the command line records every iteration
+_HISTORY = re.compile(r"raise `history_every` or lower `max_iter`")
 
 
 def in_cli_terms(message: str) -> str:
@@ -691,6 +693,7 @@ def in_cli_terms(message: str) -> str:
 
     message = _HYPERPARAM.sub(r"`--hyperparam \1`", message)
     message = _X64.sub("`--x64`", message)
+    message = _HISTORY.sub("lower `max_iter`", message)
     return _METHOD.sub(r"`--method \1`", _NAMED.sub(flag, message))
 
 

@@ -115,6 +115,8 @@ def _check_result(res: Any, name: str = "res") -> None:
             f"`{name}` must be a Result from gradient_descent or a SweepResult from sweep, "
             f"got {type(res).__name__}"
         )
+    if isinstance(res, SweepResult):
+        res._check_grid(f"plot ({name})")
 
 
 def _check_history(res: Result | SweepResult, name: str = "res") -> None:
@@ -822,6 +824,7 @@ def sweep_map(
     """
     if not isinstance(grid, SweepResult):
         raise TypeError(f"`grid` must be a SweepResult from sweep, got {type(grid).__name__}")
+    grid._check_grid("plot.sweep_map")
     if value not in _VALUES:
         raise ValueError(f"`value` must be 'iterations', 'cost' or 'converged', got {value!r}")
     if reduce is not None and reduce not in REDUCTIONS:

@@ -525,3 +525,59 @@ def test_a_history_past_the_address_space_limit_is_refused(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120
     )
     assert "refused: `history=True` keeps 500,000,001 rows" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_vmapped_sweeps_helpers_say_to_take_one_sweep_out():
+    def cost(x, c):
+        return (x - c) ** 2
+
+    many = jax.vmap(
+        lambda c: gd.sweep(cost, jnp.linspace(-3, 3, 4), jnp.array([0.1, 0.3]), args=(c,))
+    )
+    grids = many(jnp.array([1.0, 2.0]))
+    for call in (grids.best, lambda: grids.member(0, 0), lambda: grids.member(0, 0, 0)):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert_short(e, "jax.vmap", "jax.tree.map(lambda a: a[0], res)")
+    # taken out, each is the sweep of its own `c`, to the closed-form minimum
+    for k, c in enumerate((1.0, 2.0)):
+        one = jax.tree.map(lambda a, k=k: a[k], grids)
+        assert float(one.best().result.x) == pytest.approx(c, abs=1e-3)
+
+
+def test_out_naming_a_folder_is_refused(tmp_path):
+    (tmp_path / "results").mkdir()
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(2), [0.1], out=tmp_path / "results")
+    assert_short(e, "`out` is a folder")
+    assert not (tmp_path / "results.npz").exists()
+
+
+def test_hyperparams_for_plain_gd_name_only_its_own_options():
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(2), [0.1], hyperparams={"b1": 0.9})
+    assert_short(e, "`hyperparams` are for optax methods", "`precision`")
+    assert "momentum" not in str(e.value)
+    with pytest.raises(ValueError) as e:
+        gd.sweep(square, np.ones(2), [0.1], method="nesterov", hyperparams={"b1": 0.9})
+    assert_short(e, "`momentum`")
+
+
+def test_the_precision_warning_in_float64_does_not_advise_float64():
+    float64 = pytest.warns(UserWarning, match="below the resolution of float64")
+    with jax.enable_x64(True), float64 as caught:
+        gd.gradient_descent(square, 3.0, 0.1, precision=1e-300, max_iter=5)
+    assert "jax_enable_x64" not in str(caught[0].message)
+
+
+def test_a_first_step_that_diverges_is_told_apart_from_a_bad_guess():
+    out = gd.gradient_descent(jnp.sqrt, 1.0, 10.0)  # the guess is fine; x_1 = -4 is not
+    assert out.status == gd.Status.DIVERGED and int(out.iterations) == 0
+    assert "the first step already diverged" in str(out.message)
+
+
+def test_the_command_lines_history_advice_names_its_flag():
+    from gdkernel.cli import in_cli_terms
+
+    said = in_cli_terms("(it has 9 rows; raise `history_every` or lower `max_iter`)")
+    assert said == "(it has 9 rows; lower `--max-iter`)"
