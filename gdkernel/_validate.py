@@ -440,8 +440,9 @@ _KEPT: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
 def cast_kept(value: Any, dtype: Any, name: str, hyper: bool = False) -> Any:
     """A setting `name` (a number or a grid axis of them; `hyper`: an optax hyperparameter)
     as `dtype`, refused where the cast takes a concrete value out of its bounds (`_KEPT`). A
-    traced one is cast as it is (the run then ends `INVALID`)."""
-    if is_traced(value) or isinstance(value, jax.Array):
+    traced one is cast as it is (the run then ends `INVALID`); a concrete JAX array is checked
+    on the host (unless other processes hold part of it) and stays where it is."""
+    if is_traced(value) or (isinstance(value, jax.Array) and not value.is_fully_addressable):
         return jnp.asarray(value, dtype)
     given = np.asarray(value)
     with np.errstate(over="ignore", under="ignore"):
@@ -460,7 +461,7 @@ def cast_kept(value: Any, dtype: Any, name: str, hyper: bool = False) -> Any:
             f"{np.ravel(given)[at]} ({np.ravel(out)[at]} there){where}: use a value {kind} "
             "holds, or float64 guesses (jax_enable_x64)"
         )
-    return out
+    return jnp.asarray(value, dtype) if isinstance(value, jax.Array) else out
 
 
 def as_hyperparam(value: Any, name: str) -> Any:

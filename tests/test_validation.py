@@ -447,9 +447,10 @@ def test_a_grid_axis_or_learning_rate_that_the_guesses_dtype_rounds_is_refused()
         gd.sweep(square, np.ones(2), [0.1], method="momentum", momentum=[0.5, 0.99999999])
     assert_short(e, "`momentum`", "index 1", "(1.0 there)")
     with jax.enable_x64(True):  # float64 learning rates, float32 guesses
-        with pytest.raises(ValueError) as e:
-            gd.sweep(square, np.ones(2, np.float32), [0.1, 1e-50])
-        assert_short(e, "`learning_rates`", "index 1", "float32")
+        for rates in ([0.1, 1e-50], jnp.array([0.1, 1e-50])):  # (a JAX array checked too)
+            with pytest.raises(ValueError) as e:
+                gd.sweep(square, np.ones(2, np.float32), rates)
+            assert_short(e, "`learning_rates`", "index 1", "float32")
 
 
 def test_a_failing_cost_keeps_the_users_line_chained():
