@@ -293,9 +293,8 @@ class SweepResult(NamedTuple):
 
     def __repr__(self) -> str:
         sizes = np.shape(self.status)
-        if not _concrete(self.status, self.iterations, self.cost) or len(sizes) != len(
-            self.axes
-        ):  # traced, or batched or sliced by a transformation: the fields as they are
+        if not _concrete(self.status, self.iterations, self.cost) or not self._grid_shaped():
+            # traced, or batched or sliced by a transformation: the fields as they are
             return _fields_repr(self)
         n_lr, n_g = sizes[0], sizes[-1]
         others = "".join(
@@ -307,11 +306,14 @@ class SweepResult(NamedTuple):
             f"; {_many(n_lr, 'learning rate')}{others} x {_many(n_g, 'guess')}",
         )
 
+    def _grid_shaped(self) -> bool:
+        """Whether the fields have the grid's axes and no others."""
+        return np.ndim(self.status) == len(self.axes)
+
     def _check_grid(self, what: str) -> None:
         """Raise when the fields carry axes besides the grid's (a sweep under `jax.vmap`,
         whose every field has the mapped axis in front), which `what` cannot read."""
-        extra = np.ndim(self.status) - len(self.axes)
-        if extra:
+        if not self._grid_shaped():
             raise ValueError(
                 f"`{what}` reads a grid with axes {self.axes}, but this SweepResult's fields "
                 f"have {np.ndim(self.status)} (from a sweep under jax.vmap?): take one sweep "
