@@ -175,9 +175,9 @@ def _replay(
     """`packed` with each member that diverged after `k >= 1` steps (`_diverged`) holding
     `x_{k-1}`, recomputed from its start by the trip's own arithmetic (`update` at the
     gradient), a block of `REPLAY` neighbouring members at a time, each block for its own
-    longest replay (one with no such member takes no step: a grid's diverging members, its
-    largest learning rates, are neighbours). With none, the usual case, nothing runs and
-    `packed` is returned as it is."""
+    longest replay, from the first block holding such a member to the last (one with none
+    takes no step: a grid's diverging members, its largest learning rates, are neighbours).
+    With none, the usual case, nothing runs and `packed` is returned as it is."""
     members = packed.shape[0]
     width = min(REPLAY, -(-members // _lanes.VECTOR) * _lanes.VECTOR)
 
@@ -201,5 +201,9 @@ def _replay(
         y = lax.while_loop(lambda c: c[0] < longest, again, (jnp.array(0, jnp.int32), y))[1]
         return packed.at[jnp.where(want >= 0, ids, members)].set(pack(y, code), mode="drop")
 
-    blocks = jnp.where(jnp.any(_diverged(unpack(packed)[1])), -(-members // width), 0)
-    return lax.fori_loop(0, blocks, block, packed)
+    # the blocks from the first such member's to the last's (none: first > last)
+    ids = jnp.where(_diverged(unpack(packed)[1]), jnp.arange(members, dtype=jnp.int32), -1)
+    first, last = _lanes.fold(
+        (jnp.where(ids < 0, members, ids), ids), (lax.min, lax.max), (members, -1)
+    )
+    return lax.fori_loop(first // width, last // width + 1, block, packed)

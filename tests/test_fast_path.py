@@ -153,11 +153,29 @@ def test_members_that_diverge_late_get_the_step_before_their_last(dtype, monkeyp
         _assert_same(_fast(_square, x0, params, opts, lanes=lanes), want)
 
 
-@pytest.mark.parametrize("lanes", [_lanes._PAIRED_COUNTS - 15, _lanes._PAIRED_COUNTS + 17])
-def test_lanes_counted_in_one_reduction_or_two(lanes):
-    # Up to `_PAIRED_COUNTS` lanes the running and waiting lanes are counted in one uint32
-    # reduction, a count in each half; past it, in two. Both must end every member exactly
-    # where the plain loop does, with lanes refilled (more members than lanes).
+def test_replay_runs_from_the_first_diverged_block_to_the_last(dtype, monkeypatch):
+    # The finish replays the blocks between the first and the last member that diverged late:
+    # here blocks 2 and 5 of 8 (32 members each). Members outside them, before, between and
+    # after, must keep their own ends, and those inside must get the step before their last.
+    monkeypatch.setattr(_scalars, "REPLAY", 32)
+    rates = np.full(8 * 32, 0.1)
+    rates[2 * 32 : 3 * 32] = np.linspace(1.02, 1.6, 32)
+    rates[5 * 32 + 7 : 5 * 32 + 9] = 1.3
+    x0 = np.tile(np.array([3.0, -2.0, 0.5, 7.0], dtype), 64)
+    x0, params, opts = _inputs(x0, rates, precision=1e-6, max_iter=300)
+    want = _reference(_square, x0, params, opts)
+    status, its = np.asarray(want.status), np.asarray(want.iterations)
+    late = np.flatnonzero((status == gd.Status.DIVERGED) & (its > 0))
+    assert late.min() // 32 == 2 and late.max() // 32 == 5 and (late // 32 != 4).all()
+    assert (status[: 2 * 32] == gd.Status.CONVERGED).all()
+    _assert_same(_fast(_square, x0, params, opts), want)
+
+
+def test_lanes_counted_past_sixteen_bits():
+    # The running and waiting lanes are counted together in one reduction, as int32: with more
+    # than 2**16 lanes, refilled (more members than lanes), every member must still end
+    # exactly where the plain loop does.
+    lanes = 2**16 + 17
     rng = np.random.default_rng(3)
     x0 = rng.uniform(-10, 10, lanes + 3000).astype(np.float32)
     rates = rng.uniform(0.05, 0.45, x0.size)
