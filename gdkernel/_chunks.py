@@ -84,17 +84,24 @@ def as_memory_budget(value: Any) -> int | None:
     return int(value)
 
 
-def _leaf_bytes(leaf: Any) -> int:
-    """Bytes of one member's part of a batched leaf (the leading axis is the batch)."""
-    shape = np.shape(leaf)[1:]
-    return math.prod(shape) * np.dtype(leaf.dtype).itemsize
+def _member(x0: PyTree, dtype: Any, batched: bool = True) -> tuple[int, int]:
+    """(bytes of one member's iterate, bytes of one number of `dtype`); `batched`: the leaves
+    of `x0` have the batch on their leading axis."""
+    shapes = (np.shape(leaf)[1:] if batched else np.shape(leaf) for leaf in jax.tree.leaves(x0))
+    dtypes = (np.dtype(leaf.dtype) for leaf in jax.tree.leaves(x0))
+    x = sum(math.prod(shape) * d.itemsize for shape, d in zip(shapes, dtypes, strict=True))
+    return x, np.dtype(dtype).itemsize
+
+
+def _history(x: int, f: int, rows: int) -> int:
+    """Bytes of `rows` history rows, an iterate of `x` bytes and a cost of `f` each."""
+    return rows * (x + f)
 
 
 def result_bytes(x0: PyTree, dtype: Any, history_rows: int) -> int:
     """Host bytes of one member's `Result`: x, grad, cost, step size, iterations, status, history."""
-    x = sum(_leaf_bytes(leaf) for leaf in jax.tree.leaves(x0))
-    f = np.dtype(dtype).itemsize
-    return 2 * x + 2 * f + 8 + history_rows * (x + f)
+    x, f = _member(x0, dtype)
+    return 2 * x + 2 * f + 8 + _history(x, f, history_rows)
 
 
 def member_bytes(x0: PyTree, dtype: Any, method: Any, history_rows: int) -> int:
@@ -105,9 +112,8 @@ def member_bytes(x0: PyTree, dtype: Any, method: Any, history_rows: int) -> int:
     size, iteration count, status, history rows); the estimate is `WORK_FACTOR` times that
     plus the member's inputs.
     """
-    x = sum(_leaf_bytes(leaf) for leaf in jax.tree.leaves(x0))
-    f = np.dtype(dtype).itemsize
-    state = x * (2 + velocity_copies(method)) + 2 * f + 8 + history_rows * (x + f)
+    x, f = _member(x0, dtype)
+    state = x * (2 + velocity_copies(method)) + 2 * f + 8 + _history(x, f, history_rows)
     return WORK_FACTOR * state + x + f
 
 
@@ -270,8 +276,7 @@ def check_history(x0: PyTree, dtype: Any, history_rows: int) -> None:
     Raises:
         ValueError: naming the bytes needed and `history_every` and `max_iter`.
     """
-    x = sum(np.size(leaf) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(x0))
-    need = history_rows * (x + np.dtype(dtype).itemsize)
+    need = _history(*_member(x0, dtype, batched=False), history_rows)
     host = available_host_bytes()
     if host is not None and need > host:
         raise ValueError(
