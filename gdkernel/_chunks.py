@@ -11,6 +11,8 @@ import math
 import numbers
 import os
 import re
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -266,6 +268,24 @@ def check_host(n_members: int, per_result: int, history_rows: int) -> None:
             f"the sweep's result needs about {_size(need)} of host memory{what}, but about "
             f"{_size(host)} is available; stream it to a file with `out='sweep.npz'`"
             + (" or record less history" if history_rows else "")
+        )
+
+
+def check_disk(path: Any, n_members: int, per_result: int) -> None:
+    """Raise when the disk holding `path` (`out=`) lacks room for the results twice: the
+    spool files they are written to as chunks finish, then the `.npz` packed from them.
+
+    Raises:
+        ValueError: naming `out`, the bytes needed and the bytes free.
+    """
+    need = 2 * n_members * per_result
+    free = shutil.disk_usage(Path(path).parent).free
+    if need > free:
+        raise ValueError(
+            f"`out`: the results take about {_size(need // 2)}, written twice (spool files "
+            f"beside {str(path)!r} as chunks finish, then the .npz packed from them): "
+            f"{_size(need)} in all, but {_size(free)} is free there; free some space, point "
+            "`out` at a larger disk, or record less (`history`)"
         )
 
 

@@ -15,6 +15,7 @@ never whole in memory) and the folder is removed.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -198,6 +199,7 @@ class NpzStore(HostStore):
             file, mode="w+", dtype=leaf.dtype, shape=(*self.shape, *leaf.shape[1:])
         )
         flat = grid.reshape(math.prod(self.shape), *leaf.shape[1:])
+        _reserve(file)
         self.files[id(flat)] = file
         return flat
 
@@ -217,6 +219,23 @@ class NpzStore(HostStore):
     def abort(self) -> None:
         self.flat = None
         shutil.rmtree(self.spool, ignore_errors=True)
+
+
+def _reserve(file: Path) -> None:
+    """Claim the disk blocks of a spool file at once, so that a disk without room for it
+    fails here, with `OSError`, and not later, when a chunk is written to its memory map (the
+    system then kills the process with a bus error). File systems that cannot reserve are
+    left to the memory map as before."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(file, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise OSError(
+                    errno.ENOSPC, f"`out`: no space left on the disk for the spool file {file}"
+                ) from err
 
 
 class NullStore(HostStore):

@@ -269,6 +269,8 @@ def sweep(
     )
     if path is None and n * _chunks.result_bytes(x0, dtype, rows) > _chunks.SMALL:
         _chunks.check_host(n, _chunks.result_bytes(x0, dtype, rows), rows)
+    if path is not None and jax.process_index() == 0:  # (the process that writes the file)
+        _chunks.check_disk(path, n, _chunks.result_bytes(x0, dtype, rows))
     if plan.n_chunks == 1 and path is None and mesh is None:
         whole = solve_grid(
             x0,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -38,6 +40,40 @@ def test_out_refuses_a_folder_as_the_file(tmp_path):
     (tmp_path / "g.npz").mkdir()
     with pytest.raises(ValueError, match="`out` is a folder"):
         gd.sweep(_never_called, np.ones(3), [0.1], out=tmp_path / "g.npz")
+
+
+def test_out_refuses_a_disk_without_room_for_the_results_before_running(tmp_path, monkeypatch):
+    # 2,000 guesses x 50 rates, history of 1,001 rows of an iterate and a cost: 100,000
+    # members of 8,032 bytes in float32, 803.2 MB written twice (spool, then .npz) while
+    # the disk reports 1 GB free.
+    free = 10**9
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=free))
+    with pytest.raises(ValueError, match=r"`out`: the results take about 803\.2 MB.* 1,000\.0 MB is free"):
+        gd.sweep(
+            _never_called,
+            np.linspace(-1, 1, 2000),
+            np.geomspace(1e-3, 0.1, 50),
+            history=True,
+            max_iter=1000,
+            out=tmp_path / "big.npz",
+        )
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_disk_that_fills_fails_with_oserror_and_leaves_no_spool(tmp_path, monkeypatch):
+    # A disk that has no room for a spool file when it is reserved (ENOSPC): an `OSError`, not
+    # a bus error when a chunk is written to its memory map, and the spool folder is removed.
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate on this system")
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError, match="no space left on the disk for the spool file"):
+        gd.sweep(lambda x: x**2, np.linspace(-1, 1, 40), [0.1, 0.2], out=tmp_path / "g.npz")
+    assert os.listdir(tmp_path) == []
 
 
 def test_save_sweep_writes_what_load_sweep_reads(tmp_path):
