@@ -75,8 +75,10 @@ def _grid_solver(
     """The whole grid on the devices of `mesh`, in one program that stays on the devices.
 
     Every device takes the guesses and learning rates whole, builds its own contiguous block of
-    members (`grid_build`; the last block padded) and runs its own loop; the result is laid
-    out over the devices, with the grid axes `(n_lr, n_g)` in front.
+    members (`grid_build`; the last block padded) and runs its own loop; the result has the
+    grid axes `(n_lr, n_g)` in front, split over the devices along the guesses when their
+    number is a multiple of the device count, else along the rows when theirs is, else held
+    whole by every device.
     """
     names = _devices.axis_names(mesh)
     n_devices = mesh.devices.size
@@ -107,7 +109,12 @@ def _grid_solver(
             out_specs=P(names),
             check_vma=False,  # as in `_solver`
         )(guesses, rows, args)
-        return to_grid(flat, n_rows, n_g)
+        grid = to_grid(flat, n_rows, n_g)
+        # each device its share of the guesses, else of the rows (XLA splits no axis unevenly)
+        spec = P(None, names) if n_g % n_devices == 0 else P()
+        spec = P(names) if spec == P() and n_rows % n_devices == 0 else spec
+        layout = NamedSharding(mesh, spec)
+        return jax.tree.map(lambda leaf: lax.with_sharding_constraint(leaf, layout), grid)
 
     return jax.jit(program, compiler_options=compiler_options())
 
@@ -123,11 +130,14 @@ def solve_grid(
     opts: Options,
 ) -> Result:
     """Every row of `params` (its learning rates, and any other number a sweep grids over)
-    from every guess, on the devices of a `mesh` within this process, as one chunk. A `Result` of JAX arrays laid out over the
-    devices, with the grid axes `(n_lr, n_g)` in front."""
+    from every guess, on the devices of a `mesh` within this process, as one chunk: a
+    `Result` of JAX arrays with the grid axes `(n_lr, n_g)` in front, laid out as
+    `_grid_solver` says. Inputs that other devices hold (a result of another sweep) are
+    copied to every device of the mesh first."""
     packed, stall_test = static_choices(params)
     program = _grid_solver(mesh, cost_fn, grad_fn, opts, packed, stall_test)
-    return program(guesses, params, args)
+    inputs = jax.device_put((guesses, params, args), NamedSharding(mesh, P()))
+    return program(*inputs)
 
 
 def _put(host: Any, mesh: Mesh, spec: P) -> jax.Array:

@@ -196,7 +196,8 @@ def sweep(
         A `SweepResult`: the fields of `Result` with the grid axes in front, the grid's
         `learning_rate`, `initial_guess` and other axes (`axes`, `coords`), and helpers
         `best()`, `member(*index)`, `counts()`, `to_dataframe()` and `to_xarray()`.
-        The fields are JAX arrays (laid out over the devices) when the grid runs as one
+        The fields are JAX arrays (split over the devices by guess, else by row, where the
+        count divides evenly; see docs/devices.md) when the grid runs as one
         chunk in one process without `out=` (and, on several devices, without
         `progress=`), else NumPy arrays on the host.
 

@@ -103,6 +103,20 @@ axes_one = gd.sweep(bowl, guesses, rates, devices=jax.devices()[:1], **axes_kw)
 axes_four = gd.sweep(bowl, guesses, rates, **axes_kw)
 axes_mesh = gd.sweep(bowl, guesses, rates, devices=grid, chunk_size=6, **axes_kw)
 
+# the whole grid's result split over the devices along the guesses (8: 2 each), or held
+# whole by each (7 guesses cannot be split evenly)
+even = gd.sweep(bowl, np.linspace(-3, 3, 16).reshape(8, 2), rates, **fast_kw)
+rows = gd.sweep(bowl, np.linspace(-3, 3, 14).reshape(7, 2), rates, **fast_kw)
+uneven = gd.sweep(bowl, np.linspace(-3, 3, 14).reshape(7, 2), rates[:3], **fast_kw)
+layout = [[list(s.data.shape) for s in r.x.addressable_shards] for r in (even, rows, uneven)]
+# inputs that other devices hold: a result fed back in, data committed to one device
+warm, warm_host = (gd.sweep(bowl, g, rates, **fast_kw) for g in (even.x[-1], np.asarray(even.x[-1])))
+shift = lambda x, c: bowl(x - c)
+c0 = jax.device_put(jnp.array([0.5, 0.5]), jax.devices()[0])
+held, held_host = (gd.sweep(shift, guesses, rates, args=(c,), **fast_kw) for c in (c0, np.asarray(c0)))
+run = gd.compile_sweep(bowl, np.asarray(even.x[-1]), rates, **fast_kw)
+moved = [same(warm, warm_host), same(held, held_host), same(run(even.x[-1], rates), warm_host)]
+
 # The per-device program has no collective; jit + NamedSharding all-reduces the predicate.
 mesh4 = Mesh(np.array(jax.devices()), ("members",))
 opts = make_options("l1", "gd", False, None, 50)
@@ -135,6 +149,8 @@ print(json.dumps({
     "history_x": np.asarray(four.history.x[:, :, :3]).tolist(),
     "devices_seen": sorted(devices_seen),
     "reports": [list(p) for p in reports],
+    "layout": layout,
+    "moved": moved,
     "per_device_all_reduce": "all-reduce" in per_device.as_text(),
     "synced_all_reduce": "all-reduce" in synced.as_text(),
 }))
@@ -144,6 +160,19 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def four():
     return run_with_devices(FOUR_DEVICES, 4, json.dumps(GUESSES), json.dumps(RATES))
+
+
+def test_a_whole_grid_is_split_over_the_devices_by_guess_where_it_divides(four):
+    # 8 guesses x 4 rates: each device holds its 2 guesses of every rate; 7 guesses x 4
+    # rates: its rate; 7 x 3: the whole grid (XLA splits no axis unevenly).
+    assert len(RATES) == 4
+    assert four["layout"] == [[[4, 2, 2]] * 4, [[1, 7, 2]] * 4, [[3, 7, 2]] * 4]
+
+
+def test_inputs_other_devices_hold_are_moved_where_the_sweep_runs(four):
+    # A result of a sweep over four devices fed back in as guesses, data committed to one
+    # device, and `compile_sweep` given such guesses: each equals the run from host copies.
+    assert four["moved"] == [True, True, True]
 
 
 def test_four_devices_equal_one_device_member_by_member(four):
