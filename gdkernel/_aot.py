@@ -59,25 +59,54 @@ class CompiledSweep:
         """Run the compiled sweep on new values (same shapes and dtypes as compiled)."""
         x0, _ = as_guesses(initial_guesses)
         rates = np.asarray(v.as_learning_rates(learning_rates), self._params.precision.dtype)
-        args = self._args if args is None else v.as_args(args)
+        args = self._args if args is None else _as_compiled(v.as_args(args), self._args)
         if _spec(x0, rates, args) != self._spec:
             want, got = self._described, _described(x0, rates, args)
+            hint = ""
+            if "float64" in want and not jax.config.read("jax_enable_x64"):
+                hint = " (float64 needs jax_enable_x64, on when this was compiled)"
             raise ValueError(
                 "`initial_guesses`, `learning_rates` and `args` must have the shapes and dtypes "
-                f"compiled for: {want}; got {got}"
+                f"compiled for: {want}; got {got}{hint}"
             )
         # the rows run the learning rates slowest (`_grid.rows`): each repeats per other setting
         per_rate = self._params.learning_rate.shape[0] // rates.shape[0]
         rows = self._params._replace(learning_rate=jax.numpy.asarray(np.repeat(rates, per_rate)))
+        # on the devices compiled for (arrays another sweep left on other devices move)
+        into = self.compiled.input_shardings[0]
+        guesses, args = jax.device_put((x0, args), (into[0], into[2]))
         if self._threads == 1:
-            result = self.compiled(x0, rows, args, np.int32(0))
+            result = self.compiled(guesses, rows, args, np.int32(0))
         else:
             parts = run_parts(
-                lambda part: self.compiled(x0, rows, args, np.int32(part)), self._threads
+                lambda part: self.compiled(guesses, rows, args, np.int32(part)), self._threads
             )
             n_rows = rows.learning_rate.shape[0]
             result = interleave(tuple(parts), n_rows, jax.tree.leaves(x0)[0].shape[0])
         return to_sweep_result(result, rates, self._axes, x0)
+
+
+def _as_compiled(args: tuple, compiled: tuple) -> tuple:
+    """`args` converted to the types they were compiled with, as `sweep` converts its own: a
+    leaf of the compiled leaf's shape takes its dtype where JAX would cast it (an integer or
+    float64 array where float32 was compiled; an integer where a Python float was). Any
+    other leaf stays as it is, for the shape check to report."""
+    leaves, tree = jax.tree.flatten(args)
+    was = jax.tree.leaves(compiled)
+    if len(leaves) != len(was):  # (another structure: the spec check reports it)
+        return args
+    out = []
+    for leaf, old in zip(leaves, was, strict=True):
+        kind, want = np.result_type(leaf).kind, _dtype(old)
+        fits = np.shape(leaf) == np.shape(old) and (
+            (want.kind == "f" and kind in "iuf") or (want.kind in "iu" and kind in "iu")
+        )
+        if fits and type(old) in (float, int):
+            leaf = type(old)(leaf)
+        elif fits:
+            leaf = leaf.astype(want) if isinstance(leaf, jax.Array) else np.asarray(leaf, want)
+        out.append(leaf)
+    return jax.tree.unflatten(tree, out)
 
 
 def _spec(x0: PyTree, rates: Any, args: tuple) -> tuple:

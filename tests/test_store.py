@@ -49,7 +49,9 @@ def test_out_refuses_a_disk_without_room_for_the_results_before_running(tmp_path
     free = 10**9
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=free))
-    with pytest.raises(ValueError, match=r"`out`: the results take about 803\.2 MB.* 1,000\.0 MB is free"):
+    with pytest.raises(
+        ValueError, match=r"`out`: the results take about 803\.2 MB.* 1,000\.0 MB is free"
+    ):
         gd.sweep(
             _never_called,
             np.linspace(-1, 1, 2000),

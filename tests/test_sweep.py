@@ -341,6 +341,24 @@ def test_compile_sweep_on_threads_equals_sweep(dtype):
             assert abs(float(got.x[i, 3]) - x_ref) <= 1e-12
 
 
+def test_compile_sweep_converts_args_as_sweep_does():
+    # Compiled with float32 data and a Python float; called with the same data in float64
+    # NumPy and with an int: converted as `sweep` converts them, not refused.
+    X = np.linspace(0, 1, 20)
+    fit = lambda w, X, y: jnp.mean((w * X - y) ** 2)  # noqa: E731
+    run = gd.compile_sweep(fit, np.zeros(3), [0.1, 0.5], args=(jnp.asarray(X), jnp.asarray(2 * X)))
+    got, want = (
+        run(np.ones(3), [0.1, 0.5], args=(X, 2 * X)),
+        gd.sweep(fit, np.ones(3), [0.1, 0.5], args=(X, 2 * X)),
+    )
+    np.testing.assert_array_equal(np.asarray(got.x), np.asarray(want.x))
+    np.testing.assert_allclose(np.asarray(got.x), 2.0, atol=1e-2)  # the slope, to the step rule
+    shifted = gd.compile_sweep(lambda w, s: (w - s) ** 2, np.zeros(3), [0.1], args=(2.0,))
+    np.testing.assert_allclose(np.asarray(shifted(np.zeros(3), [0.1], args=(3,)).x), 3.0, atol=1e-3)
+    with pytest.raises(ValueError, match=r"compiled for: .*\(float,\); got .*\(float\d+\[2\],\)"):
+        shifted(np.zeros(3), [0.1], args=(np.ones(2),))
+
+
 def test_a_grid_indexed_by_two_numbers_is_its_member():
     grid = gd.sweep(lambda x: x**2, np.linspace(-3, 3, 5), [0.05, 0.1])
     for i, j in [(0, 0), (1, 3), (-1, -1)]:
