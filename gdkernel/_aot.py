@@ -74,7 +74,7 @@ class CompiledSweep:
         rows = self._params._replace(learning_rate=jax.numpy.asarray(np.repeat(rates, per_rate)))
         # on the devices compiled for (arrays another sweep left on other devices move)
         into = self.compiled.input_shardings[0]
-        guesses, args = jax.device_put((x0, args), (into[0], into[2]))
+        guesses, args = _moved(x0, into[0]), _moved(args, into[2])
         if self._threads == 1:
             result = self.compiled(guesses, rows, args, np.int32(0))
         else:
@@ -84,6 +84,20 @@ class CompiledSweep:
             n_rows = rows.learning_rate.shape[0]
             result = interleave(tuple(parts), n_rows, jax.tree.leaves(x0)[0].shape[0])
         return to_sweep_result(result, rates, self._axes, x0)
+
+
+def _moved(tree: PyTree, shardings: PyTree) -> PyTree:
+    """The JAX arrays of `tree` that lie elsewhere than `shardings` say, moved there; host
+    arrays as they are (the call moves them)."""
+    return jax.tree.map(
+        lambda leaf, to: (
+            jax.device_put(leaf, to)
+            if isinstance(leaf, jax.Array) and leaf.sharding != to
+            else leaf
+        ),
+        tree,
+        shardings,
+    )
 
 
 def _as_compiled(args: tuple, compiled: tuple) -> tuple:
