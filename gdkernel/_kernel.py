@@ -164,7 +164,13 @@ def _sum_squares(tree: PyTree) -> Array:
     return jnp.asarray(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree)))
 
 
-def ceiling(cost: Array, grad: PyTree, params: Params, first_update: PyTree = None) -> Array:
+def ceiling(
+    cost: Array,
+    grad: PyTree,
+    params: Params,
+    first_update: PyTree = None,
+    probe_cost: Array | None = None,
+) -> Array:
     r"""The cost above which a run has diverged: $f_0 + d \max(|f_0|, \eta \lVert\nabla f_0\rVert_2^2)$.
 
     $f_0$ and $\nabla f_0$ are the cost and gradient at the initial guess, $\eta$ the learning
@@ -174,13 +180,20 @@ def ceiling(cost: Array, grad: PyTree, params: Params, first_update: PyTree = No
     below its start; one whose cost climbs `d` times that scale above it is diverging.
     $d = +\infty$ turns the rule off. An optax method's first update $u_0$ is not
     $-\eta\nabla f_0$ (Adam's is about $\eta$ per coordinate, whatever the gradient's size):
-    its promise is $|\nabla f_0 \cdot u_0|$ (`first_update`).
+    its promise is $|\nabla f_0 \cdot u_0|$ (`first_update`), and the scale also takes the
+    change a step of $\eta$ per coordinate makes, $|f(x_0 - \eta\,\mathrm{sign}\nabla f_0) -
+    f_0|$ (`probe_cost`, where finite): an adaptive method's steps are about $\eta$ (or a few
+    times it) whatever the gradient's size, so from near a minimum they raise the cost by far
+    more than the first-order promise.
     """
     if first_update is None:
         promise = params.learning_rate * _sum_squares(grad)
     else:
         products = jax.tree.map(lambda g, u: jnp.sum(g * u), grad, first_update)
         promise = jnp.abs(jnp.asarray(sum(jax.tree.leaves(products))))
+    if probe_cost is not None:
+        change = jnp.abs(probe_cost - cost)
+        promise = jnp.maximum(promise, jnp.where(jnp.isfinite(change), change, 0))
     scale = jnp.maximum(jnp.abs(cost), promise)
     rise = jnp.where(jnp.isposinf(params.divergence), jnp.inf, params.divergence * scale)
     return (cost + rise).astype(cost.dtype)
@@ -254,9 +267,34 @@ def init(
         step_size=jnp.array(jnp.inf, dtype=step_dtype),
         iterations=jnp.array(0, dtype=jnp.int32),
         status=status,
-        ceiling=ceiling(cost, grad, params, _first_update(x0, grad, velocity, params, opts)),
+        ceiling=_ceiling_at(value_and_grad, x0, cost, grad, velocity, params, args, opts),
         history=history,
     )
+
+
+def _ceiling_at(
+    value_and_grad: ValueAndGrad,
+    x0: PyTree,
+    cost: Array,
+    grad: PyTree,
+    velocity: PyTree,
+    params: Params,
+    args: tuple,
+    opts: Options,
+) -> Array:
+    """`ceiling` of a run from `x0`, whose cost and gradient there are `cost` and `grad`: with
+    mini-batches, from the cost and gradient on all the data (a first sample's cost can be
+    near 0 by chance); for an optax method, with the cost a step of the learning rate per
+    coordinate away, against the gradient."""
+    if opts.batch_size:
+        cost, grad = value_and_grad(x0, args)
+    first = _first_update(x0, grad, velocity, params, opts)
+    if first is None:
+        return ceiling(cost, grad, params)
+    probe = jax.tree.map(
+        lambda x, g: x - params.learning_rate.astype(x.dtype) * jnp.sign(g), x0, grad
+    )
+    return ceiling(cost, grad, params, first, value_and_grad(probe, args)[0])
 
 
 def _first_update(

@@ -3,7 +3,8 @@
 The data are the arrays in `args` with at least one axis; they must agree on the length of
 their leading axis (the data size `n`), and each sample takes the same rows of every one.
 The gradient evaluated after iteration `k` (the one that iteration `k + 1` steps with) sees
-`batch_size` rows drawn uniformly with replacement with the key `fold_in(key, k)`: a
+`batch_size` rows drawn uniformly with replacement with the key `fold_in(key, k)` (int32
+rows, the same in float32 and float64): a
 member's sample depends only on the key and its iteration number, so every member of a
 sweep sees the same stream (common random numbers: the learning rates are compared on the
 same noise) and a run is reproducible from its key. `batch_size = n` takes every row,
@@ -78,7 +79,10 @@ def sample(args: tuple, key: Any, iteration: Any, batch_size: int) -> tuple:
     size = data_size(args)
     if batch_size == size:
         return args
-    rows = jax.random.randint(jax.random.fold_in(key, iteration), (batch_size,), 0, size)
+    # int32 rows whatever jax_enable_x64 says: the same key draws the same rows in both
+    rows = jax.random.randint(
+        jax.random.fold_in(key, iteration), (batch_size,), 0, size, dtype=jnp.int32
+    )
 
     def take(leaf: PyTree) -> PyTree:
         return leaf[rows] if np.ndim(leaf) >= 1 else leaf

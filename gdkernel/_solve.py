@@ -254,7 +254,9 @@ def gradient_descent(
 
     $$f(x_0) + d \cdot \max\bigl(|f(x_0)|,\ \eta \lVert\nabla f(x_0)\rVert_2^2\bigr)$$
 
-    ($d$ = `divergence`): the same in float32 and float64. With `grad_tol` set, a step-rule
+    ($d$ = `divergence`; an optax method's scale also weighs its first update and a step of
+    $\eta$ per coordinate, and mini-batches take $f(x_0)$ on all the data: see
+    docs/statuses.md): the same in float32 and float64. With `grad_tol` set, a step-rule
     stop while
     $\lVert\nabla f(x_{k+1})\rVert > \text{grad\_tol}$ is reported as `STALLED`.
 

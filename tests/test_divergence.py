@@ -137,3 +137,50 @@ def test_bad_divergence_is_refused(bad):
 def test_traced_bad_divergence_is_invalid():
     run = jax.jit(lambda d: gd.gradient_descent(lambda x: x**2, 3.0, 0.1, divergence=d).status)
     assert run(-1.0) == gd.Status.INVALID and run(1e4) == gd.Status.CONVERGED
+
+
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [("adam", "converged"), ("rmsprop", "converged"), ("lion", "max_iter")],
+)
+def test_adaptive_methods_started_near_the_minimum_do_not_diverge(dtype, method, status):
+    # x**2 from 1e-6: an adaptive method's steps are about the learning rate whatever the
+    # gradient's size (Adam's first: 0.1), so the cost rises from 1e-12 to about 0.01, far
+    # above a ceiling scaled by the first-order promise |g0 . u0| = 2e-7 alone. The run
+    # then settles at the minimum 0 (Lion oscillates around it with steps of 0.1 * 0.1).
+    res = gd.gradient_descent(
+        lambda x: x**2, np.asarray(1e-6, dtype), 0.1, method=method, precision=1e-6, max_iter=2000
+    )
+    assert res.status == STATUS[status]
+    assert abs(float(res.x)) < 1e-2
+    with pytest.raises(AssertionError):  # the rise the rule must allow: well above f0
+        np.testing.assert_array_less(
+            gd.gradient_descent(
+                lambda x: x**2, np.asarray(1e-6, dtype), 0.1, method=method, max_iter=1
+            ).cost,
+            1e-6,
+        )
+
+
+def test_mini_batches_scale_the_rule_by_the_cost_on_all_the_data(dtype):
+    # A noise-free line y = 2x, one point a batch: key 75's first point is x = 0.0074, whose
+    # cost at w = 0 (5.5e-5) would scale the ceiling to about 1; the run's cost on later
+    # points rises above that while it converges to lstsq's slope.
+    X = np.random.default_rng(0).uniform(-1, 1, 1000).astype(dtype)
+    y = 2 * X
+    draw = jax.random.fold_in(jax.random.key(75), 0)  # the first sample (int32 rows)
+    first = np.asarray(jax.random.randint(draw, (1,), 0, 1000, dtype=jnp.int32))
+    assert abs(X[first[0]]) < 0.01  # the unlucky first sample this test is about
+    res = gd.gradient_descent(
+        lambda w, X, y: jnp.mean((w[0] * X - y) ** 2),
+        np.zeros(1, dtype),
+        0.1,
+        args=(X, y),
+        batch_size=1,
+        key=jax.random.key(75),
+        precision=0,
+        max_iter=500,
+    )
+    slope = np.linalg.lstsq(X[:, None].astype(np.float64), y.astype(np.float64), rcond=None)[0]
+    assert res.status == gd.Status.MAX_ITER
+    np.testing.assert_allclose(np.asarray(res.x), slope, rtol=1e-5)

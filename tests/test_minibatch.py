@@ -71,12 +71,14 @@ def test_batch_of_every_point_is_full_batch_descent(x64):
 
 def test_each_iteration_sees_the_documented_sample(x64):
     """A plain loop: the gradient after iteration k sees the rows
-    `randint(fold_in(key, k), (B,), 0, n)`, drawn with replacement."""
+    `randint(fold_in(key, k), (B,), 0, n)` drawn as int32 (whatever x64 says: the same key
+    draws the same rows in float32 and float64), with replacement."""
     X, y = noisy_line(2_000)
     key, batch, lr, steps = jax.random.key(3), 32, 0.2, 60
     w = np.zeros(2)
     for k in range(steps):
-        rows = np.asarray(jax.random.randint(jax.random.fold_in(key, k), (batch,), 0, 2_000))
+        with jax.enable_x64(False):  # the rows of float32, in both modes
+            rows = np.asarray(jax.random.randint(jax.random.fold_in(key, k), (batch,), 0, 2_000))
         r = w[0] + w[1] * X[rows] - y[rows]
         w = w - lr * np.array([2 * r.mean(), 2 * (r * X[rows]).mean()])
     res = gd.gradient_descent(
