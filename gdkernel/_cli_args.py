@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from . import _optimizers
-from ._store import cannot_write
+from ._store import cannot_write, missing_folder
 from ._validate import cast_in_range
 from .functions import BUILTINS
 
@@ -381,9 +381,9 @@ def output_path(text: str, option: str, suffixes: Sequence[str]) -> Path:
         raise UsageError(f"`{option}` must end in {', '.join(suffixes)}; got {text!r}")
     if path.is_dir():
         raise UsageError(f"`{option}` {text!r} is a folder, not a file")
-    folder = path.parent
-    if not folder.is_dir():
-        raise UsageError(f"`{option}` {text!r}: the folder {str(folder)!r} does not exist")
+    missing = missing_folder(path)
+    if missing is not None:
+        raise UsageError(f"`{option}` {text!r}: {missing}")
     reason = cannot_write(path)
     if reason is not None:
         raise UsageError(f"`{option}` {text!r}: cannot write there ({reason})")

@@ -52,8 +52,8 @@ _MESSAGES = {
     Status.DIVERGED: (
         "diverged: the cost climbed above its start by more than `divergence` times its "
         "scale, or the cost, gradient or iterate became NaN or inf; `x` is the iterate "
-        "before (try a smaller `learning_rate`; after 0 iterations, either the cost or "
-        "gradient is not finite at the initial guess or the first step already diverged)"
+        "before (try a smaller `learning_rate`; a run that kept no iteration had a "
+        "non-finite cost or gradient at the initial guess, or its first step diverged)"
     ),
     Status.STALLED: (
         "stalled: the step fell below `precision` while the gradient norm was still "

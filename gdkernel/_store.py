@@ -266,6 +266,19 @@ def cannot_write(path: Path) -> str | None:
     return None
 
 
+def missing_folder(path: Path) -> str | None:
+    """Why the folder of `path` cannot hold it (it does not exist, or a file stands where a
+    folder is named), or None."""
+    folder = path.parent
+    if folder.is_dir():
+        return None
+    # the nearest part of it that exists: a file there blocks the rest
+    found = folder if folder.exists() else next((p for p in folder.parents if p.exists()), None)
+    if found is not None and not found.is_dir():
+        return f"{str(found)!r} is a file, not a folder"
+    return f"the folder {str(folder)!r} does not exist"
+
+
 def as_out_path(out: Any) -> Path | None:
     """`out=` as a path ending in `.npz` (added when there is no suffix, as `numpy.savez`
     does), checked before any work: the format, the folder, the permission to write there.
@@ -288,8 +301,9 @@ def as_out_path(out: Any) -> Path | None:
         raise ValueError(f"`out` must end in .npz, the one format `sweep` writes; got {str(out)!r}")
     if path.is_dir():
         raise ValueError(f"`out` is a folder: {str(path)!r}")
-    if not path.parent.is_dir():
-        raise ValueError(f"`out`: the folder {str(path.parent)!r} does not exist")
+    missing = missing_folder(path)
+    if missing is not None:
+        raise ValueError(f"`out`: {missing}")
     reason = cannot_write(path)
     if reason is not None:
         raise ValueError(f"`out`: cannot write {str(path)!r} ({reason})")

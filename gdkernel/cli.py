@@ -35,7 +35,7 @@ Example:
     Slope at the minimum is: 0.00030875206
     Cost at the minimum is: -3.3333333
     Iterations: 13
-    Status: CONVERGED (converged: the step fell below `precision`)
+    Status: CONVERGED (converged: the step fell below `--precision`)
     0
 """
 
@@ -92,6 +92,7 @@ from ._cli_args import (
     starting_points,
 )
 from ._cli_progress import Display
+from ._kernel import DIVERGENCE
 from ._result import Status, SweepResult, _many
 from ._solve import gradient_descent
 from ._sweep import sweep
@@ -242,7 +243,7 @@ def command_run(ns: argparse.Namespace, out: TextIO) -> int:
     print(f"Slope at the minimum is: {_show(res.grad)}", file=out)
     print(f"Cost at the minimum is: {_show(res.cost)}", file=out)
     print(f"Iterations: {int(res.iterations)}", file=out)
-    print(f"Status: {status.name} ({status.message})", file=out)
+    print(f"Status: {status.name} ({in_cli_terms(status.message)})", file=out)
     if outs:
         grid = _export.as_grid(res, lr, x0)
         _write(grid, outs, _meta(problem, grid, options), out)
@@ -674,6 +675,8 @@ _HYPERPARAM = re.compile(r"`hyperparams\['(\w+)'\]`")
 _X64 = re.compile(r"jax\.config\.update\('jax_enable_x64', True\)|\bjax_enable_x64\b")
 # a history's spacing has no flag: the command line records every iteration
 _HISTORY = re.compile(r"raise `history_every` or lower `max_iter`")
+# nor has the divergence rule's factor: the command line keeps the default
+_DIVERGENCE = re.compile(r"`divergence` times")
 
 
 def in_cli_terms(message: str) -> str:
@@ -694,6 +697,7 @@ def in_cli_terms(message: str) -> str:
     message = _HYPERPARAM.sub(r"`--hyperparam \1`", message)
     message = _X64.sub("`--x64`", message)
     message = _HISTORY.sub("lower `max_iter`", message)
+    message = _DIVERGENCE.sub(f"{DIVERGENCE:g} times", message)
     return _METHOD.sub(r"`--method \1`", _NAMED.sub(flag, message))
 
 

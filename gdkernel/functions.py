@@ -76,10 +76,13 @@ def rastrigin(x: Array, A: float = 10.0) -> Array:
     r"""Rastrigin's function $A n + \sum_i (x_i^2 - A \cos(2\pi x_i))$.
 
     Global minimum $f(0) = 0$, surrounded by a regular grid of local minima near the
-    integers: a test of how a sweep over starting points explores.
+    integers: a test of how a sweep over starting points explores. Computed as
+    $\sum_i (x_i^2 + 2A \sin^2(\pi x_i))$, the same function without the cancellation of
+    $A n$ against the cosines (in float32 that rounded costs near the minimum to steps of
+    about 2e-6, and to exactly 0 at $x = (7.6 \cdot 10^{-5}, -2.5 \cdot 10^{-5})$).
     """
     x = jnp.asarray(x)
-    return A * x.size + jnp.sum(x**2 - A * jnp.cos(2 * jnp.pi * x))
+    return jnp.sum(x**2 + 2 * A * jnp.sin(jnp.pi * x) ** 2)
 
 
 def _predict(params: PyTree, X: Array) -> Array:

@@ -74,7 +74,24 @@ def test_run_prints_the_tutorial_lines():
     assert cost == pytest.approx(3 * ref_x**2 - 2 * ref_x - 3, rel=1e-4)
     assert int(value(out.stdout, "Iterations:")) == ref_it == 500
     assert ref_status == "max_iter"
-    assert value(out.stdout, "Status:") == f"MAX_ITER ({gd.Status.MAX_ITER.message})"
+    # the status message in the command line's terms: its flags, not the library's names
+    assert value(out.stdout, "Status:") == (
+        "MAX_ITER (stopped after `--max-iter` iterations without converging)"
+    )
+
+
+def test_a_diverged_run_is_told_in_flags_and_by_its_own_count():
+    # 8 at rate 1 on 3x^2 - 2x - 3: x_{k+1} = 2 - 5 x_k grows 5-fold a step; the cost passes
+    # the rule's ceiling on the fourth, and the run keeps 3 iterations.
+    out = gdkernel("run", "--x0", "8", "--lr", "1")
+    x, kept = 8.0, 0
+    ceiling = (3 * 64 - 16 - 3) + 1e4 * max(abs(3 * 64 - 16 - 3), 1.0 * (6 * 8 - 2) ** 2)
+    while 3 * (2 - 5 * x) ** 2 - 2 * (2 - 5 * x) - 3 <= ceiling:
+        x, kept = 2 - 5 * x, kept + 1
+    assert int(value(out.stdout, "Iterations:")) == kept == 3
+    status = value(out.stdout, "Status:")
+    assert status.startswith("DIVERGED") and "`--lr`" in status and "10000 times" in status
+    assert "`learning_rate`" not in status and "after 0 iterations" not in status
 
 
 def rosenbrock_grad(x):
@@ -638,12 +655,15 @@ def no_work(monkeypatch):
         ("--out", "folder.csv", "`--out` '{tmp}/folder.csv' is a folder"),
         ("--plot", "r.txt", "`--plot` must end in "),
         ("--plot", "missing/r.png", "the folder '{tmp}/missing' does not exist"),
+        ("--out", "afile/r.csv", "'{tmp}/afile' is a file, not a folder"),
+        ("--plot", "afile/r.png", "'{tmp}/afile' is a file, not a folder"),
     ],
 )
 def test_output_paths_are_checked_before_any_work(
     command, option, name, says, tmp_path, no_work, capsys
 ):
     (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "afile").write_text("")
     args = [command, "--function", "quadratic", option, str(tmp_path / name)]
     assert cli.main(args) == 2
     captured = capsys.readouterr()

@@ -180,3 +180,11 @@ def test_a_table_that_is_not_a_grid_is_refused(tmp_path):
     path.write_text("".join(lines[:-1]))  # a member short
     with pytest.raises(ValueError, match="is not a grid of its axes"):
         gd.load_sweep(path)
+
+
+def test_out_under_a_file_says_the_file_is_no_folder(tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"`out`: '.*afile' is a file, not a folder"):
+        gd.sweep(_never_called, np.ones(3), [0.1], out=tmp_path / "afile" / "deeper" / "g.npz")
+    with pytest.raises(ValueError, match=r"`out`: the folder '.*nodir' does not exist"):
+        gd.sweep(_never_called, np.ones(3), [0.1], out=tmp_path / "nodir" / "g.npz")
