@@ -261,8 +261,9 @@ def gradient_descent(
     $\lVert\nabla f(x_{k+1})\rVert > \text{grad\_tol}$ is reported as `STALLED`.
 
     The loop is a `jax.lax.while_loop` compiled with `jax.jit`. `initial_guess`,
-    `learning_rate`, `precision`, `grad_tol`, `momentum` and `args` are traced: new values of
-    the same shape and dtype reuse the compiled program. `cost_fn` and `grad_fn` are static and
+    `learning_rate`, `precision`, `grad_tol`, `momentum`, `divergence` and `args` are traced:
+    new values of the same shape and dtype reuse the compiled program (`max_iter` is a
+    concrete int whose new values reuse it too; under `jax.jit` it must be static). `cost_fn` and `grad_fn` are static and
     cached by identity: define them once rather than passing a fresh lambda in a hot loop.
     The function can itself be wrapped in `jax.jit` and `jax.vmap`; under `vmap` every
     member stops on its own rule.
@@ -324,7 +325,7 @@ def gradient_descent(
             noisy steps, not at a minimum: differentiating it is an error naming `adjoint`.
             `"unrolled"`: the exact derivative of the iterations run (their count held
             fixed) with respect to everything, replayed with about
-            $3\sqrt{\text{max\_iter}}$ iterates stored. See the docs' "Differentiating through a solve".
+            $3\sqrt{\text{max\_iter}}$ iterates stored. See docs/derivatives.md.
 
     Returns:
         A `Result` pytree: `x`, `cost`, `grad`, `step_size`, `iterations`, `status` (and

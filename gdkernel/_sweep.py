@@ -42,7 +42,8 @@ def as_guesses(tree: PyTree, name: str = "initial_guesses") -> tuple[PyTree, int
         shapes = ", ".join(str(jnp.shape(leaf)) for leaf in leaves)
         raise ValueError(
             f"`{name}` needs the batch of starting points on the leading axis of every leaf; "
-            f"the leaves have shapes {shapes}"
+            f"the leaves have shapes {shapes} (one starting point: give every leaf a leading "
+            "axis of 1, `jax.tree.map(lambda a: jnp.asarray(a)[None], guess)`)"
         )
     (size,) = sizes
     if size == 0:

@@ -28,14 +28,15 @@ from jax import Array
 
 INSTALL_HINT = "pip install 'gdkernel[sympy]'"
 
-# SymPy functions that `modules="jax"` leaves to `math` (which cannot trace) and their
-# `jax.scipy.special` counterparts.
+# SymPy functions that `modules="jax"` leaves to `math` (which cannot trace) or does not
+# know, and their JAX counterparts.
 _SPECIAL = {
     "erf": jsp.erf,
     "erfc": jsp.erfc,
     "gamma": jsp.gamma,
     "loggamma": jsp.gammaln,
     "polygamma": jsp.polygamma,
+    "conjugate": jnp.conj,  # (the symbols are real: the identity)
 }
 
 
@@ -62,8 +63,10 @@ def _check_expression(sympy: Any, expr: Any) -> None:
 
 
 def _check_real(sympy: Any, expr: Any) -> None:
-    """Reject an expression that is complex for real values of its symbols."""
+    """Reject an expression that is complex, or infinite, for real values of its symbols."""
     real = expr.subs({s: sympy.Dummy(s.name, real=True) for s in expr.free_symbols})
+    if real.is_infinite:
+        raise ValueError(f"`cost_fn` is infinite for every real value of its symbols: {expr}")
     complex_atoms = real.has(sympy.I, sympy.zoo)
     if real.is_extended_real is False or (complex_atoms and real.is_extended_real is not True):
         raise ValueError(f"`cost_fn` must be real-valued for real symbols, got {expr}")

@@ -100,6 +100,25 @@ def test_real_valued_expression_written_with_i(x64):
     assert abs(float(res.x)) < 1e-10 and abs(float(res.cost) - 1.0) < 1e-15
 
 
+def test_conjugate_of_a_real_symbol_is_the_symbol(x64):
+    # x * conjugate(x) is x**2 for real x: minimum 0 at 0, reached as x**2 is.
+    x = sympy.Symbol("x")
+    res = gd.gradient_descent(x * sympy.conjugate(x), 2.0, 0.1, precision=1e-8, max_iter=500)
+    ref = gd.gradient_descent(x**2, 2.0, 0.1, precision=1e-8, max_iter=500)
+    assert res.status == gd.Status.CONVERGED and int(res.iterations) == int(ref.iterations)
+    assert abs(float(res.x)) < 1e-7
+
+
+@pytest.mark.parametrize("infinite", [sympy.oo, -sympy.oo])
+def test_an_expression_infinite_everywhere_is_refused(infinite):
+    x = sympy.Symbol("x")
+    with pytest.raises(ValueError, match="infinite for every real value"):
+        gd.gradient_descent(x**2 + infinite, 2.0, 0.1)
+    # a barrier that is infinite only outside its domain runs
+    barrier = sympy.Piecewise(((x - 1) ** 2, x > 0), (sympy.oo, True))
+    assert gd.gradient_descent(barrier, 2.0, 0.1).status == gd.Status.CONVERGED
+
+
 def test_same_expression_reuses_the_compiled_program():
     x = sympy.Symbol("x")
     gd.gradient_descent(x**2 + 1, 3.0, 0.1)

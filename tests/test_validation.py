@@ -582,3 +582,12 @@ def test_the_command_lines_history_advice_names_its_flag():
 
     said = in_cli_terms("(it has 9 rows; raise `history_every` or lower `max_iter`)")
     assert said == "(it has 9 rows; lower `--max-iter`)"
+
+
+def test_one_mixed_shape_guess_to_sweep_is_told_how_to_batch_it():
+    guess = {"w": jnp.zeros(2), "b": 0.0}
+    with pytest.raises(ValueError, match=r"leading axis of 1, `jax.tree.map"):
+        gd.sweep(lambda p: jnp.sum((p["w"] - 1) ** 2) + p["b"] ** 2, guess, 0.1)
+    batched = jax.tree.map(lambda a: jnp.asarray(a)[None], guess)  # the advice, followed
+    grid = gd.sweep(lambda p: jnp.sum((p["w"] - 1) ** 2) + p["b"] ** 2, batched, 0.1)
+    np.testing.assert_allclose(np.asarray(grid.x["w"]), 1.0, atol=1e-2)
