@@ -89,9 +89,10 @@ def as_memory_budget(value: Any) -> int | None:
 def _member(x0: PyTree, dtype: Any, batched: bool = True) -> tuple[int, int]:
     """(bytes of one member's iterate, bytes of one number of `dtype`); `batched`: the leaves
     of `x0` have the batch on their leading axis."""
-    shapes = (np.shape(leaf)[1:] if batched else np.shape(leaf) for leaf in jax.tree.leaves(x0))
-    dtypes = (np.dtype(leaf.dtype) for leaf in jax.tree.leaves(x0))
-    x = sum(math.prod(shape) * d.itemsize for shape, d in zip(shapes, dtypes, strict=True))
+    x = sum(
+        math.prod(np.shape(leaf)[1:] if batched else np.shape(leaf)) * np.dtype(leaf.dtype).itemsize
+        for leaf in jax.tree.leaves(x0)
+    )
     return x, np.dtype(dtype).itemsize
 
 

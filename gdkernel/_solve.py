@@ -263,8 +263,9 @@ def gradient_descent(
     The loop is a `jax.lax.while_loop` compiled with `jax.jit`. `initial_guess`,
     `learning_rate`, `precision`, `grad_tol`, `momentum`, `divergence` and `args` are traced:
     new values of the same shape and dtype reuse the compiled program (`max_iter` is a
-    concrete int whose new values reuse it too; under `jax.jit` it must be static). `cost_fn` and `grad_fn` are static and
-    cached by identity: define them once rather than passing a fresh lambda in a hot loop.
+    concrete int whose new values reuse it too; under `jax.jit` it must be static).
+    `cost_fn` and `grad_fn` are static and cached by identity: define them once rather than
+    passing a fresh lambda in a hot loop.
     The function can itself be wrapped in `jax.jit` and `jax.vmap`; under `vmap` every
     member stops on its own rule.
 

@@ -269,10 +269,11 @@ def sweep(
     plan = _chunks.plan(
         n, len(run_on), per_member, size, budget or default, budget is not None, rows
     )
-    if path is None and n * _chunks.result_bytes(x0, dtype, rows) > _chunks.SMALL:
-        _chunks.check_host(n, _chunks.result_bytes(x0, dtype, rows), rows)
+    per_result = _chunks.result_bytes(x0, dtype, rows)
+    if path is None and n * per_result > _chunks.SMALL:
+        _chunks.check_host(n, per_result, rows)
     if path is not None and jax.process_index() == 0:  # (the process that writes the file)
-        _chunks.check_disk(path, n, _chunks.result_bytes(x0, dtype, rows))
+        _chunks.check_disk(path, n, per_result)
     if plan.n_chunks == 1 and path is None and mesh is None:
         whole = solve_grid(
             x0,
