@@ -488,7 +488,7 @@ def convergence(
     minimum: float | None = None,
     show_step: bool = False,
     yscale: str | None = None,
-    history_every: int = 1,
+    history_every: int | None = None,
     norm: str = "l1",
 ) -> Axes:
     r"""Draw the cost against the iteration, one line per member.
@@ -519,15 +519,17 @@ def convergence(
         show_step: also draw the step sizes on a second axis.
         yscale: the cost axis scale, `"log"`, `"symlog"` or `"linear"`; default: chosen
             from the costs as above.
-        history_every: the `history_every` of the run, to number the iterations.
+        history_every: the `history_every` of the run, to number the iterations; default:
+            read off the history (member `i` ran `n_i` iterations and recorded rows `0` to
+            `n_i // history_every`), and an error when the rows fit several values.
         norm: the step norm of the run (`"l1"`, `"l2"` or `"max"`), for `show_step`.
 
     Returns:
         The `Axes` drawn into (the cost axis).
 
     Raises:
-        ValueError: `res` has no history, `member` is out of range, or an option is not
-            one of its choices.
+        ValueError: `res` has no history, `member` is out of range, an option is not one of
+            its choices, or `history_every` does not fit the recorded rows.
 
     Example:
         >>> grid = gd.sweep(lambda x: x**2, jnp.array([-2.0, 3.0]), jnp.array([0.1, 1.2]),
@@ -539,7 +541,7 @@ def convergence(
         raise ValueError(f"`norm` must be one of {tuple(_NORMS)}, got {norm!r}")
     if yscale not in (None, "log", "symlog", "linear"):
         raise ValueError(f"`yscale` must be 'log', 'symlog', 'linear' or None, got {yscale!r}")
-    if (
+    if history_every is not None and (
         isinstance(history_every, bool)
         or not isinstance(history_every, int | np.integer)
         or history_every < 1
@@ -551,6 +553,7 @@ def convergence(
     paths = [_path(res, index) for index in indices]
     ends, iterations = _ends(res, indices)
     diverged = [end == Status.DIVERGED for end in ends]
+    history_every = _history_every(history_every, paths, iterations, diverged, indices)
     values = [p[2] if minimum is None else p[2] - minimum for p in paths]
     if minimum is not None:
         values = [np.where(v > 0, v, np.nan) for v in values]
@@ -601,6 +604,45 @@ def convergence(
     _legend(ax, ends, single, len(indices))
     ax.set_title(_status_title("convergence", ends, iterations))
     return ax
+
+
+def _history_every(
+    given: int | None,
+    paths: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    iterations: list[int],
+    diverged: list[bool],
+    indices: list[tuple[int, ...]],
+) -> int:
+    """The run's `history_every`: `given`, checked against the recorded rows, or read off
+    them. A member that ran `n` iterations and did not diverge recorded rows `0` to
+    `n // k`, which holds for `k` in `(n / (last + 1), n / last]`; the members' ranges
+    intersect in the values that fit them all."""
+    low, high, witness = 1, None, None
+    for (rows, _, _), n, gone, index in zip(paths, iterations, diverged, indices, strict=True):
+        if gone or not len(rows):
+            continue
+        last = int(rows[-1])
+        low = max(low, n // (last + 1) + 1)
+        if last > 0:
+            high = n // last if high is None else min(high, n // last)
+        if given is not None and (n // given != last) and witness is None:
+            witness = (index, n, last)
+    if given is not None:
+        if witness is not None:
+            index, n, last = witness
+            raise ValueError(
+                f"`history_every={given}` does not fit the history: "
+                f"{f'member {index}' if index else 'the run'} ran {n} iterations and its last "
+                f"recorded row is {last}, not {n // given}; pass the run's own `history_every`"
+            )
+        return int(given)
+    if high is not None and low > high:
+        fits = "no value"
+    elif low == 1 or low == high:
+        return low
+    else:
+        fits = f"every value from {low}" + (f" to {high}" if high is not None else " up")
+    raise ValueError(f"pass the run's `history_every`: its recorded rows fit {fits}")
 
 
 def _log_edges(values: np.ndarray) -> np.ndarray:

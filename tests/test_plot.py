@@ -270,11 +270,26 @@ def test_convergence_step_sizes_and_history_every(x64, tmp_path):
     every = gd.gradient_descent(
         tutorial, 8.0, 0.01, precision=1e-5, max_iter=500, history=True, history_every=5
     )
-    ax = plot.convergence(every, history_every=5, ax=plt.figure().add_subplot())
-    line = labelled(ax, "cost")
     kept = np.arange(0, len(series), 5)
-    np.testing.assert_array_equal(line.get_xdata(), kept)
-    np.testing.assert_allclose(line.get_ydata(), tutorial(series[kept]), rtol=1e-12)
+    for given in (5, None):  # None: read off the rows (the run took 175 iterations)
+        ax = plot.convergence(every, history_every=given, ax=plt.figure().add_subplot())
+        line = labelled(ax, "cost")
+        np.testing.assert_array_equal(line.get_xdata(), kept)
+        np.testing.assert_allclose(line.get_ydata(), tutorial(series[kept]), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"`history_every=1` does not fit .* not 175"):
+        plot.convergence(every, history_every=1)
+
+
+def test_convergence_asks_for_history_every_when_the_rows_fit_several(x64):
+    # 37 iterations recorded every 10: rows 0-3, which every value from 10 to 12 also gives
+    grid = gd.sweep(
+        square, np.array([3.0, -2.0]), [1e-3, 1e-4], max_iter=37, history=True, history_every=10
+    )
+    assert (np.asarray(grid.iterations) == 37).all()
+    with pytest.raises(ValueError, match=r"every value from 10 to 12"):
+        plot.convergence(grid)
+    ax = plot.convergence(grid, history_every=10)
+    np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), [0, 10, 20, 30])
 
 
 def test_convergence_options_are_checked(x64):
