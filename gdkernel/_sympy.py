@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 from jax import Array
 
+from ._validate import GuessMismatch
+
 INSTALL_HINT = "pip install 'gdkernel[sympy]'"
 
 # SymPy functions that `modules="jax"` leaves to `math` (which cannot trace) or does not
@@ -189,9 +191,10 @@ def _lambdify(expr: Any, order: tuple) -> Callable[[Array], Array]:
         def cost(x: Array) -> Array:
             x = vector(x)
             if x.shape != (n,):
-                raise TypeError(
-                    f"`cost_fn` has {n} free symbols ({_names(order)}), so `initial_guess` must "
-                    f"be a vector of {n} values in that order; got shape {x.shape}"
+                raise GuessMismatch(
+                    f"`cost_fn` has {n} free symbols ({_names(order)}), so a starting point "
+                    f"(`initial_guess`, or a row of `sweep`'s `initial_guesses`) must be a "
+                    f"vector of {n} values in that order; got shape {x.shape}"
                 )
             return jnp.sum(fn(*(x[i] for i in range(n))))
 

@@ -92,9 +92,16 @@ def _needs_concrete(err: Exception) -> bool:
     return isinstance(err, TypeError) and "Tracer" in str(err)
 
 
+class GuessMismatch(TypeError):
+    """A cost that gdkernel built (from a SymPy expression) was given a starting point of
+    the wrong shape: the message names `initial_guess`, and is passed on as it is."""
+
+
 def _call(fn: Callable, name: str, x: PyTree, args: tuple) -> Any:
     try:
         return fn(x, *args)
+    except GuessMismatch:
+        raise
     except Exception as err:  # re-raised with the call shown, chained to the original
         label = getattr(fn, "__qualname__", None) or type(fn).__name__
         if getattr(fn, "__module__", None) not in (None, "__main__", "builtins"):

@@ -206,10 +206,14 @@ def test_symbols_with_a_callable_is_an_error():
 
 
 def test_guess_of_the_wrong_length():
-    with pytest.raises(TypeError, match=r"`cost_fn`.*`initial_guess` must be a vector of 2"):
+    # the message says what to give, and does not open as if the cost itself had failed
+    said = r"^`cost_fn` has 2 free symbols \(x, y\), so a starting point .* must be a vector of 2"
+    with pytest.raises(TypeError, match=said + r".*got shape \(3,\)"):
         gd.gradient_descent(X**2 + Y**2, [1.0, 1.0, 1.0], 0.1)
-    with pytest.raises(TypeError, match=r"`initial_guess` must be a vector of 2"):
+    with pytest.raises(TypeError, match=said + r".*got shape \(\)"):
         gd.gradient_descent(X**2 + Y**2, 1.0, 0.1)
+    with pytest.raises(TypeError, match=said + r".*got shape \(3,\)"):
+        gd.sweep(X**2 + Y**2, np.ones((4, 3)), 0.1)
 
 
 def test_missing_sympy_names_the_extra(monkeypatch):
