@@ -205,10 +205,17 @@ def _implicit_tangent(value_and_grad: ValueAndGrad, hessian: Callable) -> Callab
 
         # the right-hand side: how the gradient at x* moves with args
         rhs = jax.jvp(lambda a: grad_flat(flat, a), (args,), (dargs,))[1]
+        ok = status == Status.CONVERGED
         if inverse is None and flat.size <= DIRECT_MAX:
             inverse = _inverse(hessian(x, args))
         if inverse is not None:
-            dx = -(inverse @ rhs)
+            # NaN where the Hessian is singular. Reverse mode transposes the product: a member
+            # whose result is not read (or did not converge) passes back `inverse.T @ 0`,
+            # NaN with a NaN inverse, and a sweep's shared `args` sum every member's. So the
+            # product takes zeros there, and the NaN is put back where its tangent is read.
+            solvable = jnp.all(jnp.isfinite(inverse))
+            dx = -(jnp.where(ok & solvable, inverse, jnp.zeros_like(inverse)) @ rhs)
+            dx = jnp.where(solvable, dx, jnp.full_like(dx, jnp.nan))
         else:
 
             def hvp(v: Array) -> Array:
@@ -223,7 +230,6 @@ def _implicit_tangent(value_and_grad: ValueAndGrad, hessian: Callable) -> Callab
             # starting point through one `device_put` with the tangent, which then counts as
             # linear in it, and reverse mode cannot transpose that solve
             dx = -lax.custom_linear_solve(hvp, rhs, solve=cg, symmetric=True)
-        ok = status == Status.CONVERGED
         dx_tree = unravel(jnp.where(ok, dx, jnp.zeros_like(dx)))
         _, (dcost, dgrad) = jax.jvp(value_and_grad, (x, args), (dx_tree, dargs))
         dcost = jnp.where(ok, dcost, jnp.zeros_like(dcost))

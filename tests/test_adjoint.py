@@ -397,7 +397,10 @@ def test_implicit_on_a_flat_direction_is_nan_and_unrolled_is_exact(x64):
             adjoint=adjoint,
         ).x.sum()
 
-    assert np.isnan(jax.grad(x_sum)(1.0, "implicit"))
+    # forward mode: NaN; reverse mode: zero, as for a member that did not converge (a NaN
+    # there would reach every member that shares `args`, below)
+    assert np.isnan(jax.jacfwd(x_sum)(1.0, "implicit"))
+    assert jax.grad(x_sum)(1.0, "implicit") == 0.0
     # x[0] = s (1 - 0.8^n) after n steps, x[1] stays 0
     n = int(
         gd.gradient_descent(
@@ -405,6 +408,38 @@ def test_implicit_on_a_flat_direction_is_nan_and_unrolled_is_exact(x64):
         ).iterations
     )
     np.testing.assert_allclose(jax.grad(x_sum)(1.0, "unrolled"), 1 - 0.8**n, rtol=1e-12)
+
+
+def test_a_member_on_a_plateau_leaves_the_others_reverse_derivatives_alone(x64):
+    """Member 1 starts where the sigmoid is flat (its Hessian is 0 in float64) and converges
+    at once; member 0 fits sigmoid(w) = y, so w* = logit(y) and dw*/dy = 1 / (y (1 - y))."""
+    fit = lambda w, y: (jax.nn.sigmoid(w) - y) ** 2  # noqa: E731
+
+    def grid(y):
+        return gd.sweep(
+            fit, jnp.array([0.0, 120.0]), [1.0], args=(y,), precision=1e-6, max_iter=5000
+        )
+
+    assert (np.asarray(grid(0.7).status) == gd.Status.CONVERGED).all()
+    for derivative in (jax.grad, jax.jacfwd):
+        np.testing.assert_allclose(
+            derivative(lambda y: grid(y).x[0, 0])(0.7), 1 / (0.7 * 0.3), rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            derivative(lambda y: grid(y).best().result.x)(0.7), 1 / (0.7 * 0.3), rtol=1e-4
+        )
+
+
+def test_a_member_that_did_not_converge_on_a_flat_piece_has_zero_derivatives(x64):
+    """Stuck on a linear piece (Hessian 0) until `max_iter`: zero in both modes."""
+
+    def x_end(y):
+        cost = lambda x, y: jnp.where(x < 1, 0.1 * x, (x - y) ** 2)  # noqa: E731
+        return gd.gradient_descent(cost, -5.0, 0.1, args=(y,), max_iter=300)
+
+    assert x_end(2.0).status == gd.Status.MAX_ITER
+    assert jax.jacfwd(lambda y: x_end(y).x)(2.0) == 0.0
+    assert jax.grad(lambda y: x_end(y).x)(2.0) == 0.0
 
 
 def test_reverse_mode_through_the_conjugate_gradient_path(x64, monkeypatch):
