@@ -257,7 +257,15 @@ def check(method: Method, x0: PyTree, numeric: dict[str, Any], static: tuple, gi
         _trial(method, static, tuple(sorted(numeric)), (treedef, shapes))
     except Exception as err:  # the optimizer's own error, whatever its type
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = ""
+        if numeric and (isinstance(err, jax.errors.ConcretizationTypeError) or "Tracer" in first):
+            hint = (
+                " (numbers in `hyperparams` are traced, one value per grid member: a number "
+                "the optimizer needs concrete, such as a schedule's, goes into the factory "
+                "itself, e.g. `lambda learning_rate: optax.adam(optax.exponential_decay("
+                "learning_rate, 200, 0.9))`)"
+            )
         raise ValueError(
-            f"method={method_name(method)!r} with `hyperparams` {dict(given or {})!r} fails on "
-            f"`initial_guess`: {first}"
+            f"method={method_name(method)!r} with `hyperparams` {dict(given or {})!r} fails "
+            f"when built and stepped once: {first}{hint}"
         ) from None

@@ -89,7 +89,9 @@ def _needs_concrete(err: Exception) -> bool:
     (`math.sqrt(x)`, `float(x)`, `if x > 0:`, `os.system(x)`...)."""
     if isinstance(err, jax.errors.ConcretizationTypeError | jax.errors.TracerArrayConversionError):
         return True
-    return isinstance(err, TypeError) and "Tracer" in str(err)
+    # (an operator between a tracer and a value of the wrong type, `dict - x`, is a plain bug)
+    said = str(err)
+    return isinstance(err, TypeError) and "Tracer" in said and "unsupported operand" not in said
 
 
 class GuessMismatch(TypeError):

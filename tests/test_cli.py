@@ -737,8 +737,8 @@ def test_a_grid_too_big_for_memory_points_to_the_flag(monkeypatch, tmp_path, cap
         ("`learning_rate` rounds to 0 in float32", "`--lr` rounds to 0 in float32"),
         ("`history_every` is ignored", "`history_every` is ignored"),  # no flag: as it was
         (
-            "method='adam' with `hyperparams` {'b1': 'x'} fails on `initial_guess`: bad",
-            "`--method adam` with `--hyperparam` {'b1': 'x'} fails on `--x0`: bad",
+            "method='adam' with `hyperparams` {'b1': 'x'} fails when built and stepped once",
+            "`--method adam` with `--hyperparam` {'b1': 'x'} fails when built and stepped once",
         ),
         (
             "`hyperparams['b1']` must be in [0, 1), got 2",

@@ -214,6 +214,12 @@ def test_integer_hyperparameters_are_static_and_bad_numbers_refused():
         gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method="adam", hyperparams={"b1": np.nan})
     with pytest.raises(ValueError, match=r"^method='<lambda>' with `hyperparams` \{\} fails"):
         gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method=lambda learning_rate: 3)
+    # a number the factory needs concrete, given as a (traced) hyperparameter: told where it goes
+    decaying = lambda learning_rate, decay: optax.adam(  # noqa: E731
+        optax.exponential_decay(learning_rate, 200, decay)
+    )
+    with pytest.raises(ValueError, match=r"fails when built .* goes into the factory itself"):
+        gd.gradient_descent(bowl, jnp.zeros(2), 0.1, method=decaying, hyperparams={"decay": 0.9})
 
 
 @pytest.mark.parametrize(

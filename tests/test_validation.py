@@ -393,6 +393,19 @@ def test_untraceable_cost_gets_one_line_in_plain_words(fn):
     assert "jax.numpy" in str(e.value) and "Tracer" not in str(e.value)
 
 
+def test_a_type_bug_under_grad_is_reported_as_itself_not_as_tracing():
+    """`dict - traced number`: the same plain error under `jax.grad` as outside it."""
+
+    def x_star(b):
+        return gd.gradient_descent(lambda p, b: (p - b) ** 2, {"u": 0.0}, 0.1, args=(b,)).x["u"]
+
+    for call in (lambda: x_star(1.0), lambda: jax.grad(x_star)(1.0)):
+        with pytest.raises(TypeError) as e:
+            call()
+        assert "unsupported operand type(s) for -: 'dict'" in str(e.value)
+        assert "traceable" not in str(e.value)
+
+
 @pytest.mark.parametrize("guess", [[], {}, ()])
 def test_an_empty_container_is_the_same_error_as_an_empty_array(guess):
     with pytest.raises(ValueError) as e:
