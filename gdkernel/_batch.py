@@ -30,7 +30,6 @@ import contextlib
 import functools
 import math
 import os
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -42,6 +41,7 @@ from jax import Array, lax
 
 from . import _columns, _lanes, _scalars
 from ._adjoint import differentiable
+from ._closure import top_level
 from ._kernel import (
     Options,
     Params,
@@ -638,22 +638,13 @@ _PROGRAMS = {
 }
 
 
-def _top_level() -> bool:
-    """Whether no JAX transformation is tracing the caller (JAX's own test where this
-    jaxlib has it, else whether a new array comes out traced)."""
-    clean = getattr(sys.modules.get("jax._src.core"), "trace_state_clean", None)
-    if clean is not None:
-        return bool(clean())
-    return not isinstance(jnp.zeros(()), jax.core.Tracer)
-
-
 def _program(kind: str, inputs: PyTree = ()) -> Any:
     """The jitted program `kind` for the default backend (its cache is per backend). Inside
     the user's own `jax.jit` or another transformation (traced `inputs`, or a sweep of
     concrete inputs called inside one) it is the one without compiler options, which only a
     top-level `jax.jit` may take."""
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(inputs))
-    top = jax.default_backend() == "cpu" and not traced and _top_level()
+    top = jax.default_backend() == "cpu" and not traced and top_level()
     return _PROGRAMS[kind, "cpu" if top else "other"]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import operator
 from collections.abc import Callable
 from typing import Any, Unpack
 
@@ -55,7 +57,7 @@ def as_number(dtype: Any, value: Any) -> Any:
 def as_rate(dtype: Any, learning_rate: Any) -> Any:
     """The learning rate in `dtype`, refused if it rounds to 0 or inf there."""
     rate = as_number(dtype, learning_rate)
-    if isinstance(rate, np.ndarray) and not (np.isfinite(rate) and rate > 0):
+    if isinstance(rate, np.ndarray) and not 0 < float(rate) < math.inf:  # (NaN fails too)
         raise ValueError(
             f"`learning_rate` must stay a finite number > 0 in {np.dtype(dtype).name}, "
             f"got {learning_rate} (which is {rate} there)"
@@ -155,7 +157,7 @@ def checked(
     return shared._replace(learning_rate=as_rate(dtype, learning_rate)), opts
 
 
-_PLAIN = (float, int, str, bool, type(None))
+_PLAIN = frozenset((float, int, str, bool, type(None)))
 
 
 def _plain(dtype: Any, options: RunOptions) -> tuple | None:
@@ -163,11 +165,12 @@ def _plain(dtype: Any, options: RunOptions) -> tuple | None:
     and no mini-batches (nothing to check against the guess or the data), else None."""
     if options["hyperparams"] or options["batch_size"] is not None or options["key"] is not None:
         return None
-    values = tuple(options[name] for name in _PLAIN_NAMES)  # type: ignore[literal-required]
-    if not all(type(value) in _PLAIN for value in values):
+    values = _plain_values(options)
+    types = tuple(map(type, values))
+    if not _PLAIN.issuperset(types):
         return None
     # with each value's type: 50 and 50.0, 1 and True are the same key otherwise
-    return (np.dtype(dtype), *((type(value), value) for value in values))
+    return np.dtype(dtype), types, values
 
 
 _PLAIN_NAMES = (
@@ -182,12 +185,13 @@ _PLAIN_NAMES = (
     "history_every",
     "adjoint",
 )
+_plain_values = operator.itemgetter(*_PLAIN_NAMES)
 
 
 @functools.lru_cache(maxsize=256)
 def _checked_plain(key: tuple) -> tuple[Params, Options]:
-    dtype, *typed = key
-    options = dict(zip(_PLAIN_NAMES, (value for _, value in typed), strict=True))
+    dtype, _, values = key
+    options = dict(zip(_PLAIN_NAMES, values, strict=True))
     options.update(hyperparams=None, batch_size=None, key=None, args=())
     return _check(dtype, options, None)  # type: ignore[arg-type]
 

@@ -291,6 +291,8 @@ def _check_finite(tree: PyTree, name: str) -> None:
 
 def as_guess(tree: PyTree, name: str) -> PyTree:
     """The initial guess as a pytree of floating-point arrays (never the user's objects)."""
+    if type(tree) in _FLOATS and abs(tree) < SAFE_FLOAT:  # one finite number (NaN fails)
+        return _float_leaf(tree, name)
     if tree is None:
         raise TypeError(f"`{name}` must be a number, an array or a pytree of arrays, got None")
     if isinstance(tree, (list, tuple)) and tree and all(map(_is_number, jax.tree.leaves(tree))):
