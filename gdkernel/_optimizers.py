@@ -142,16 +142,17 @@ def is_number(value: Any) -> bool:
 
 
 def split_hyperparams(
-    method: Method, hyperparams: Mapping[str, Any] | None
+    method: Method, hyperparams: Mapping[str, Any] | None, said: Any = None
 ) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
-    """(numeric hyperparameters, traced; the others as static `(name, value)` pairs)."""
+    """(numeric hyperparameters, traced; the others as static `(name, value)` pairs).
+    `said`: the method as the user named it (`"sgd"` for `"gd"`), for the messages."""
     if hyperparams is None:
         return {}, ()
     if not isinstance(hyperparams, Mapping):
         raise TypeError(
             f"`hyperparams` must be a dict of keyword arguments, got {type(hyperparams).__name__}"
         )
-    name = method_name(method)
+    name = said if isinstance(said, str) else method_name(method)
     if isinstance(method, str):
         if hyperparams:
             own = "`momentum`, " if name in ("momentum", "nesterov") else ""

@@ -209,7 +209,7 @@ def _check(dtype: Any, options: RunOptions, guess: PyTree) -> tuple[Params, Opti
     key = as_key(options["key"], batch)
     method = as_method(options["method"])
     hyperparams = options["hyperparams"]
-    numeric, static = split_hyperparams(method, hyperparams)
+    numeric, static = split_hyperparams(method, hyperparams, said=options["method"])
     if guess is not None:
         check_optimizer(method, guess, numeric, static, hyperparams)
     opts = make_options(
@@ -227,7 +227,7 @@ def _check(dtype: Any, options: RunOptions, guess: PyTree) -> tuple[Params, Opti
         1.0,
         v.as_precision(options["precision"]),
         v.as_grad_tol(options["grad_tol"]),
-        v.as_momentum(options["momentum"], opts.method),
+        v.as_momentum(options["momentum"], options["method"]),  # (named as the user did)
         max_iter,
         v.as_divergence(options["divergence"]),
         {name: v.as_hyperparam(value, name) for name, value in numeric.items()},

@@ -83,7 +83,7 @@ def prepare(
     one = {**options, **scalars, "hyperparams": hyperparams, "args": args}
     params, opts = checked(dtype, 1.0, one, guess)  # type: ignore[arg-type]
     checks: dict[str, Callable[[Any], Any]] = {
-        "momentum": lambda value: v.as_momentum(value, opts.method),
+        "momentum": lambda value: v.as_momentum(value, options["method"]),
         "precision": lambda value: v.warn_precision(v.as_precision(value), x0),
         "grad_tol": v.as_grad_tol,
     }

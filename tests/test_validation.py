@@ -577,6 +577,16 @@ def test_hyperparams_for_plain_gd_name_only_its_own_options():
     assert_short(e, "`momentum`")
 
 
+@pytest.mark.parametrize(
+    "options", [{"hyperparams": {"b1": 0.9}}, {"momentum": 0.9}], ids=["hyperparams", "momentum"]
+)
+def test_an_alias_is_named_as_the_user_wrote_it(options):
+    for run in (gd.gradient_descent, gd.sweep):
+        with pytest.raises(ValueError) as e:
+            run(square, np.ones(2) if run is gd.sweep else 3.0, 0.1, method="sgd", **options)
+        assert "method='sgd'" in str(e.value) and "'gd'" not in str(e.value)
+
+
 def test_the_precision_warning_in_float64_does_not_advise_float64():
     float64 = pytest.warns(UserWarning, match="below the resolution of float64")
     with jax.enable_x64(True), float64 as caught:
