@@ -327,8 +327,9 @@ def gradient_descent(
             a nonsingular Hessian at the minimum: where the cost is flat in some direction
             (an unused parameter, a rank-deficient fit) the derivative of `x` is NaN in
             forward mode and zero in reverse mode (so that it leaves the other members of a
-            batch alone); add a small ridge term or use `"unrolled"`. A run on mini-batches (`batch_size`) ends on
-            noisy steps, not at a minimum: differentiating it is an error naming `adjoint`.
+            batch alone); add a small ridge term or use `"unrolled"`. A run on mini-batches
+            (`batch_size`) ends on noisy steps, not at a minimum: differentiating it is an
+            error naming `adjoint`.
             `"unrolled"`: the exact derivative of the iterations run (their count held
             fixed) with respect to everything, replayed with about
             $3\sqrt{\text{max\_iter}}$ iterates stored. See docs/derivatives.md.
