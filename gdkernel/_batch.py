@@ -279,16 +279,21 @@ def _carry_representation(
 ) -> _lanes.Representation:
     """Lanes of `Carry`: any pytree problem, any method."""
 
-    def one_member(x: PyTree, g: PyTree, v: PyTree, n: Array, mine: Params, top: Array) -> Any:
+    def one_member(
+        x: PyTree, g: PyTree, v: PyTree, n: Array, mine: Params, top: Array, live: Array | None
+    ) -> Any:
         operands = (x, g, v, n, with_members(params, mine), args, top)
-        return propose_once(value_and_grad, n > 0, operands, opts, step_dtype, stall_test)
+        # The proposal is computed while any lane is `live` (`_once`): the loop's count at
+        # its last look, one number, rather than a reduction over the lanes every trip (a
+        # sixth of W2's passes over the lanes, 5-7% of its time on one thread)
+        live = n > 0 if live is None else live
+        return propose_once(value_and_grad, live, operands, opts, step_dtype, stall_test)
 
-    one = jax.vmap(one_member)
-
-    def trip(c: Carry, numbers: tuple[Params, Array]) -> Carry:
+    def trip(c: Carry, numbers: tuple[Params, Array], live: Array | None) -> Carry:
         go = c.code < 0
         n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
-        new = one(c.x, c.grad, c.velocity, n, *numbers)
+        one = jax.vmap(one_member, in_axes=(0, 0, 0, 0, 0, 0, None))
+        new = one(c.x, c.grad, c.velocity, n, *numbers, live)
         whole = not _columns.carried(c.x)  # any iterate not carried in columns
         if whole:  # as before (no gain from `_once` measured on vectors)
             new = lax.optimization_barrier(new)

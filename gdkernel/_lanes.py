@@ -96,13 +96,15 @@ class Representation(NamedTuple):
     """How one kind of lane carry is stepped and read.
 
     Attributes:
-        trip: `(carry, numbers) -> carry`: one masked step of every lane, `numbers` being
-            the per-member numbers (`run`'s `numbers`) of the lanes' members.
+        trip: `(carry, numbers, live) -> carry`: one masked step of every lane, `numbers`
+            being the per-member numbers (`run`'s `numbers`) of the lanes' members, and
+            `live` a boolean scalar that says a lane ran at the last look (None where the
+            loop does not know; the lanes' codes then say).
         code: `carry -> code`, the int32 code of every lane.
         idle: `carry -> carry`, the carry with every lane marked stopped (an empty lane).
     """
 
-    trip: Callable[[PyTree, PyTree], PyTree]
+    trip: Callable[[PyTree, PyTree, Array | None], PyTree]
     code: Callable[[PyTree], Array]
     idle: Callable[[PyTree], PyTree]
 
@@ -279,9 +281,10 @@ def run(
 
     def body(s: tuple) -> tuple:
         """`CHECK_EVERY` trips, then the counts; `idle` sums the lane-looks waited."""
-        ln, looks, _, waiting, idle = s
+        ln, looks, running, waiting, idle = s
+        live = running > 0
         carry = lax.fori_loop(
-            0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers), ln.carry, unroll=unroll
+            0, CHECK_EVERY, lambda _, c: rep.trip(c, ln.numbers, live), ln.carry, unroll=unroll
         )
         ln = ln._replace(carry=carry)
         return (ln, looks + 1, *look(ln), idle + waiting)
@@ -294,7 +297,7 @@ def run(
         if look_each_trip:  # (an empty lane's code is that of a stopped member)
             carry = lax.while_loop(
                 lambda c: jnp.any(rep.code(c) < 0),
-                lambda c: rep.trip(c, start.numbers),
+                lambda c: rep.trip(c, start.numbers, None),
                 start.carry,
             )
         else:

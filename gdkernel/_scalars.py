@@ -107,7 +107,7 @@ def representation(
     """Lanes of `pack`ed members: one trip takes the gradient at a running member's iterate,
     proposes the next one and decides, in one loop over the lanes."""
 
-    def trip(packed: Array, numbers: tuple[Params, Array]) -> Array:
+    def trip(packed: Array, numbers: tuple[Params, Array], live: Array | None) -> Array:
         x, code = unpack(packed)
         mine, tops = numbers
         lane_params = with_members(params, mine)
