@@ -52,6 +52,7 @@ class CompiledSweep:
         self.compiled, self.compile_seconds = compiled, compile_seconds
         self._params, self._args, self._spec = params, args, spec
         self._described, self._threads, self._axes = described, threads, axes
+        self._x64 = bool(jax.config.read("jax_enable_x64"))  # as compiled
 
     def __call__(
         self, initial_guesses: PyTree, learning_rates: Any, args: tuple | None = None
@@ -63,7 +64,7 @@ class CompiledSweep:
         if _spec(x0, rates, args) != self._spec:
             want, got = self._described, _described(x0, rates, args)
             hint = ""
-            if "float64" in want and not jax.config.read("jax_enable_x64"):
+            if self._x64 and not jax.config.read("jax_enable_x64"):
                 hint = " (float64 needs jax_enable_x64, on when this was compiled)"
             raise ValueError(
                 "`initial_guesses`, `learning_rates` and `args` must have the shapes and dtypes "
@@ -134,6 +135,19 @@ def _dtype(leaf: Any) -> np.dtype:
 
 
 def _described(x0: PyTree, rates: Any, args: tuple) -> str:
+    """The values as the compiled program takes them: a float64 NumPy array is float32
+    there unless `jax_enable_x64` is on."""
+
+    def taken(leaf: Any) -> Any:
+        if not hasattr(leaf, "dtype"):  # a Python number: described as one
+            return leaf
+        try:
+            dtype = jax.dtypes.canonicalize_dtype(leaf.dtype)
+        except TypeError:  # (not a NumPy type: described as it is)
+            return leaf
+        return jax.ShapeDtypeStruct(np.shape(leaf), dtype)
+
+    x0, rates, args = jax.tree.map(taken, (x0, rates, args))
     return f"{v.describe(x0)}, {v.describe(rates)}, {v.describe(args) if args else '()'}"
 
 

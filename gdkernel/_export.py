@@ -234,7 +234,22 @@ def read_table(path: Path) -> SweepResult:
     arrays, its grid axes (`learning_rate`, any other, `initial_guess`) restored. Those files
     hold `x`, `cost`, `iterations` and `status` per member, not the gradient or the last
     step: `grad` and `step_size` come back NaN. JSON records its dtype; CSV does not, and its
-    numbers come back as float64."""
+    numbers come back as float64.
+
+    Raises:
+        ValueError: the file is not such a table (another JSON document, a truncated one, a
+            member without one of the columns).
+    """
+    try:
+        return _read_table(path)
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError, AttributeError) as err:
+        raise ValueError(
+            f"{str(path)!r} is not a table written by gdkernel's command line "
+            f"({type(err).__name__}: {err})"
+        ) from None
+
+
+def _read_table(path: Path) -> SweepResult:
     if path.suffix.lower() == ".json":
         with open(path) as f:
             doc = json.load(f)

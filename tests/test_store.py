@@ -125,6 +125,18 @@ def test_load_sweep_names_the_formats_it_reads(tmp_path):
         gd.load_sweep(path)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ['{"x": 1}', "[1, 2]", '{"members": [{"x": 1}]}', '{"members": [', '{"dtype": "float32"'],
+)
+def test_load_sweep_refuses_a_json_file_it_did_not_write(tmp_path, text):
+    """Another JSON document, or a truncated one, is refused by name, not with a KeyError."""
+    path = tmp_path / "other.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"other\.json' is not a table written by gdkernel"):
+        gd.load_sweep(path)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_tables_round_trip_every_grid_axis(tmp_path, suffix):
     """A learning rate x b1 x b2 x starting point sweep through the command line's tables:

@@ -357,6 +357,17 @@ def test_compile_sweep_converts_args_as_sweep_does():
     np.testing.assert_allclose(np.asarray(shifted(np.zeros(3), [0.1], args=(3,)).x), 3.0, atol=1e-3)
     with pytest.raises(ValueError, match=r"compiled for: .*\(float,\); got .*\(float\d+\[2\],\)"):
         shifted(np.zeros(3), [0.1], args=(np.ones(2),))
+    # Data compiled from float64 NumPy (float32 to JAX by default) and called with another
+    # length: the message names the types the program takes and blames the length alone.
+    mean = gd.compile_sweep(lambda w, X: jnp.mean((w - X) ** 2), np.zeros(4), [0.1], args=(X,))
+    with pytest.raises(ValueError) as info:
+        mean(np.zeros(4), [0.1], args=(np.linspace(0, 1, 40),))
+    message = str(info.value)
+    dtype = "float64" if jax.config.read("jax_enable_x64") else "float32"
+    assert message.endswith(
+        f"compiled for: {dtype}[4], {dtype}[1], ({dtype}[20],); got "
+        f"{dtype}[4], {dtype}[1], ({dtype}[40],)"
+    ), message
 
 
 def test_a_grid_indexed_by_two_numbers_is_its_member():
