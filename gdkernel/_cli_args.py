@@ -310,7 +310,10 @@ def hyperparam(text: str) -> Hyperparam:
     try:
         return Hyperparam(name, _axis(raw, "auto"))
     except argparse.ArgumentTypeError as err:
-        raise argparse.ArgumentTypeError(f"{name}: {err}") from None
+        why = str(err)
+        if why.startswith("not a number") and ":" not in raw:  # (nor true/false)
+            why = f"not a number, nor true/false: {raw!r}"
+        raise argparse.ArgumentTypeError(f"{name}: {why}") from None
 
 
 def hyperparam_value(text: str) -> Hyperparam:

@@ -119,7 +119,26 @@ def _call(fn: Callable, name: str, x: PyTree, args: tuple) -> Any:
         if args:
             call += f" and args: {describe(args)}"
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise kind(f"`{name}` failed when called as {call}: {type(err).__name__}: {first}") from err
+        raise kind(
+            f"`{name}` failed when called as {call}: {type(err).__name__}: {first}"
+            + (ONE_NUMBER if _indexed_a_number(x, err) else "")
+        ) from err
+
+
+# What to give a cost that reads coordinates (`x[0]`, `a, b = x`) and was given one number.
+ONE_NUMBER = (
+    " (x is one number here: a starting point of several coordinates is an array of them, "
+    "e.g. np.array([1.0, 2.0]); in `sweep` a list or tuple of numbers is that many scalar "
+    "starting points, and one point of several coordinates is a row, np.array([[1.0, 2.0]]))"
+)
+
+
+def _indexed_a_number(x: PyTree, err: Exception) -> bool:
+    """Whether `err` is a scalar `x` being indexed or unpacked as a vector."""
+    if not isinstance(err, IndexError | TypeError) or np.ndim(x) != 0 or not hasattr(x, "dtype"):
+        return False
+    text = str(err)
+    return any(s in text for s in ("0-d", "0-dimensional", "Too many indices"))
 
 
 def call_cost_fn(cost_fn: Callable, x: PyTree, args: tuple) -> Array:

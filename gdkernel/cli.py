@@ -96,7 +96,7 @@ from ._kernel import DIVERGENCE
 from ._result import Status, SweepResult, _many
 from ._solve import gradient_descent
 from ._sweep import sweep
-from ._validate import MOMENTUM
+from ._validate import MOMENTUM, ONE_NUMBER
 from .functions import BUILTINS
 
 # Options that take a value which may start with "-" (e.g. `--x0 -2:2:64`).
@@ -698,6 +698,9 @@ def in_cli_terms(message: str) -> str:
     message = _X64.sub("`--x64`", message)
     message = _HISTORY.sub("lower `max_iter`", message)
     message = _DIVERGENCE.sub(f"{DIVERGENCE:g} times", message)
+    message = message.replace(
+        ONE_NUMBER, " (x is one number here: give `--x0` one entry per coordinate, e.g. `--x0 1,2`)"
+    )
     return _METHOD.sub(r"`--method \1`", _NAMED.sub(flag, message))
 
 

@@ -142,6 +142,17 @@ def test_run_own_function_from_module_attribute(tmp_path):
     assert int(value(out.stdout, "Iterations:")) == ref_it
 
 
+def test_a_vector_function_given_one_number_names_x0(tmp_path):
+    (tmp_path / "my_bowl.py").write_text("def bowl(x):\n    return (x[0] - 1) ** 2 + x[1] ** 2\n")
+    out = gdkernel("run", "--function", "my_bowl:bowl", "--x0", "1", "--lr", "0.1",
+                   pythonpath=tmp_path)  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip().endswith(
+        "(x is one number here: give `--x0` one entry per coordinate, e.g. `--x0 1,2`)"
+    ), out.stderr
+    assert "np.array" not in out.stderr and "Traceback" not in out.stderr
+
+
 # ----------------------------------------------------------------------------- sweep
 
 
@@ -421,7 +432,14 @@ def test_bad_arguments_in_process(args, says, capsys):
     [
         (["--method", "adam", "--hyperparam", "b1"], "argument --hyperparam: expected NAME=VALUE"),
         (["--method", "adam", "--hyperparam", "=0.9"], "expected NAME=VALUE"),
-        (["--method", "adam", "--hyperparam", "b1=high"], "--hyperparam: b1: not a number: 'high'"),
+        (
+            ["--method", "adam", "--hyperparam", "b1=high"],
+            "--hyperparam: b1: not a number, nor true/false: 'high'",
+        ),
+        (
+            ["--method", "adam", "--hyperparam", "nesterov=maybe"],
+            "nesterov: not a number, nor true/false: 'maybe'",
+        ),
         (["--method", "adam", "--hyperparam", "b1=inf"], "--hyperparam: b1: must be finite"),
         (["--method", "adam", "--hyperparam", "b1=0.8:0.99"], "b1: malformed range '0.8:0.99'"),
         (["--method", "adam", "--hyperparam", "b1=0.8:0.99:0"], "n must be an integer >= 1"),
@@ -442,7 +460,10 @@ def test_bad_arguments_in_process(args, says, capsys):
         (["--grad-tol", "1e-3:1e-1"], "--grad-tol: malformed range"),
         (["--method", "adamx"], "--method: invalid choice: 'adamx'"),
         (["run", "--method", "adam", "--hyperparam", "b3=0.5"], "`--method adam` takes no 'b3'"),
-        (["run", "--method", "adam", "--hyperparam", "nesterov=maybe"], "not a number: 'maybe'"),
+        (
+            ["run", "--method", "adam", "--hyperparam", "nesterov=maybe"],
+            "nesterov: not a number, nor true/false: 'maybe'",
+        ),
     ],
 )
 def test_bad_methods_hyperparams_and_ranges_fail_before_any_work(args, says, no_work, capsys):

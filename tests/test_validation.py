@@ -157,6 +157,30 @@ def test_args_that_make_the_cost_fail_show_the_call():
     assert_short(e, "`cost_fn`", "cost_fn(x, *args)", "float32[2]", "float32[10,3]")
 
 
+def test_a_cost_of_coordinates_given_one_number_says_what_to_give():
+    """A cost that unpacks or indexes its x, given scalars: the message says x was one number
+    and how a point of several coordinates is written; a tuple of Python numbers in `sweep`
+    is that many scalar starting points, as in the tutorials."""
+
+    def pair(p):
+        a, b = p
+        return (a - 1) ** 2 + 10 * (b + 2) ** 2
+
+    with pytest.raises(TypeError) as e:
+        gd.sweep(pair, (1.0, 2.0), [0.01])
+    assert_short(e, "`cost_fn`", "x is one number here", "np.array([[1.0, 2.0]])")
+    with pytest.raises(ValueError) as e:
+        gd.gradient_descent(lambda x: x[1] ** 2, 1.0, 0.1)
+    assert_short(e, "`cost_fn`", "x is one number here", "np.array([1.0, 2.0])")
+    # given as the message says, one member at the closed-form minimum (1, -2)
+    grid = gd.sweep(pair, np.array([[1.0, 2.0]]), [0.01], precision=1e-6, max_iter=5000)
+    np.testing.assert_allclose(np.asarray(grid.x[0, 0]), [1.0, -2.0], atol=1e-3)
+    # a scalar cost that fails some other way gets no such hint
+    with pytest.raises(TypeError) as e:
+        gd.gradient_descent(lambda x: jnp.ones(3)[5.0], 1.0, 0.1)
+    assert "x is one number here" not in str(e.value)
+
+
 def test_cost_raising_its_own_error_is_shown():
     def cost(x):
         raise RuntimeError("broken model")
