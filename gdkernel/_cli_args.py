@@ -393,6 +393,26 @@ def output_path(text: str, option: str, suffixes: Sequence[str]) -> Path:
     return path
 
 
+def output_paths(texts: Sequence[str], option: str, suffixes: Sequence[str]) -> list[Path]:
+    """`output_path` of every file a repeatable option names; a file named twice (the same
+    path written two ways too) is refused rather than written twice.
+
+    Raises:
+        UsageError: naming `option` and what is wrong.
+    """
+    paths: list[Path] = []
+    seen: dict[Path, str] = {}
+    for text in texts:
+        path = output_path(text, option, suffixes)
+        if path.resolve() in seen:
+            first = seen[path.resolve()]
+            also = "" if first == text else f" (as {first!r} too)"
+            raise UsageError(f"`{option}` names {text!r} twice{also}")
+        seen[path.resolve()] = text
+        paths.append(path)
+    return paths
+
+
 # ------------------------------------------------------------------ the cost and the grid
 
 

@@ -84,6 +84,7 @@ from ._cli_args import (
     nonnegative_values,
     one_nonnegative_float,
     output_path,
+    output_paths,
     plot_suffixes,
     positive_int,
     resolve_function,
@@ -231,7 +232,7 @@ def command_run(ns: argparse.Namespace, out: TextIO) -> int:
     if problem.dim == 1 or (problem.dim is None and len(coords) == 1):
         x0 = x0[0]
     lr = ns.lr if ns.lr is not None else need(problem.lr, "--lr", problem)
-    outs = [output_path(path, "--out", _export.SUFFIXES) for path in ns.out]
+    outs = output_paths(ns.out, "--out", _export.SUFFIXES)
     plot_path = _plot_path(ns)
     if ns.x0 is not None:
         _note(ns, filled_note(ns.x0, problem))
@@ -262,7 +263,7 @@ def command_sweep(ns: argparse.Namespace, out: TextIO) -> int:
     guesses, axes = grid_guesses(x0_axes, problem)
     lrs = lr_axis.values.astype(compute_dtype())
     options = _solver_options(ns, problem)
-    outs = [output_path(path, "--out", _export.SUFFIXES) for path in ns.out]
+    outs = output_paths(ns.out, "--out", _export.SUFFIXES)
     plot_path = _plot_path(ns)
     if ns.x0 is not None:
         _note(ns, filled_note(ns.x0, problem))

@@ -377,6 +377,7 @@ def test_bad_arguments_exit_2_with_one_line(args, says):
     ("args", "says"),
     [
         (["sweep", "--lr", "1e-3:1"], "malformed range '1e-3:1'"),
+        (["sweep", "--out", "r.csv", "--out", "./r.csv"], "`--out` names './r.csv' twice"),
         (["sweep", "--lr", "1e-3:1:x"], "n must be an integer"),
         (["sweep", "--lr", "1e-3:1:0"], "n must be an integer >= 1, got '0'"),
         (["sweep", "--lr", "0:1:4"], "learning rates must be > 0"),
