@@ -105,8 +105,8 @@ def _refusal(opts: Options) -> str | None:
     """Why a run of `opts` has no implicit derivative, or None."""
     if opts.history_every:
         return (
-            "`adjoint`: a run with `history=True` has no derivative of its history; "
-            "differentiate a run without it"
+            "`history`: a run with `history=True` has no derivative of its history; "
+            "differentiate a run without it (the same run, the same x and cost)"
         )
     if opts.batch_size:
         return (

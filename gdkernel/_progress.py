@@ -184,6 +184,8 @@ class Tracker:
     ) -> None:
         del trips
         with self.lock:
+            if self.error is not None:  # the callback raised: no more reports, the
+                return  # error reaches the caller when the running chunk ends
             self.live[device] = (running, converged, diverged, best)
             try:
                 self.report(self._snapshot())
@@ -205,7 +207,8 @@ class Tracker:
             self.best = min(self.best, best)
             self.chunk_real = 0
             self.live = {}
-            self.report(self._snapshot())
+            if self.error is None:
+                self.report(self._snapshot())
 
     def check(self) -> None:
         if self.error is not None:

@@ -551,6 +551,10 @@ def as_history_every(history: bool, every: Any) -> int:
         return 1 if history else 0
     if not history:
         raise ValueError("`history_every` needs `history=True` (without it nothing is recorded)")
+    if is_traced(every):  # it sizes the history buffer
+        raise TypeError(
+            "`history_every` must be a concrete Python int (under jax.jit, mark it static)"
+        )
     if (
         isinstance(every, bool)
         or not isinstance(every, (numbers.Integral, np.integer))

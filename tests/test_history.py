@@ -140,6 +140,12 @@ def test_no_history_by_default_and_bad_every():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="`history_every`"):
             gd.gradient_descent(lambda x: x**2, 3.0, 0.1, history=True, history_every=bad)
+    # traced under the user's jit: it sizes the history, so it must be static
+    run = jax.jit(
+        lambda k: gd.gradient_descent(lambda x: x**2, 3.0, 0.1, history=True, history_every=k)
+    )
+    with pytest.raises(TypeError, match=r"^`history_every` must be a concrete Python int"):
+        run(5)
 
 
 def test_pytree_history(x64):

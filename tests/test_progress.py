@@ -152,7 +152,10 @@ def test_an_error_in_the_callback_reaches_the_caller(monkeypatch, tmp_path, insi
     if inside:
         _report_every_trip(monkeypatch)
 
+    calls = []
+
     def fail(p):
+        calls.append(p)
         if p.running or p.chunks_done:  # past the first report, made before any work
             raise RuntimeError(f"stop at {p.chunks_done}")
 
@@ -160,6 +163,7 @@ def test_an_error_in_the_callback_reaches_the_caller(monkeypatch, tmp_path, insi
         gd.sweep(
             square, GUESSES, [1e-3], max_iter=5000, chunk_size=3, progress=fail, out=tmp_path / "g"
         )
+    assert len(calls) == 2  # the callback is not called again once it raised
     assert list(tmp_path.iterdir()) == []  # nothing half-written is left behind
     assert _progress._sink is None
 
