@@ -570,7 +570,8 @@ def as_args(args: Any) -> tuple:
     if not isinstance(args, tuple):
         raise TypeError(
             f"`args` must be a tuple of extra arguments for cost_fn(x, *args), e.g. args=(X, y); "
-            f"got {type(args).__name__}"
+            f"got {'an array' if isinstance(args, jax.Array) else type(args).__name__}"
+            + (" (one array is args=(a,))" if isinstance(args, jax.Array | np.ndarray) else "")
         )
     for leaf in jax.tree.leaves(args):
         if not (

@@ -193,7 +193,12 @@ def test_cost_raising_its_own_error_is_shown():
 def test_args_must_be_a_tuple():
     with pytest.raises(TypeError) as e:
         gd.gradient_descent(lambda x, X: jnp.sum((x - X) ** 2), 0.0, 0.1, args=np.ones(3))
-    assert_short(e, "`args`", "tuple")
+    assert_short(e, "`args`", "tuple", "got ndarray (one array is args=(a,))")
+    # a traced array (under the user's jax.grad) is named as one, not by JAX's tracer type
+    with pytest.raises(TypeError) as e:
+        jax.grad(lambda a: gd.gradient_descent(lambda x, a: (x - a) ** 2, 0.0, 0.1, args=a).x)(2.0)
+    assert_short(e, "`args`", "got an array (one array is args=(a,))")
+    assert "Tracer" not in str(e.value)
 
 
 def test_args_must_hold_arrays():
