@@ -289,10 +289,11 @@ def _carry_representation(
         live = n > 0 if live is None else live
         return propose_once(value_and_grad, live, operands, opts, step_dtype, stall_test)
 
+    one = jax.vmap(one_member, in_axes=(0, 0, 0, 0, 0, 0, None))  # `live`: one for all lanes
+
     def trip(c: Carry, numbers: tuple[Params, Array], live: Array | None) -> Carry:
         go = c.code < 0
         n = jnp.where(go, -c.code, 0)  # the iteration each running lane takes now
-        one = jax.vmap(one_member, in_axes=(0, 0, 0, 0, 0, 0, None))
         new = one(c.x, c.grad, c.velocity, n, *numbers, live)
         whole = not _columns.carried(c.x)  # any iterate not carried in columns
         if whole:  # as before (no gain from `_once` measured on vectors)

@@ -404,11 +404,11 @@ def output_paths(texts: Sequence[str], option: str, suffixes: Sequence[str]) -> 
     seen: dict[Path, str] = {}
     for text in texts:
         path = output_path(text, option, suffixes)
-        if path.resolve() in seen:
-            first = seen[path.resolve()]
-            also = "" if first == text else f" (as {first!r} too)"
+        file = path.resolve()
+        if file in seen:
+            also = "" if seen[file] == text else f" (as {seen[file]!r} too)"
             raise UsageError(f"`{option}` names {text!r} twice{also}")
-        seen[path.resolve()] = text
+        seen[file] = text
         paths.append(path)
     return paths
 

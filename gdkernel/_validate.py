@@ -568,10 +568,13 @@ def as_args(args: Any) -> tuple:
     if isinstance(args, list):
         args = tuple(args)
     if not isinstance(args, tuple):
+        # an array under the user's jax.grad is a tracer: named as the array it stands for
+        got = "an array" if isinstance(args, jax.Array) else type(args).__name__
+        if isinstance(args, jax.Array | np.ndarray):
+            got += " (one array is args=(a,))"
         raise TypeError(
-            f"`args` must be a tuple of extra arguments for cost_fn(x, *args), e.g. args=(X, y); "
-            f"got {'an array' if isinstance(args, jax.Array) else type(args).__name__}"
-            + (" (one array is args=(a,))" if isinstance(args, jax.Array | np.ndarray) else "")
+            "`args` must be a tuple of extra arguments for cost_fn(x, *args), e.g. args=(X, y); "
+            f"got {got}"
         )
     for leaf in jax.tree.leaves(args):
         if not (
